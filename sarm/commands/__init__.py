@@ -1,0 +1,1 @@
+"""Sub-commands of the ``sarm`` CLI; each module defines ``register(subparsers)``."""

@@ -1,0 +1,87 @@
+"""``sarm score``: score one response and show which features the reward is made of."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sarm.attribution import score_top
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a response and list its top feature contributions",
+        description=(
+            "Score PROMPT/RESPONSE with a SARM and print the reward split into per-feature "
+            "contributions w_i * z_i (they add up to the reward with the bias). "
+            "Example: sarm score --model smollm2-demo --prompt 'Hi' --response 'Hello!'"
+        ),
+    )
+    p.add_argument(
+        "--model", required=True, help="smollm2-demo, a checkpoint directory, or a hub id"
+    )
+    p.add_argument("--prompt", required=True, help="the user turn")
+    p.add_argument("--response", required=True, help="the assistant response to score")
+    p.add_argument("--top", type=int, default=20, help="contributions to list (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--labels", default=None, help="feature store whose labels to show next to feature ids"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sarm.checkpoints import load_sarm
+
+    model = load_sarm(args.model, device=args.device)
+    score = model.score(args.prompt, args.response)
+    labels = _labels(args.labels, score.contributions) if args.labels else {}
+    if args.json:
+        print(json.dumps(score_json(score, args.top, labels), indent=2))
+    else:
+        print(format_table(score, args.top, labels))
+    return 0
+
+
+def score_json(score, top: int, labels: dict[int, str]) -> dict:
+    split = score_top(score, top)
+    out = score.to_dict()
+    out["top"] = [
+        {
+            "feature": f,
+            "contribution": c,
+            "activation": score.activations[f],
+            "label": labels.get(f, ""),
+        }
+        for f, c in split.top
+    ]
+    out["other_features"] = {"count": split.n_rest, "contribution": split.rest}
+    return out
+
+
+def format_table(score, top: int, labels: dict[int, str]) -> str:
+    split = score_top(score, top)
+    lines = [
+        f"reward {score.reward:+.4f}  (bias {score.bias:+.4f}, {len(score.contributions)} active "
+        f"features, {score.n_tokens} tokens{', truncated' if score.truncated else ''})",
+        f"{'feature':>8}  {'activation':>10}  {'contribution':>12}  label",
+    ]
+    for fid, c in split.top:
+        lines.append(
+            f"{fid:>8}  {score.activations[fid]:>10.4f}  {c:>+12.4f}  {labels.get(fid, '')}"
+        )
+    if split.n_rest:
+        lines.append(
+            f"{'others':>8}  {split.n_rest:>10d}  {split.rest:>+12.4f}  (all other features)"
+        )
+    lines.append(f"{'bias':>8}  {'':>10}  {score.bias:>+12.4f}")
+    return "\n".join(lines)
+
+
+def _labels(store_path: str, contributions: dict[int, float]) -> dict[int, str]:
+    from feature_store import FeatureStore
+
+    with FeatureStore.open(store_path, read_only=True) as store:
+        return store.labels_for(list(contributions))

@@ -1,0 +1,317 @@
+"""The SARM reward model: truncated backbone -> standardise -> SAE -> linear head.
+
+Every reward is computed as an exact sum of per-feature contributions
+``c_i = w_i * z_{T,i}`` plus the head bias (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sae_lens.saes.sae import SAE
+
+from sarm.backbones import Backbone, EncodedBatch
+from sarm.head import LinearHead
+from sarm.saes import SAEMeta, check_finite, sarm_encode, standardize
+from sarm.types import Conversation, check_conversation, pair_conversation
+
+ScoreInput = tuple[str, str] | Sequence[dict]
+
+
+@dataclass
+class Score:
+    """One scored conversation and its exact decomposition into features."""
+
+    reward: float
+    bias: float
+    contributions: dict[int, float]
+    activations: dict[int, float]
+    tokens: list[str]
+    token_ids: list[int]
+    truncated: bool = False
+    n_truncated: int = 0
+    conversation: Conversation = field(default_factory=list, repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self) -> dict:
+        return {
+            "reward": self.reward,
+            "bias": self.bias,
+            "contributions": {str(k): v for k, v in self.contributions.items()},
+            "activations": {str(k): v for k, v in self.activations.items()},
+            "n_tokens": self.n_tokens,
+            "truncated": self.truncated,
+            "n_truncated": self.n_truncated,
+        }
+
+
+@dataclass
+class PooledLatents:
+    """Sparse pooled latents ``z_T`` for a list of conversations, in input order."""
+
+    rewards: np.ndarray  # float64 [N]
+    n_tokens: np.ndarray  # int64 [N]
+    truncated: np.ndarray  # bool [N]
+    indices: list[np.ndarray]  # int32 per example
+    values: list[np.ndarray]  # float32 per example
+
+
+@dataclass
+class TokenLatents:
+    """Per-token sparse latents ``z_t`` for one conversation."""
+
+    tokens: list[str]
+    token_ids: list[int]
+    values: torch.Tensor  # [T, k]
+    indices: torch.Tensor  # [T, k]
+    reward_trajectory: np.ndarray  # r_t = w . z_t + b, [T]
+
+
+@dataclass
+class TokenActivations:
+    """Activations of chosen features at every token, and the reward trajectory."""
+
+    tokens: list[str]
+    feature_ids: list[int]
+    values: np.ndarray  # [T, F]
+    reward_trajectory: np.ndarray  # [T]
+
+
+class SARM:
+    """A sparse-autoencoder reward model ready to score conversations."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        sae: SAE,
+        head: LinearHead,
+        sae_meta: SAEMeta,
+        source: dict | None = None,
+    ):
+        if sae.cfg.d_in != backbone.d_model:
+            raise ValueError(
+                f"SAE input size {sae.cfg.d_in} does not match the backbone hidden size "
+                f"{backbone.d_model} ({backbone.name})"
+            )
+        if head.size != sae.cfg.d_sae:
+            raise ValueError(
+                f"head has {head.size} weights but the SAE has {sae.cfg.d_sae} latents"
+            )
+        if sae_meta.use_activation and not 1 <= sae_meta.k <= sae.cfg.d_sae:
+            raise ValueError(f"SAE k={sae_meta.k} must be within 1..{sae.cfg.d_sae}")
+        check_finite(sae)
+        self.backbone = backbone
+        self.sae = sae.to(backbone.device).eval()
+        self.head = head
+        self.sae_meta = sae_meta
+        self.source = dict(source or {})
+        self._w = head.weight.to(backbone.device)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.sae.cfg.d_sae)
+
+    @property
+    def layer(self) -> int:
+        return self.backbone.layer
+
+    @property
+    def k(self) -> int:
+        return self.sae_meta.k
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    def set_head(self, head: LinearHead) -> None:
+        """Swap the reward head (same number of latents)."""
+        if head.size != self.d_sae:
+            raise ValueError(f"head has {head.size} weights, the SAE has {self.d_sae} latents")
+        self.head = head
+        self._w = head.weight.to(self.backbone.device)
+
+    def sae_hash(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            h.update(getattr(self.sae, name).detach().float().cpu().numpy().tobytes())
+        h.update(f"k={self.k};act={self.sae_meta.use_activation}".encode())
+        return h.hexdigest()[:16]
+
+    def fingerprint(self) -> dict[str, str]:
+        """What identifies this model's latents (backbone, layer, SAE) and its head."""
+        return {
+            "backbone": self.backbone.name,
+            "layer": str(self.layer),
+            "sae": self.sae_hash(),
+            "head": self.head.hash(),
+        }
+
+    # ------------------------------------------------------------------ core maths
+
+    def _encode(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return sarm_encode(self.sae, u, self.k, self.sae_meta.use_activation)
+
+    def _rewards(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``w . z + b`` per row, summed in float64 like the contributions."""
+        return (values.double() * self._w[indices].double()).sum(-1) + self.head.bias
+
+    @torch.inference_mode()
+    def _pooled(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.backbone.hidden_states(batch)
+        rows = torch.arange(len(batch), device=h.device)
+        h_last = h[rows, batch.last_index.to(h.device)]
+        return self._encode(standardize(h_last, self.sae_meta.eps))
+
+    def _sorted_batches(
+        self, conversations: Sequence[Conversation], batch_size: int, progress: bool
+    ):
+        """Encode every conversation once, then yield length-sorted padded batches."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from tqdm.auto import tqdm
+
+        enc = self.backbone.encoder
+        rows = [
+            enc.token_ids(check_conversation(c, f"conversation {i}"))
+            for i, c in enumerate(conversations)
+        ]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        starts = range(0, len(order), batch_size)
+        for s in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+            idx = order[s : s + batch_size]
+            yield idx, enc.pad([rows[i] for i in idx])
+
+    # ------------------------------------------------------------------ public API
+
+    def pooled_latents(
+        self, conversations: Sequence[Conversation], batch_size: int = 8, progress: bool = False
+    ) -> PooledLatents:
+        """Sparse ``z_T`` and rewards for many conversations (one forward per batch)."""
+        n = len(conversations)
+        out = PooledLatents(
+            rewards=np.zeros(n, np.float64),
+            n_tokens=np.zeros(n, np.int64),
+            truncated=np.zeros(n, bool),
+            indices=[np.empty(0, np.int32)] * n,
+            values=[np.empty(0, np.float32)] * n,
+        )
+        for idx, batch in self._sorted_batches(conversations, batch_size, progress):
+            values, indices = self._pooled(batch)
+            rewards = self._rewards(values, indices).cpu().numpy()
+            v, ix = values.float().cpu().numpy(), indices.cpu().numpy().astype(np.int32)
+            for j, i in enumerate(idx):
+                keep = v[j] != 0
+                out.rewards[i] = rewards[j]
+                out.n_tokens[i] = batch.lengths[j]
+                out.truncated[i] = batch.truncated[j] > 0
+                out.indices[i], out.values[i] = ix[j][keep], v[j][keep]
+        return out
+
+    def score(
+        self,
+        prompt: str | None = None,
+        response: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+    ) -> Score:
+        """Score one ``(prompt, response)`` pair or one full ``messages`` conversation."""
+        if messages is not None:
+            if prompt is not None or response is not None:
+                raise ValueError("pass either prompt and response, or messages, not both")
+            return self.score_batch([check_conversation(messages, "messages")])[0]
+        return self.score_batch([(prompt, response)])[0]
+
+    def score_batch(
+        self, items: Sequence[ScoreInput], batch_size: int = 8, progress: bool = False
+    ) -> list[Score]:
+        """Score many conversations; results match scoring them one at a time."""
+        convs = [to_conversation(item, f"item {i}") for i, item in enumerate(items)]
+        scores: list[Score | None] = [None] * len(convs)
+        for idx, batch in self._sorted_batches(convs, batch_size, progress):
+            values, indices = self._pooled(batch)
+            for j, i in enumerate(idx):
+                scores[i] = self._make_score(convs[i], batch, j, values[j], indices[j])
+        return scores  # type: ignore[return-value]
+
+    def _make_score(
+        self, conv: Conversation, batch: EncodedBatch, row: int, values, indices
+    ) -> Score:
+        v = values.double().cpu()
+        ix = indices.cpu()
+        w = self.head.weight.double()[ix]
+        keep = v != 0
+        contrib = {int(i): float(c) for i, c in zip(ix[keep], (v * w)[keep], strict=True)}
+        acts = {int(i): float(a) for i, a in zip(ix[keep], v[keep], strict=True)}
+        ids = batch.input_ids[row, : batch.lengths[row]].tolist()
+        return Score(
+            reward=float(sum(contrib.values()) + self.head.bias),
+            bias=self.head.bias,
+            contributions=contrib,
+            activations=acts,
+            tokens=self.backbone.encoder.tokens(ids),
+            token_ids=ids,
+            truncated=batch.truncated[row] > 0,
+            n_truncated=batch.truncated[row],
+            conversation=conv,
+        )
+
+    @torch.inference_mode()
+    def token_latents(self, conversation: ScoreInput) -> TokenLatents:
+        """``z_t`` at every token (top-k values and indices) and ``r_t = w . z_t + b``."""
+        conv = to_conversation(conversation)
+        batch = self.backbone.encode([conv])
+        u = standardize(self.backbone.hidden_states(batch)[0], self.sae_meta.eps)
+        values, indices = self._encode(u)
+        ids = batch.input_ids[0].tolist()
+        return TokenLatents(
+            tokens=self.backbone.encoder.tokens(ids),
+            token_ids=ids,
+            values=values.float().cpu(),
+            indices=indices.cpu(),
+            reward_trajectory=self._rewards(values, indices).cpu().numpy(),
+        )
+
+    def token_activations(
+        self, conversation: ScoreInput, feature_ids: Sequence[int]
+    ) -> TokenActivations:
+        """Activations ``z_{t,i}`` of ``feature_ids`` at every token (0 where not kept)."""
+        fids = [self._check_feature(f) for f in feature_ids]
+        lat = self.token_latents(conversation)
+        target = torch.tensor(fids, dtype=lat.indices.dtype)
+        match = lat.indices.unsqueeze(-1) == target  # [T, k, F]
+        values = (lat.values.unsqueeze(-1) * match).sum(dim=1)
+        return TokenActivations(lat.tokens, fids, values.numpy(), lat.reward_trajectory)
+
+    def _check_feature(self, fid: int) -> int:
+        if isinstance(fid, bool) or not isinstance(fid, (int, np.integer)):
+            raise ValueError(f"feature ids must be integers, got {fid!r}")
+        if not 0 <= int(fid) < self.d_sae:
+            raise ValueError(f"feature id {fid} is out of range 0..{self.d_sae - 1}")
+        return int(fid)
+
+    def save(self, directory, include_backbone: bool = False):
+        """Write this SARM in our layout (see :mod:`sarm.checkpoints`)."""
+        from sarm.checkpoints import save_sarm
+
+        return save_sarm(self, directory, include_backbone=include_backbone)
+
+
+def to_conversation(item: ScoreInput, what: str = "input") -> Conversation:
+    """A ``(prompt, response)`` tuple or a messages list as a checked conversation."""
+    if isinstance(item, tuple):
+        if len(item) != 2:
+            raise ValueError(f"{what}: expected (prompt, response), got a tuple of {len(item)}")
+        return pair_conversation(*item)
+    if isinstance(item, str):
+        raise ValueError(f"{what}: a bare string is not a conversation; pass (prompt, response)")
+    return check_conversation(item, what)

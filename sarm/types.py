@@ -1,0 +1,99 @@
+"""Plain data types shared by the library, the feature store and the app.
+
+A conversation is a list of ``{"role": ..., "content": ...}`` messages whose last
+message is the assistant response being scored. Preference data is held as
+:class:`PreferenceGroup`: one prompt (a conversation without its final assistant
+turn) with any number of chosen and rejected responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Message = dict[str, str]
+Conversation = list[Message]
+GroupKind = Literal["pair", "best_of_n", "rmbench", "single"]
+GROUP_KINDS: tuple[str, ...] = ("pair", "best_of_n", "rmbench", "single")
+ROLES: tuple[str, ...] = ("chosen", "rejected", "single")
+
+
+def check_text(value: object, what: str) -> str:
+    """Return ``value`` if it is a non-empty string, else raise a ValueError naming ``what``."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what} is empty")
+    return value
+
+
+def check_messages(messages: object, what: str = "messages") -> Conversation:
+    """Validate a list of chat messages and return it as a list of plain dicts."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise ValueError(f"{what} must be a non-empty list of {{role, content}} messages")
+    out: Conversation = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise ValueError(f"{what}[{i}] must be a dict with 'role' and 'content'")
+        role = check_text(msg["role"], f"{what}[{i}].role")
+        out.append({"role": role, "content": check_text(msg["content"], f"{what}[{i}].content")})
+    return out
+
+
+def pair_conversation(prompt: object, response: object) -> Conversation:
+    """The two-turn conversation ``[user: prompt, assistant: response]``."""
+    return [
+        {"role": "user", "content": check_text(prompt, "prompt")},
+        {"role": "assistant", "content": check_text(response, "response")},
+    ]
+
+
+def check_conversation(messages: object, what: str = "messages") -> Conversation:
+    """A scorable conversation: valid messages whose last turn is the assistant's."""
+    conv = check_messages(messages, what)
+    if conv[-1]["role"] != "assistant":
+        raise ValueError(
+            f"{what}: the last message must be the assistant response to score, "
+            f"got role {conv[-1]['role']!r}"
+        )
+    return conv
+
+
+@dataclass(frozen=True)
+class PreferenceGroup:
+    """One prompt with its chosen and rejected responses.
+
+    ``kind`` says how the group is compared:
+    - ``pair``: every chosen against every rejected (usually one of each);
+    - ``best_of_n``: the (single) chosen must beat every rejected;
+    - ``rmbench``: 3 chosen x 3 rejected style variants (concise, detailed, markdown);
+    - ``single``: one response with an optional ``label`` (no pairwise comparison).
+    """
+
+    group_id: str
+    prompt: tuple[Message, ...]
+    chosen: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()
+    subset: str | None = None
+    kind: GroupKind = "pair"
+    label: float | None = None
+    meta: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def prompt_text(self) -> str:
+        """The last user message (what tables show as "prompt")."""
+        users = [m["content"] for m in self.prompt if m["role"] == "user"]
+        return users[-1] if users else self.prompt[-1]["content"]
+
+    def conversation(self, response: str) -> Conversation:
+        """The prompt followed by ``response`` as the assistant turn."""
+        return [dict(m) for m in self.prompt] + [{"role": "assistant", "content": response}]
+
+    def responses(self) -> list[tuple[str, int, str]]:
+        """``(role, index within role, text)`` for every response in the group."""
+        if self.kind == "single":
+            return [("single", i, r) for i, r in enumerate(self.chosen + self.rejected)]
+        return [("chosen", i, r) for i, r in enumerate(self.chosen)] + [
+            ("rejected", i, r) for i, r in enumerate(self.rejected)
+        ]
