@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from sarm.attribution import score_top
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -46,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def score_json(score, top: int, labels: dict[int, str]) -> dict:
+    from sarm.attribution import score_top
+
     split = score_top(score, top)
     out = score.to_dict()
     out["top"] = [
@@ -62,6 +62,8 @@ def score_json(score, top: int, labels: dict[int, str]) -> dict:
 
 
 def format_table(score, top: int, labels: dict[int, str]) -> str:
+    from sarm.attribution import score_top
+
     split = score_top(score, top)
     lines = [
         f"reward {score.reward:+.4f}  (bias {score.bias:+.4f}, {len(score.contributions)} active "

@@ -1,0 +1,588 @@
+"""Preference data loaders: files and in-memory rows to :class:`PreferenceGroup` lists.
+
+Supported containers (chosen by the path): ``.jsonl``/``.ndjson`` (one JSON object
+per line), ``.json`` (a list of rows, or ``{"data": [...]}``), ``.parquet``, and a
+directory written by Hugging Face ``datasets`` ``save_to_disk``.
+
+Row shapes, detected per row:
+
+- ``{prompt, chosen, rejected}`` with strings: kind ``pair``;
+- chat lists: ``chosen``/``rejected`` are whole conversations (lists of
+  ``{role, content}``); their shared prefix is the prompt and the final assistant
+  message is the response; ``prompt`` may also be given (string or messages): kind
+  ``pair``;
+- ``{prompt, chosen: [str, ...], rejected: [str, ...]}``: exactly 3 and 3 is
+  RM-Bench (kind ``rmbench``, styles concise / detailed / markdown), 1 and 1 is a
+  ``pair``, anything else is ``best_of_n`` (RewardBench-2 style);
+- ``{question|prompt, answer|response, label}``: kind ``single``.
+
+An explicit ``kind`` field overrides the detection (:func:`save_jsonl` writes it).
+``subset`` (or ``category``) and ``id`` are optional; other fields go to ``meta``.
+A value of ``null`` counts as absent.
+
+Every malformed row raises :class:`DataError` naming the file, the 1-based row
+(the line number for JSONL) and the field. With ``skip_malformed=True`` such rows
+are skipped, counted in :attr:`LoadResult.n_skipped` and reported by a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sarm.types import GROUP_KINDS, Message, PreferenceGroup
+
+__all__ = [
+    "DEMO_SPECS",
+    "DataError",
+    "LoadResult",
+    "group_to_record",
+    "groups_from_records",
+    "load_preferences",
+    "resolve_data",
+    "save_jsonl",
+]
+
+log = logging.getLogger(__name__)
+
+RMBENCH_SIZE = 3
+DEMO_SPECS: tuple[str, ...] = ("demo:train", "demo:test", "demo:all")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_KNOWN_KEYS = frozenset(
+    {"id", "kind", "prompt", "chosen", "rejected", "subset", "question", "answer"}
+    | {"response", "label", "meta"}
+)
+
+Numbered = Iterable[tuple[int, object]]
+# (prompt, chosen, rejected, kind) as parsed from one row
+_Parts = tuple[tuple[Message, ...], tuple[str, ...], tuple[str, ...], str]
+
+
+class DataError(ValueError):
+    """A malformed file or row; the message names the file, row and field."""
+
+    def __init__(self, source: str, row: int | None, field: str | None, problem: str):
+        self.source, self.row, self.field, self.problem = source, row, field, problem
+        where = [source]
+        if row is not None:
+            where.append(f"row {row}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(": ".join([*where, problem]))
+
+
+class _FieldError(Exception):
+    """Raised by row parsers; turned into :class:`DataError` once the row is known."""
+
+    def __init__(self, field: str | None, problem: str):
+        super().__init__(problem)
+        self.field, self.problem = field, problem
+
+
+@dataclass
+class LoadResult:
+    """Groups loaded from one source, with the reasons for any skipped rows."""
+
+    groups: list[PreferenceGroup]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError("LoadResult.source must be a non-empty string")
+        if not all(isinstance(g, PreferenceGroup) for g in self.groups):
+            raise ValueError("LoadResult.groups must hold PreferenceGroup objects")
+        if not all(isinstance(s, str) for s in self.skipped):
+            raise ValueError("LoadResult.skipped must hold reason strings")
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+
+# ---------------------------------------------------------------- field parsers
+
+
+def _present(record: Mapping[str, Any], key: str) -> bool:
+    return record.get(key) is not None
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(field, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise _FieldError(field, "is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _FieldError(field, f"is not valid UTF-8 text ({exc.reason})") from None
+    return value
+
+
+def _messages(value: object, field: str) -> tuple[Message, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise _FieldError(field, "must be a non-empty list of {role, content} messages")
+    out = []
+    for i, msg in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(msg, Mapping):
+            raise _FieldError(
+                where, f"must be a {{role, content}} object, got {type(msg).__name__}"
+            )
+        for key in ("role", "content"):
+            if msg.get(key) is None:
+                raise _FieldError(f"{where}.{key}", "is missing")
+        role = _text(msg["role"], f"{where}.role")
+        out.append({"role": role, "content": _text(msg["content"], f"{where}.content")})
+    return tuple(out)
+
+
+def _prompt(value: object, field: str = "prompt") -> tuple[Message, ...]:
+    if isinstance(value, str):
+        return ({"role": "user", "content": _text(value, field)},)
+    if isinstance(value, list | tuple):
+        return _messages(value, field)
+    raise _FieldError(field, f"must be a string or a list of messages, got {type(value).__name__}")
+
+
+def _responses(value: object, field: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (_text(value, field),)
+    if not isinstance(value, list | tuple):
+        raise _FieldError(
+            field, f"must be a string or a list of strings, got {type(value).__name__}"
+        )
+    return tuple(_text(v, f"{field}[{i}]") for i, v in enumerate(value))
+
+
+def _label(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, str):
+        raise _FieldError("label", f"must be a number or a bool, got {type(value).__name__}")
+    if not math.isfinite(float(value)):
+        raise _FieldError("label", f"must be finite, got {value!r}")
+    return float(value)
+
+
+def _group_id(record: Mapping[str, Any], default: str) -> str:
+    value = record.get("id")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, str | numbers.Integral):
+        raise _FieldError("id", f"must be a string or an integer, got {type(value).__name__}")
+    return _text(str(value), "id")
+
+
+def _subset(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The subset and the key it came from (``subset`` first, then ``category``)."""
+    for key in ("subset", "category"):
+        if _present(record, key):
+            return _text(record[key], key), key
+    return None, None
+
+
+def _kind(record: Mapping[str, Any]) -> str | None:
+    value = record.get("kind")
+    if value is None:
+        return None
+    if value not in GROUP_KINDS:
+        raise _FieldError("kind", f"must be one of {list(GROUP_KINDS)}, got {value!r}")
+    return value
+
+
+def _meta(record: Mapping[str, Any], used: set[str]) -> dict[str, object]:
+    base = record.get("meta")
+    if base is not None and not isinstance(base, Mapping):
+        raise _FieldError("meta", f"must be an object, got {type(base).__name__}")
+    meta = dict(base or {})
+    meta.update({k: v for k, v in record.items() if k not in used})
+    return meta
+
+
+# ------------------------------------------------------------------ row shapes
+
+
+def _is_chat(value: object) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and isinstance(value[0], Mapping)
+
+
+def _split_chat(value: object, field: str) -> tuple[tuple[Message, ...], str]:
+    """A whole conversation -> (messages before the response, final assistant text)."""
+    conv = _messages(value, field)
+    if conv[-1]["role"] != "assistant":
+        last = f"{field}[{len(conv) - 1}].role"
+        raise _FieldError(
+            last, f"the last message must be the assistant's, got {conv[-1]['role']!r}"
+        )
+    return conv[:-1], conv[-1]["content"]
+
+
+def _prompt_matches(given: tuple[Message, ...], prefix: tuple[Message, ...]) -> bool:
+    if given == prefix:
+        return True
+    users = [m["content"].strip() for m in prefix if m["role"] == "user"]
+    single_user = len(given) == 1 and given[0]["role"] == "user"
+    return single_user and bool(users) and users[-1] == given[0]["content"].strip()
+
+
+def _chat_pair(record: Mapping[str, Any]) -> tuple[tuple[Message, ...], str, str]:
+    for key in ("chosen", "rejected"):
+        if not _is_chat(record.get(key)):
+            raise _FieldError(key, "must be a list of messages, like the other response")
+    prefix, chosen = _split_chat(record["chosen"], "chosen")
+    other, rejected = _split_chat(record["rejected"], "rejected")
+    if other != prefix:
+        raise _FieldError("rejected", "its messages before the final answer differ from 'chosen'")
+    given = _prompt(record["prompt"]) if _present(record, "prompt") else None
+    if prefix and given is not None and not _prompt_matches(given, prefix):
+        raise _FieldError("prompt", "does not match the conversation before the final answer")
+    if not prefix and given is None:
+        raise _FieldError("prompt", "is missing (chosen/rejected hold only the final answer)")
+    return prefix or given, chosen, rejected
+
+
+def _infer_kind(record: Mapping[str, Any], n_chosen: int, n_rejected: int) -> str:
+    if isinstance(record["chosen"], str) and isinstance(record["rejected"], str):
+        return "pair"
+    if n_chosen == RMBENCH_SIZE and n_rejected == RMBENCH_SIZE:
+        return "rmbench"
+    return "pair" if n_chosen == n_rejected == 1 else "best_of_n"
+
+
+def _check_shape(kind: str, chosen: tuple[str, ...], rejected: tuple[str, ...]) -> None:
+    if kind == "single":
+        if not chosen + rejected:
+            raise _FieldError("chosen", "a single-response row needs at least one response")
+        return
+    if kind == "rmbench" and (len(chosen), len(rejected)) != (RMBENCH_SIZE, RMBENCH_SIZE):
+        bad = "chosen" if len(chosen) != RMBENCH_SIZE else "rejected"
+        raise _FieldError(
+            bad,
+            f"an rmbench row needs exactly 3 chosen and 3 rejected, got "
+            f"{len(chosen)} and {len(rejected)}",
+        )
+    for key, values in (("chosen", chosen), ("rejected", rejected)):
+        if not values:
+            raise _FieldError(key, f"a {kind} row needs at least one response")
+
+
+def _preference_parts(record: Mapping[str, Any], kind: str | None) -> _Parts:
+    if not _present(record, "chosen"):
+        raise _FieldError("chosen", "is missing")
+    if not _present(record, "rejected") and kind != "single":
+        raise _FieldError("rejected", "is missing")
+    if _is_chat(record["chosen"]) or _is_chat(record.get("rejected")):
+        prompt, chosen, rejected = _chat_pair(record)
+        return prompt, (chosen,), (rejected,), kind or "pair"
+    if not _present(record, "prompt"):
+        raise _FieldError("prompt", "is missing")
+    prompt = _prompt(record["prompt"])
+    chosen = _responses(record["chosen"], "chosen")
+    rejected = _responses(record["rejected"] if _present(record, "rejected") else [], "rejected")
+    return prompt, chosen, rejected, kind or _infer_kind(record, len(chosen), len(rejected))
+
+
+def _one_of(record: Mapping[str, Any], keys: tuple[str, str]) -> str:
+    found = [k for k in keys if _present(record, k)]
+    if not found:
+        raise _FieldError(keys[0], f"is missing (give {keys[0]!r} or {keys[1]!r})")
+    if len(found) == 2:
+        raise _FieldError(keys[1], f"give either {keys[0]!r} or {keys[1]!r}, not both")
+    return found[0]
+
+
+def _single_parts(record: Mapping[str, Any]) -> _Parts:
+    prompt_key = _one_of(record, ("prompt", "question"))
+    response_key = _one_of(record, ("answer", "response"))
+    prompt = _prompt(record[prompt_key], prompt_key)
+    return prompt, (_text(record[response_key], response_key),), (), "single"
+
+
+def _parse_record(record: object, default_id: str) -> PreferenceGroup:
+    """One row -> a group; raises ``_FieldError`` (internal) naming the bad field."""
+    if not isinstance(record, Mapping):
+        raise _FieldError(None, f"a row must be a JSON object, got {type(record).__name__}")
+    kind = _kind(record)
+    if _present(record, "chosen") or _present(record, "rejected"):
+        prompt, chosen, rejected, kind = _preference_parts(record, kind)
+    elif _present(record, "answer") or _present(record, "response"):
+        prompt, chosen, rejected, kind = _single_parts(record)
+    else:
+        raise _FieldError(
+            "chosen", "is missing (expected prompt/chosen/rejected or question/answer/label)"
+        )
+    _check_shape(kind, chosen, rejected)
+    subset, subset_key = _subset(record)
+    used = set(_KNOWN_KEYS) | ({subset_key} if subset_key else set())
+    return PreferenceGroup(
+        group_id=_group_id(record, default_id), prompt=prompt, chosen=chosen,
+        rejected=rejected, subset=subset, kind=kind, label=_label(record.get("label")),
+        meta=_meta(record, used),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ collecting
+
+
+def _default_stem(source: str) -> str:
+    name = Path(source).name
+    return Path(name).stem if name else source
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+
+
+def _parse_numbered(record: object, source: str, row: int, stem: str) -> PreferenceGroup:
+    if isinstance(record, DataError):
+        raise record
+    try:
+        return _parse_record(record, f"{stem}:{row}")
+    except _FieldError as exc:
+        raise DataError(source, row, exc.field, exc.problem) from None
+
+
+def _collect(
+    numbered: Numbered, source: str, *, skip_malformed: bool, limit: int | None
+) -> LoadResult:
+    _check_limit(limit)
+    groups: list[PreferenceGroup] = []
+    skipped: list[str] = []
+    first_row: dict[str, int] = {}
+    stem = _default_stem(source)
+    for row, record in numbered:
+        if limit is not None and len(groups) >= limit:
+            break
+        try:
+            group = _parse_numbered(record, source, row, stem)
+            if group.group_id in first_row:
+                raise DataError(
+                    source,
+                    row,
+                    "id",
+                    f"duplicate id {group.group_id!r} "
+                    f"(first used in row {first_row[group.group_id]})",
+                )
+        except DataError as exc:
+            if not skip_malformed:
+                raise
+            skipped.append(str(exc))
+            continue
+        first_row[group.group_id] = row
+        groups.append(group)
+    _warn_skipped(source, skipped)
+    return LoadResult(groups=groups, source=source, skipped=skipped)
+
+
+def _warn_skipped(source: str, skipped: list[str]) -> None:
+    if skipped:
+        warnings.warn(
+            f"{source}: skipped {len(skipped)} malformed row(s); first: {skipped[0]}",
+            stacklevel=4,
+        )
+
+
+def groups_from_records(
+    records: Iterable[Mapping[str, Any]],
+    source: str,
+    *,
+    skip_malformed: bool = False,
+    limit: int | None = None,
+) -> LoadResult:
+    """Parse in-memory rows (numbered from 1) exactly as the file loaders do."""
+    return _collect(enumerate(records, 1), source, skip_malformed=skip_malformed, limit=limit)
+
+
+# --------------------------------------------------------------------- readers
+
+
+def _decode_line(raw: bytes, source: str, line: int) -> object:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DataError(source, line, None, f"not valid UTF-8 (byte {exc.start}: {exc.reason})")
+    try:
+        return json.loads(text.lstrip("\ufeff") if line == 1 else text)
+    except json.JSONDecodeError as exc:
+        return DataError(source, line, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    with path.open("rb") as fh:
+        for line, raw in enumerate(fh, 1):
+            if raw.strip():
+                yield line, _decode_line(raw, str(path), line)
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, object]]:
+    source = str(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(source, None, None, f"not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            source, None, None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if isinstance(data, Mapping) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(source, None, None, 'expected a list of rows or {"data": [rows]}')
+    yield from enumerate(data, 1)
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, object]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(str(path), None, None, f"cannot read parquet: {exc}") from None
+    row = 0
+    for batch in reader.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+
+
+def _read_hf_dataset(path: Path) -> Iterator[tuple[int, object]]:
+    import datasets
+
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        raise ValueError(
+            f"{path} holds several splits {splits}; pass one split's folder, "
+            f"e.g. {path / (splits[0] if splits else 'train')}"
+        )
+    if not (path / "state.json").exists():
+        raise ValueError(
+            f"{path} is a directory but not a dataset saved with "
+            "datasets.save_to_disk (no state.json)"
+        )
+    yield from enumerate(datasets.load_from_disk(str(path)), 1)
+
+
+def _reader_for(path: Path) -> Callable[[Path], Iterator[tuple[int, object]]]:
+    if path.is_dir():
+        return _read_hf_dataset
+    suffix = path.suffix.lower()
+    if suffix in _JSONL_SUFFIXES:
+        return _read_jsonl
+    if suffix == ".json":
+        return _read_json
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet
+    raise ValueError(
+        f"{path}: unknown data format {suffix or '(no extension)'!r}; expected "
+        ".jsonl, .json, .parquet or a directory saved with datasets.save_to_disk"
+    )
+
+
+def load_preferences(
+    path: str | os.PathLike[str], *, skip_malformed: bool = False, limit: int | None = None
+) -> LoadResult:
+    """Load preference groups from a file or a saved HF dataset directory.
+
+    ``limit`` keeps the first ``limit`` valid groups (and stops reading there).
+    Raises :class:`FileNotFoundError` for a missing path, :class:`ValueError` for
+    an unknown format and :class:`DataError` for a malformed file or row.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"preference data not found: {path}")
+    rows = _reader_for(path)(path)
+    result = _collect(rows, str(path), skip_malformed=skip_malformed, limit=limit)
+    log.info("loaded %d groups from %s (%d skipped)", len(result.groups), path, result.n_skipped)
+    return result
+
+
+# ---------------------------------------------------------------------- saving
+
+
+def group_to_record(group: PreferenceGroup) -> dict[str, object]:
+    """The row :func:`load_preferences` reads back into an equal group."""
+    record: dict[str, object] = {
+        "id": group.group_id,
+        "kind": group.kind,
+        "prompt": [dict(m) for m in group.prompt],
+        "chosen": list(group.chosen),
+        "rejected": list(group.rejected),
+    }
+    for key, value in (("subset", group.subset), ("label", group.label)):
+        if value is not None:
+            record[key] = value
+    if group.meta:
+        record["meta"] = dict(group.meta)
+    return record
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"meta value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def save_jsonl(groups: Sequence[PreferenceGroup], path: str | os.PathLike[str]) -> Path:
+    """Write ``groups`` as JSONL atomically (temporary file, then rename)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for group in groups:
+                line = json.dumps(group_to_record(group), ensure_ascii=False, default=_json_default)
+                fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -------------------------------------------------------------------- resolver
+
+_DEMO_RE = re.compile(r"^demo:(train|test|all)$")
+
+
+def resolve_data(
+    spec: str, *, skip_malformed: bool = False, limit: int | None = None
+) -> LoadResult:
+    """A CLI data argument -> groups: a file path, or ``demo:train|test|all``.
+
+    The demo splits are generated in memory (seed 0) by :mod:`sarm.demo.data`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("data spec must be a non-empty string (a path or demo:train/test/all)")
+    if spec.startswith("demo:"):
+        return _demo_split(spec, limit)
+    return load_preferences(spec, skip_malformed=skip_malformed, limit=limit)
+
+
+def _demo_split(spec: str, limit: int | None) -> LoadResult:
+    match = _DEMO_RE.match(spec)
+    if not match:
+        raise ValueError(f"unknown demo split {spec!r}; use one of {list(DEMO_SPECS)}")
+    _check_limit(limit)
+    from sarm.demo.data import generate_demo_data
+
+    demo = generate_demo_data()
+    split = match.group(1)
+    groups = demo.train + demo.test if split == "all" else getattr(demo, split)
+    return LoadResult(groups=groups[:limit] if limit is not None else groups, source=spec)

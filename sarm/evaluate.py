@@ -1,0 +1,465 @@
+"""Evaluation metrics from rewards: pairwise, per-subset, best-of-N and RM-Bench.
+
+Everything runs on a :class:`PairIndex`, a set of integer arrays that say, for
+every (chosen, rejected) comparison, which positions of a reward vector to
+compare. After a head edit the dashboard recomputes all metrics for 100,000
+pairs with a few numpy gathers and ``bincount`` calls.
+
+Conventions:
+
+- a comparison is correct when ``r(chosen) > r(rejected)`` **strictly**: a tie
+  counts as wrong (a reward model that cannot separate the two has not chosen);
+- ``pair`` and ``best_of_n`` groups contribute every chosen x rejected
+  comparison; ``rmbench`` groups their 3 x 3; ``single`` groups none;
+- best-of-N: a group is correct when every chosen beats every rejected (with one
+  chosen: it beats all the rejected). For a one-to-one pair this is pairwise;
+- RM-Bench (Liu et al., 2024): responses are ordered [concise, detailed,
+  markdown] for both chosen (``i``) and rejected (``j``). Cell ``(i, j)`` is the
+  accuracy of chosen ``i`` against rejected ``j`` over prompts. ``hard`` is the
+  mean of the cells ``i < j`` (chosen plainer than rejected), ``normal`` of the
+  diagonal, ``easy`` of ``i > j``, and ``total`` of all nine cells.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sarm.types import GROUP_KINDS, PreferenceGroup
+
+__all__ = [
+    "DIFFICULTIES",
+    "NO_SUBSET",
+    "RMBENCH_STYLES",
+    "EvalReport",
+    "PairIndex",
+    "best_of_n_accuracy",
+    "evaluate",
+    "evaluate_arrays",
+    "flipped_pairs",
+    "pair_correct",
+    "pair_margins",
+    "pairwise_accuracy",
+    "per_subset_accuracy",
+    "rmbench_accuracy",
+    "rmbench_matrix",
+]
+
+DIFFICULTIES: tuple[str, ...] = ("easy", "normal", "hard")
+RMBENCH_STYLES: tuple[str, ...] = ("concise", "detailed", "markdown")
+NO_SUBSET = "(none)"
+RowKey = tuple[str, str, int]
+RowOf = Callable[[str, str, int], int] | Mapping[RowKey, int]
+_KIND_CODE = {kind: code for code, kind in enumerate(GROUP_KINDS)}
+_RMBENCH = _KIND_CODE["rmbench"]
+
+
+def _difficulty(kind: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """easy (0) / normal (1) / hard (2) for rmbench pairs, -1 for the others."""
+    code = np.where(i > j, 0, np.where(i == j, 1, 2)).astype(np.int8)
+    return np.where(kind == _RMBENCH, code, -1).astype(np.int8)
+
+
+def _int_array(name: str, value: object, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"PairIndex.{name} must be a 1-D integer array, got {arr.dtype} {arr.shape}"
+        )
+    if n is not None and len(arr) != n:
+        raise ValueError(f"PairIndex.{name} has {len(arr)} entries, expected {n} (one per pair)")
+    out = np.array(arr, dtype=np.int64)
+    out.flags.writeable = False
+    return out
+
+
+def _check_range(name: str, arr: np.ndarray, low: int, high: int | None) -> None:
+    if len(arr) and (arr.min() < low or (high is not None and arr.max() >= high)):
+        bound = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(
+            f"PairIndex.{name} values must be in {bound}, got {arr.min()}..{arr.max()}"
+        )
+
+
+@dataclass(eq=False)
+class PairIndex:
+    """Integer arrays describing every comparison; one entry per (chosen, rejected) pair.
+
+    ``chosen_row``/``rejected_row`` index a reward vector; ``group`` codes the
+    group (into ``group_ids``); ``subset`` codes into ``subset_names``; ``kind``
+    into :data:`sarm.types.GROUP_KINDS`; ``chosen_index``/``rejected_index`` are
+    positions within the group (the RM-Bench styles). ``difficulty`` is derived:
+    0 easy, 1 normal, 2 hard for rmbench pairs, -1 otherwise.
+    """
+
+    chosen_row: np.ndarray
+    rejected_row: np.ndarray
+    group: np.ndarray
+    subset: np.ndarray
+    subset_names: tuple[str, ...]
+    kind: np.ndarray
+    chosen_index: np.ndarray
+    rejected_index: np.ndarray
+    group_ids: tuple[str, ...]
+    difficulty: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chosen_row = _int_array("chosen_row", self.chosen_row)
+        n = len(self.chosen_row)
+        for name in ("rejected_row", "group", "subset", "kind", "chosen_index", "rejected_index"):
+            setattr(self, name, _int_array(name, getattr(self, name), n))
+        self.subset_names, self.group_ids = tuple(self.subset_names), tuple(self.group_ids)
+        self._check_codes()
+        self.difficulty = _difficulty(self.kind, self.chosen_index, self.rejected_index)
+        self.difficulty.flags.writeable = False
+
+    def _check_codes(self) -> None:
+        for name in ("chosen_row", "rejected_row", "chosen_index", "rejected_index"):
+            _check_range(name, getattr(self, name), 0, None)
+        _check_range("group", self.group, 0, len(self.group_ids))
+        _check_range("subset", self.subset, 0, len(self.subset_names))
+        _check_range("kind", self.kind, 0, len(GROUP_KINDS))
+        rm = self.kind == _RMBENCH
+        if rm.any() and max(self.chosen_index[rm].max(), self.rejected_index[rm].max()) >= 3:
+            raise ValueError("PairIndex: rmbench pairs need chosen/rejected index in 0..2")
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.chosen_row)
+
+    @property
+    def n_rows(self) -> int:
+        """The shortest reward vector this index can be applied to."""
+        if not self.n_pairs:
+            return 0
+        return int(max(self.chosen_row.max(), self.rejected_row.max())) + 1
+
+    @classmethod
+    def from_arrays(
+        cls,
+        chosen_row: Sequence[int] | np.ndarray,
+        rejected_row: Sequence[int] | np.ndarray,
+        *,
+        group: Sequence[int] | np.ndarray | None = None,
+        subset: Sequence[int] | np.ndarray | None = None,
+        subset_names: Sequence[str] | None = None,
+        kind: Sequence[int] | np.ndarray | str = "pair",
+        chosen_index: Sequence[int] | np.ndarray | None = None,
+        rejected_index: Sequence[int] | np.ndarray | None = None,
+        group_ids: Sequence[str] | None = None,
+    ) -> PairIndex:
+        """Build from plain arrays; omitted columns default to one group per pair,
+        one subset named :data:`NO_SUBSET`, kind ``pair`` and index 0."""
+        n = len(chosen_row)
+        group = np.arange(n) if group is None else np.asarray(group)
+        if group_ids is None:
+            group_ids = [str(g) for g in range(int(group.max()) + 1 if len(group) else 0)]
+        if subset is None:
+            subset, subset_names = np.zeros(n, dtype=np.int64), subset_names or (NO_SUBSET,)
+        elif subset_names is None:
+            subset_names = [str(s) for s in range(int(np.max(subset)) + 1 if n else 0)]
+        if isinstance(kind, str):
+            if kind not in _KIND_CODE:
+                raise ValueError(f"kind must be one of {list(GROUP_KINDS)}, got {kind!r}")
+            kind = np.full(n, _KIND_CODE[kind], dtype=np.int64)
+        zeros = np.zeros(n, dtype=np.int64)
+        return cls(
+            chosen_row=chosen_row, rejected_row=rejected_row, group=group, subset=subset,
+            subset_names=tuple(subset_names), kind=kind,
+            chosen_index=zeros if chosen_index is None else chosen_index,
+            rejected_index=zeros if rejected_index is None else rejected_index,
+            group_ids=tuple(group_ids),
+        )  # fmt: skip
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[PreferenceGroup], row_of: RowOf) -> PairIndex:
+        """One entry per comparison in ``groups`` (``single`` groups give none).
+
+        ``row_of`` maps ``(group_id, role, index)`` to the response's position in
+        the reward vector, as a mapping or a callable.
+        """
+        lookup = _row_lookup(row_of)
+        _check_unique_ids(groups)
+        subset_names = sorted({g.subset or NO_SUBSET for g in groups})
+        subset_code = {name: code for code, name in enumerate(subset_names)}
+        cols: dict[str, list[int]] = {k: [] for k in _COLUMNS}
+        for code, g in enumerate(groups):
+            _append_group(cols, code, g, lookup, subset_code[g.subset or NO_SUBSET])
+        return cls(
+            **{k: np.asarray(v, dtype=np.int64) for k, v in cols.items()},
+            subset_names=tuple(subset_names), group_ids=tuple(g.group_id for g in groups),
+        )  # fmt: skip
+
+
+_COLUMNS = (
+    "chosen_row",
+    "rejected_row",
+    "group",
+    "subset",
+    "kind",
+    "chosen_index",
+    "rejected_index",
+)
+
+
+def _row_lookup(row_of: RowOf) -> Callable[[str, str, int], int]:
+    def lookup(group_id: str, role: str, index: int) -> int:
+        key = (group_id, role, index)
+        try:
+            row = row_of[key] if isinstance(row_of, Mapping) else row_of(*key)
+        except KeyError:
+            raise ValueError(f"no reward row for response {key}") from None
+        try:
+            row = operator.index(row)
+        except TypeError:
+            raise ValueError(f"row for response {key} must be an integer, got {row!r}") from None
+        if row < 0:
+            raise ValueError(f"row for response {key} is negative ({row})")
+        return row
+
+    return lookup
+
+
+def _check_unique_ids(groups: Sequence[PreferenceGroup]) -> None:
+    seen: set[str] = set()
+    for g in groups:
+        if g.group_id in seen:
+            raise ValueError(f"duplicate group_id {g.group_id!r}: rewards are keyed by group id")
+        seen.add(g.group_id)
+
+
+def _append_group(cols, code: int, g: PreferenceGroup, lookup, subset: int) -> None:
+    if g.kind == "single":
+        return
+    chosen = [lookup(g.group_id, "chosen", i) for i in range(len(g.chosen))]
+    rejected = [lookup(g.group_id, "rejected", j) for j in range(len(g.rejected))]
+    for i, c_row in enumerate(chosen):
+        for j, r_row in enumerate(rejected):
+            for name, value in zip(
+                _COLUMNS, (c_row, r_row, code, subset, _KIND_CODE[g.kind], i, j), strict=True
+            ):
+                cols[name].append(value)
+
+
+# ------------------------------------------------------------------- metrics
+
+
+def _gather(rewards: np.ndarray, index: PairIndex) -> tuple[np.ndarray, np.ndarray]:
+    rewards = np.asarray(rewards)
+    if rewards.ndim != 1 or not np.issubdtype(rewards.dtype, np.number):
+        raise ValueError(
+            f"rewards must be a 1-D numeric array, got {rewards.dtype} {rewards.shape}"
+        )
+    if len(rewards) < index.n_rows:
+        raise ValueError(
+            f"rewards has {len(rewards)} entries but the index uses row {index.n_rows - 1}"
+        )
+    chosen, rejected = rewards[index.chosen_row], rewards[index.rejected_row]
+    bad = ~(np.isfinite(chosen) & np.isfinite(rejected))
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} pairs have a non-finite reward (first: pair {int(np.argmax(bad))})"
+        )
+    return chosen, rejected
+
+
+def pair_margins(rewards: np.ndarray, index: PairIndex) -> np.ndarray:
+    """``r(chosen) - r(rejected)`` for every pair."""
+    chosen, rejected = _gather(rewards, index)
+    return chosen - rejected
+
+
+def pair_correct(rewards: np.ndarray, index: PairIndex) -> np.ndarray:
+    """Boolean per pair: ``r(chosen) > r(rejected)`` (strict, so ties are wrong)."""
+    chosen, rejected = _gather(rewards, index)
+    return chosen > rejected
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def pairwise_accuracy(rewards: np.ndarray, index: PairIndex) -> float:
+    """Fraction of pairs with ``r(chosen) > r(rejected)``; ties count as wrong; NaN if no pairs."""
+    return _mean(pair_correct(rewards, index))
+
+
+def _subset_table(correct: np.ndarray, index: PairIndex) -> dict[str, tuple[float, int]]:
+    size = len(index.subset_names)
+    hits = np.bincount(index.subset, weights=correct, minlength=size)
+    counts = np.bincount(index.subset, minlength=size)
+    return {
+        name: (float(hits[k] / counts[k]), int(counts[k]))
+        for k, name in enumerate(index.subset_names)
+        if counts[k]
+    }
+
+
+def per_subset_accuracy(rewards: np.ndarray, index: PairIndex) -> dict[str, float]:
+    """Pairwise accuracy per subset (subsets with at least one pair)."""
+    return {k: acc for k, (acc, _) in _subset_table(pair_correct(rewards, index), index).items()}
+
+
+def _group_all_correct(correct: np.ndarray, index: PairIndex, mask: np.ndarray) -> np.ndarray:
+    size = len(index.group_ids)
+    wrong = np.bincount(index.group[mask], weights=~correct[mask], minlength=size)
+    present = np.bincount(index.group[mask], minlength=size) > 0
+    return wrong[present] == 0
+
+
+def best_of_n_accuracy(
+    rewards: np.ndarray, index: PairIndex, *, kind: str | None = "best_of_n"
+) -> float:
+    """Fraction of groups whose every chosen beats every rejected (strictly).
+
+    Only groups of ``kind`` count (``None``: every group with a comparison);
+    NaN when there are none.
+    """
+    correct = pair_correct(rewards, index)
+    if kind is None:
+        mask = np.ones(index.n_pairs, dtype=bool)
+    elif kind in _KIND_CODE:
+        mask = index.kind == _KIND_CODE[kind]
+    else:
+        raise ValueError(f"kind must be one of {list(GROUP_KINDS)} or None, got {kind!r}")
+    return _mean(_group_all_correct(correct, index, mask))
+
+
+def _rmbench_cells(correct: np.ndarray, index: PairIndex) -> np.ndarray:
+    rm = index.kind == _RMBENCH
+    cell = index.chosen_index[rm] * 3 + index.rejected_index[rm]
+    hits = np.bincount(cell, weights=correct[rm], minlength=9)
+    counts = np.bincount(cell, minlength=9)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (hits / counts).reshape(3, 3)
+
+
+def rmbench_matrix(rewards: np.ndarray, index: PairIndex) -> np.ndarray:
+    """3 x 3 accuracy of chosen style ``i`` vs rejected style ``j`` (NaN where empty)."""
+    return _rmbench_cells(pair_correct(rewards, index), index)
+
+
+def _rmbench_summary(matrix: np.ndarray) -> dict[str, float]:
+    upper, lower = np.triu_indices(3, 1), np.tril_indices(3, -1)
+    return {
+        "easy": float(matrix[lower].mean()),
+        "normal": float(np.diag(matrix).mean()),
+        "hard": float(matrix[upper].mean()),
+        "total": float(matrix.mean()),
+    }
+
+
+def rmbench_accuracy(rewards: np.ndarray, index: PairIndex) -> dict[str, float] | None:
+    """RM-Bench ``{easy, normal, hard, total}`` from the 3 x 3 matrix; None without rmbench pairs."""
+    if not (index.kind == _RMBENCH).any():
+        return None
+    return _rmbench_summary(rmbench_matrix(rewards, index))
+
+
+def flipped_pairs(
+    rewards_before: np.ndarray, rewards_after: np.ndarray, index: PairIndex
+) -> np.ndarray:
+    """Positions (into the index) of pairs whose correctness changed between two reward vectors."""
+    return np.flatnonzero(pair_correct(rewards_before, index) != pair_correct(rewards_after, index))
+
+
+# -------------------------------------------------------------------- report
+
+
+def _none_if_nan(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Metrics for one reward vector over one data set; ``to_dict`` is JSON-ready."""
+
+    pairwise_accuracy: float | None
+    n_pairs: int
+    per_subset: dict[str, dict[str, float | int]]
+    best_of_n_accuracy: float | None
+    n_groups: int
+    rmbench: dict[str, float] | None
+    mean_margin: float | None
+
+    def __post_init__(self) -> None:
+        if self.n_pairs < 0 or self.n_groups < 0:
+            raise ValueError("EvalReport counts must be non-negative")
+        for name in ("pairwise_accuracy", "best_of_n_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"EvalReport.{name} must be in [0, 1] or None, got {value}")
+        if (self.pairwise_accuracy is None) != (self.n_pairs == 0):
+            raise ValueError("EvalReport.pairwise_accuracy must be None exactly when n_pairs is 0")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "pairwise_accuracy": self.pairwise_accuracy,
+            "n_pairs": self.n_pairs,
+            "per_subset": {k: dict(v) for k, v in self.per_subset.items()},
+            "best_of_n_accuracy": self.best_of_n_accuracy,
+            "n_groups": self.n_groups,
+            "rmbench": dict(self.rmbench) if self.rmbench is not None else None,
+            "mean_margin": self.mean_margin,
+        }
+
+
+def evaluate_arrays(
+    rewards: np.ndarray, index: PairIndex, *, n_groups: int | None = None
+) -> EvalReport:
+    """All metrics from a reward vector and an index (the dashboard's fast path).
+
+    ``n_groups`` defaults to the number of groups in the index (``single``
+    groups included when the index was built from groups).
+    """
+    correct = pair_correct(rewards, index)
+    margins = pair_margins(rewards, index)
+    bon_mask = index.kind == _KIND_CODE["best_of_n"]
+    rm = (
+        _rmbench_summary(_rmbench_cells(correct, index)) if (index.kind == _RMBENCH).any() else None
+    )
+    return EvalReport(
+        pairwise_accuracy=_none_if_nan(_mean(correct)),
+        n_pairs=index.n_pairs,
+        per_subset={k: {"accuracy": a, "n_pairs": n} for k, (a, n) in _subset_table(correct, index).items()},
+        best_of_n_accuracy=_none_if_nan(_mean(_group_all_correct(correct, index, bon_mask))),
+        n_groups=len(index.group_ids) if n_groups is None else n_groups,
+        rmbench=rm,
+        mean_margin=_none_if_nan(_mean(margins)),
+    )  # fmt: skip
+
+
+def _reward_vector(
+    groups: Sequence[PreferenceGroup], rewards_by_key: Mapping[RowKey, float]
+) -> tuple[np.ndarray, dict[RowKey, int]]:
+    rows: dict[RowKey, int] = {}
+    values: list[float] = []
+    for g in groups:
+        for role, i, _ in g.responses():
+            if role == "single":
+                continue
+            key = (g.group_id, role, i)
+            if key not in rewards_by_key:
+                raise ValueError(f"no reward for group {g.group_id!r} {role} response {i}")
+            rows[key] = len(values)
+            values.append(float(rewards_by_key[key]))
+    return np.asarray(values, dtype=np.float64), rows
+
+
+def evaluate(
+    groups: Sequence[PreferenceGroup], rewards_by_key: Mapping[RowKey, float]
+) -> EvalReport:
+    """Metrics for ``groups`` given a reward per ``(group_id, role, index)``.
+
+    Every compared response needs a reward (a missing one is a ValueError);
+    ``single`` groups need none and only count in ``n_groups``.
+    """
+    rewards, rows = _reward_vector(groups, rewards_by_key)
+    index = PairIndex.from_groups(groups, rows)
+    return evaluate_arrays(rewards, index, n_groups=len(groups))
