@@ -1,0 +1,59 @@
+"""Sparse latents and incremental reward edits against dense numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarm.sparse import RewardEditor, SparseLatents
+
+
+def random_latents(n=50, d=40, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows_i = [np.sort(rng.choice(d, size=rng.integers(0, k + 1), replace=False)) for _ in range(n)]
+    rows_v = [rng.normal(size=len(i)).astype(np.float32) for i in rows_i]
+    return SparseLatents.from_rows(rows_i, rows_v, d), rng
+
+
+def test_rewards_match_dense():
+    lat, rng = random_latents()
+    w = rng.normal(size=lat.d_sae)
+    dense = lat.dense().astype(np.float64)
+    assert np.allclose(lat.rewards(w, 0.25), dense @ w + 0.25)
+    assert lat.n == 50 and (np.diff(lat.indptr) == 0).any(), "fixture should have empty rows"
+
+
+def test_columns_match_dense():
+    lat, _ = random_latents(seed=1)
+    dense = lat.dense()
+    for f in range(lat.d_sae):
+        rows, vals = lat.column(f)
+        assert np.array_equal(rows, np.nonzero(dense[:, f])[0])
+        assert np.array_equal(vals, dense[rows, f])
+
+
+def test_editor_matches_full_recompute():
+    lat, rng = random_latents(seed=2)
+    w = rng.normal(size=lat.d_sae)
+    editor = RewardEditor(lat, w, bias=-1.0)
+    overrides = {3: 0.0, 7: 2.5, 11: float(w[11])}
+    new_w = w.copy()
+    for f, v in overrides.items():
+        new_w[f] = v
+    assert np.allclose(editor.rewards(overrides), lat.dense() @ new_w - 1.0)
+    assert np.array_equal(editor.weight(overrides), new_w)
+    assert np.array_equal(editor.rewards({}), editor.base_rewards)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"indptr": [1, 2], "indices": [0], "values": [1.0]}, "starting at 0"),
+        ({"indptr": [0, 2], "indices": [0], "values": [1.0]}, "end at len"),
+        ({"indptr": [0, 1], "indices": [9], "values": [1.0]}, "feature ids"),
+        ({"indptr": [0, 1], "indices": [0], "values": [np.nan]}, "finite"),
+    ],
+)
+def test_bad_arrays(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SparseLatents(d_sae=4, **kwargs)
