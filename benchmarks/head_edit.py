@@ -36,7 +36,9 @@ def synthetic(n_pairs: int, seed: int = 0) -> tuple[SparseLatents, PairIndex, np
     latents = SparseLatents(np.arange(0, n * NNZ + 1, NNZ), ids.ravel(), vals.ravel(), D_SAE)
     subset = rng.integers(0, SUBSETS, size=n_pairs)
     index = PairIndex.from_arrays(
-        np.arange(0, n, 2), np.arange(1, n, 2), subset=subset,
+        np.arange(0, n, 2),
+        np.arange(1, n, 2),
+        subset=subset,
         subset_names=[f"s{i}" for i in range(SUBSETS)],
     )
     return latents, index, rng.normal(size=D_SAE) * 0.05
@@ -67,8 +69,10 @@ def measure(n_pairs: int, repeats: int) -> tuple[float, float]:
         pairwise_accuracy(r, index), per_subset_accuracy(r, index)
 
     ms_inc, ms_full = median_ms(incremental, repeats), median_ms(full, repeats)
-    print(f"{n_pairs:>7} pairs, {latents.nnz:>10} non-zeros: edit+metrics {ms_inc:7.2f} ms, "
-          f"full recompute {ms_full:7.2f} ms, speed-up {ms_full / ms_inc:5.1f}x")
+    print(
+        f"{n_pairs:>7} pairs, {latents.nnz:>10} non-zeros: edit+metrics {ms_inc:7.2f} ms, "
+        f"full recompute {ms_full:7.2f} ms, speed-up {ms_full / ms_inc:5.1f}x"
+    )
     return ms_inc, ms_full
 
 

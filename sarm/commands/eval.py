@@ -1,0 +1,69 @@
+"""``sarm eval``: pairwise, best-of-N, RM-Bench and per-subset accuracy of a SARM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a SARM on preference data",
+        description=(
+            "Score every response in DATA once and report pairwise accuracy (ties count as "
+            "wrong), best-of-N accuracy, RM-Bench easy/normal/hard and a per-subset breakdown. "
+            "DATA is a .jsonl/.json/.parquet file, a saved Hugging Face dataset directory, "
+            "or demo:train / demo:test. Example: sarm eval --model smollm2-demo --data demo:test"
+        ),
+    )
+    p.add_argument("--model", required=True, help="smollm2-demo, a checkpoint dir or a hub id")
+    p.add_argument("--data", required=True, help="preference data file or demo:train|demo:test")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="skip (and count) malformed rows instead of stopping at the first",
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sarm.checkpoints import load_sarm
+    from sarm.data import resolve_data
+    from sarm.scoring import evaluate_model
+
+    data = resolve_data(args.data, skip_malformed=args.skip_malformed, limit=args.limit)
+    model = load_sarm(args.model, device=args.device)
+    report = evaluate_model(model, data.groups, args.batch_size, progress=not args.json)
+    out = report.to_dict() | {"data": data.source, "n_skipped_rows": data.n_skipped}
+    print(json.dumps(out, indent=2) if args.json else format_report(out))
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def format_report(r: dict) -> str:
+    lines = [
+        f"data: {r['data']} ({r['n_groups']} prompts, {r['n_pairs']} comparisons"
+        + (f", {r['n_skipped_rows']} malformed rows skipped" if r["n_skipped_rows"] else "")
+        + ")",
+        f"pairwise accuracy: {_pct(r['pairwise_accuracy'])}",
+    ]
+    if r["best_of_n_accuracy"] is not None:
+        lines.append(f"best-of-N accuracy: {_pct(r['best_of_n_accuracy'])}")
+    if r["rmbench"]:
+        rm = r["rmbench"]
+        lines.append(
+            "RM-Bench: "
+            + "  ".join(f"{k} {_pct(rm[k])}" for k in ("easy", "normal", "hard", "total"))
+        )
+    lines.append("per subset:")
+    for name, s in sorted(r["per_subset"].items()):
+        lines.append(f"  {name:<24} {_pct(s['accuracy']):>7}  ({s['n_pairs']} comparisons)")
+    return "\n".join(lines)
