@@ -60,6 +60,7 @@ class PooledLatents:
     truncated: np.ndarray  # bool [N]
     indices: list[np.ndarray]  # int32 per example
     values: list[np.ndarray]  # float32 per example
+    hidden: np.ndarray | None = None  # standardised u_T [N, d] when asked for
 
 
 @dataclass
@@ -108,6 +109,8 @@ class SARM:
         check_finite(sae)
         self.backbone = backbone
         self.sae = sae.to(backbone.device).eval()
+        for p in self.sae.parameters():
+            p.requires_grad_(False)
         self.head = head
         self.sae_meta = sae_meta
         self.source = dict(source or {})
@@ -166,11 +169,15 @@ class SARM:
         return (values.double() * self._w[indices].double()).sum(-1) + self.head.bias
 
     @torch.inference_mode()
-    def _pooled(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pooled_u(self, batch: EncodedBatch) -> torch.Tensor:
+        """Standardised hidden state at the pooled position, ``[B, d]``."""
         h = self.backbone.hidden_states(batch)
         rows = torch.arange(len(batch), device=h.device)
-        h_last = h[rows, batch.last_index.to(h.device)]
-        return self._encode(standardize(h_last, self.sae_meta.eps))
+        return standardize(h[rows, batch.last_index.to(h.device)], self.sae_meta.eps)
+
+    @torch.inference_mode()
+    def _pooled(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._encode(self._pooled_u(batch))
 
     def _sorted_batches(
         self, conversations: Sequence[Conversation], batch_size: int, progress: bool
@@ -193,10 +200,19 @@ class SARM:
 
     # ------------------------------------------------------------------ public API
 
+    @torch.inference_mode()
     def pooled_latents(
-        self, conversations: Sequence[Conversation], batch_size: int = 8, progress: bool = False
+        self,
+        conversations: Sequence[Conversation],
+        batch_size: int = 8,
+        progress: bool = False,
+        return_hidden: bool = False,
     ) -> PooledLatents:
-        """Sparse ``z_T`` and rewards for many conversations (one forward per batch)."""
+        """Sparse ``z_T`` and rewards for many conversations (one forward per batch).
+
+        With ``return_hidden=True`` the standardised ``u_T`` comes back too (for
+        dense baselines), from the same forward pass.
+        """
         n = len(conversations)
         out = PooledLatents(
             rewards=np.zeros(n, np.float64),
@@ -204,11 +220,15 @@ class SARM:
             truncated=np.zeros(n, bool),
             indices=[np.empty(0, np.int32)] * n,
             values=[np.empty(0, np.float32)] * n,
+            hidden=np.zeros((n, self.backbone.d_model), np.float32) if return_hidden else None,
         )
         for idx, batch in self._sorted_batches(conversations, batch_size, progress):
-            values, indices = self._pooled(batch)
+            u = self._pooled_u(batch)
+            values, indices = self._encode(u)
             rewards = self._rewards(values, indices).cpu().numpy()
             v, ix = values.float().cpu().numpy(), indices.cpu().numpy().astype(np.int32)
+            if out.hidden is not None:
+                out.hidden[idx] = u.float().cpu().numpy()
             for j, i in enumerate(idx):
                 keep = v[j] != 0
                 out.rewards[i] = rewards[j]

@@ -17,6 +17,10 @@ import pytest
 import torch
 
 
+# Tiny models run faster on one thread, and the shared 2-core machines stay responsive.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)
