@@ -1,0 +1,61 @@
+"""DuckDB feature store for SARM: ingest, feature statistics, labels, head versions.
+
+>>> from feature_store import FeatureStore
+>>> store = FeatureStore.open("artifacts/demo.duckdb", read_only=True)
+>>> store.features(order_by="abs_contribution", limit=20)
+"""
+
+from feature_store.binding import Binding
+from feature_store.chunks import ChunkData, write_chunk
+from feature_store.errors import (
+    HeadVersionError,
+    NotCachedError,
+    StoreBusyError,
+    StoreError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+    StoreVersionError,
+)
+from feature_store.heads import HeadVersion
+from feature_store.ingest import IngestReport, ingest
+from feature_store.labels import LABEL_SOURCES, LabelVersion
+from feature_store.plan import Chunk, PlannedExample, Shard, plan_examples
+from feature_store.queries import FEATURE_ORDERS, LatentMatrix, StoredExample
+from feature_store.schema import latest_version
+from feature_store.shards import ingest_shard, merge_parts
+from feature_store.stats import StatsConfig
+from feature_store.store import FeatureStore
+from feature_store.tokens import TokenHighlights
+
+__all__ = [
+    "FEATURE_ORDERS",
+    "LABEL_SOURCES",
+    "Binding",
+    "Chunk",
+    "ChunkData",
+    "FeatureStore",
+    "HeadVersion",
+    "HeadVersionError",
+    "IngestReport",
+    "LabelVersion",
+    "LatentMatrix",
+    "NotCachedError",
+    "PlannedExample",
+    "Shard",
+    "StatsConfig",
+    "StoreBusyError",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreNotFoundError",
+    "StoreReadOnlyError",
+    "StoreVersionError",
+    "StoredExample",
+    "TokenHighlights",
+    "ingest",
+    "ingest_shard",
+    "latest_version",
+    "merge_parts",
+    "plan_examples",
+    "write_chunk",
+]

@@ -1,0 +1,180 @@
+"""Named head versions: save, list, diff, load back.
+
+A head version is immutable once saved (a new idea gets a new name, with the
+old one as its ``parent``), so the history of edits is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from feature_store.errors import HeadVersionError
+from feature_store.sqlutil import fetch_one, small_frame
+from feature_store.validate import check_finite, check_str
+
+if TYPE_CHECKING:
+    from feature_store.store import FeatureStore
+
+_NAME = re.compile(r"^[\w][\w .:@+-]{0,99}$")
+INGEST_HEAD = "ingest"
+
+
+def check_name(name: object, what: str = "head version name") -> str:
+    """A name of 1-100 letters, digits, spaces and ``_ . : @ + -`` (not starting with a symbol)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
+        raise HeadVersionError(
+            f"{what} {name!r} is not valid: use 1-100 letters, digits, spaces or _ . : @ + -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class HeadVersion:
+    """A saved linear head: dense weights ``[d_sae]`` (float32) and bias."""
+
+    name: str
+    weights: np.ndarray = field(repr=False)
+    bias: float = 0.0
+    parent: str | None = None
+    note: str = ""
+    author: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.parent is not None:
+            check_name(self.parent, "parent head version")
+        w = np.asarray(self.weights, dtype=np.float32)
+        if w.ndim != 1 or w.size == 0:
+            raise HeadVersionError(
+                f"head {self.name!r}: weights must be a non-empty 1-D array, got shape {w.shape}"
+            )
+        if not np.isfinite(w).all():
+            raise HeadVersionError(f"head {self.name!r}: weights contain NaN or infinity")
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "bias", check_finite(self.bias, f"head {self.name!r} bias"))
+        object.__setattr__(self, "note", check_str(self.note, "note", max_chars=10_000))
+        object.__setattr__(self, "author", check_str(self.author, "author", max_chars=100))
+        metrics = {str(k): check_finite(v, f"metric {k!r}") for k, v in dict(self.metrics).items()}
+        object.__setattr__(self, "metrics", metrics)
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.weights.shape[0])
+
+
+def save_head(
+    store: FeatureStore,
+    name: str,
+    weights: Sequence[float] | np.ndarray,
+    bias: float = 0.0,
+    *,
+    parent: str | None = None,
+    note: str = "",
+    author: str = "",
+    metrics: Mapping[str, float] | None = None,
+) -> HeadVersion:
+    """Save a new head version; HeadVersionError if the name is taken or the shape is wrong."""
+    head = HeadVersion(name, np.asarray(weights), bias, parent, note, author, dict(metrics or {}))
+    d_sae = store.d_sae
+    if d_sae is not None and head.d_sae != d_sae:
+        raise HeadVersionError(
+            f"head {name!r} has {head.d_sae} weights; this store's SAE has {d_sae} latents"
+        )
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with store.write(f"saving head version {name!r}") as cur:
+        _check_names(cur, head)
+        cur.execute(
+            "INSERT INTO head_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                head.name,
+                head.parent,
+                head.note,
+                head.author,
+                json.dumps(head.metrics),
+                head.bias,
+                head.weights.tolist(),
+                now,
+            ],
+        )
+    return HeadVersion(**{**head.__dict__, "created_at": now})
+
+
+def _check_names(cur, head: HeadVersion) -> None:
+    if fetch_one(cur, "SELECT 1 FROM head_versions WHERE name = ?", [head.name]):
+        raise HeadVersionError(
+            f"head version {head.name!r} already exists; versions are immutable, pick a new name"
+        )
+    if head.parent is not None and not fetch_one(
+        cur, "SELECT 1 FROM head_versions WHERE name = ?", [head.parent]
+    ):
+        raise HeadVersionError(f"parent head version {head.parent!r} does not exist")
+
+
+def head_versions(store: FeatureStore) -> pd.DataFrame:
+    """``name, parent, note, author, created_at, bias, d_sae, n_nonzero`` plus one column per metric."""
+    with store.read("listing head versions") as cur:
+        frame = small_frame(
+            cur,
+            """SELECT name, parent, note, author, created_at, bias, len(weights) AS d_sae,
+                      len(list_filter(weights, lambda x: x <> 0)) AS n_nonzero, metrics
+               FROM head_versions ORDER BY created_at DESC, name""",
+        )
+    metrics = pd.DataFrame([json.loads(m) for m in frame.pop("metrics")], index=frame.index)
+    return pd.concat([frame, metrics.add_prefix("metric_")], axis=1)
+
+
+def load_head(store: FeatureStore, name: str) -> HeadVersion:
+    """The saved head version ``name``; HeadVersionError if there is none."""
+    check_name(name)
+    with store.read(f"loading head version {name!r}") as cur:
+        row = fetch_one(
+            cur,
+            """SELECT name, parent, note, author, metrics, bias, weights, created_at
+               FROM head_versions WHERE name = ?""",
+            [name],
+        )
+    if row is None:
+        raise HeadVersionError(f"head version {name!r} does not exist in {store.path}")
+    name_, parent, note, author, metrics, bias, weights, created_at = row
+    return HeadVersion(
+        name_,
+        np.asarray(weights, dtype=np.float32),
+        bias,
+        parent,
+        note,
+        author,
+        json.loads(metrics),
+        created_at,
+    )
+
+
+def diff_heads(store: FeatureStore, a: str, b: str) -> pd.DataFrame:
+    """Features whose weight differs from ``a`` to ``b``, largest |change| first.
+
+    Columns ``feature_id, weight_a, weight_b, delta, label``; the biases are in
+    ``frame.attrs["bias_a"]`` and ``frame.attrs["bias_b"]``.
+    """
+    head_a, head_b = load_head(store, a), load_head(store, b)
+    if head_a.d_sae != head_b.d_sae:
+        raise HeadVersionError(f"head versions {a!r} and {b!r} have different sizes")
+    changed = np.flatnonzero(head_a.weights != head_b.weights)
+    wa = head_a.weights[changed].astype(np.float64)
+    wb = head_b.weights[changed].astype(np.float64)
+    frame = pd.DataFrame({"feature_id": changed, "weight_a": wa, "weight_b": wb, "delta": wb - wa})
+    frame = frame.sort_values(["delta"], key=np.abs, ascending=False, kind="stable")
+    frame = frame.reset_index(drop=True)
+    names = store.labels_for(changed.tolist())
+    frame["label"] = [names.get(int(f)) for f in frame["feature_id"]]
+    frame.attrs.update(bias_a=head_a.bias, bias_b=head_b.bias)
+    return frame

@@ -1,0 +1,345 @@
+"""Read queries behind the dashboard: feature tables, top examples, examples, latents.
+
+Every value reaches DuckDB as a bound parameter. The only SQL assembled in
+Python is the ORDER BY clause, picked from the fixed :data:`FEATURE_ORDERS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from feature_store.sqlutil import fetch_one, large_frame, small_frame
+from feature_store.validate import check_feature_id, check_finite, check_int, check_str
+
+if TYPE_CHECKING:
+    from feature_store.store import FeatureStore
+
+#: sort keys accepted by ``features(order_by=...)`` and the SQL they stand for
+FEATURE_ORDERS: dict[str, str] = {
+    "feature_id": "s.feature_id",
+    "weight": "s.weight",
+    "abs_weight": "abs(s.weight)",
+    "frequency": "s.frequency",
+    "mean_activation": "s.mean_activation",
+    "max_activation": "s.max_activation",
+    "mean_contribution": "s.mean_contribution",
+    "abs_contribution": "abs(s.mean_contribution)",
+    "salience": "s.salience",
+    "abs_salience": "abs(s.salience)",
+    "label": "l.label",
+}
+MAX_ROWS = 100_000
+
+FEATURE_COLUMNS = """
+    s.feature_id, s.weight, s.frequency, s.n_active, s.mean_activation, s.max_activation,
+    s.min_activation, s.mean_contribution, s.chosen_mean, s.rejected_mean, s.salience,
+    nullif(l.label, '') AS label, l.description AS label_description"""
+
+FEATURE_FILTER = """
+    FROM feature_stats s LEFT JOIN latest_labels l USING (feature_id)
+    WHERE ($min_frequency::DOUBLE IS NULL OR s.frequency >= $min_frequency)
+      AND ($max_frequency::DOUBLE IS NULL OR s.frequency <= $max_frequency)
+      AND ($labelled::BOOLEAN IS NULL OR (coalesce(l.label, '') <> '') = $labelled)
+      AND ($feature_ids::INTEGER[] IS NULL OR list_contains($feature_ids, s.feature_id))
+      AND ($search::VARCHAR IS NULL
+           OR contains(lower(coalesce(l.label, '')), lower($search))
+           OR contains(lower(coalesce(l.description, '')), lower($search)))"""
+
+EXAMPLE_COLUMNS = """e.prompt, e.response, e.role, e.group_id, e.response_index,
+    e.subset, e.kind, e.reward, e.n_tokens"""
+
+
+def _filters(
+    min_frequency: float | None,
+    max_frequency: float | None,
+    labelled: bool | None,
+    feature_ids: list[int] | None,
+    search: str | None,
+) -> dict[str, Any]:
+    if labelled is not None and not isinstance(labelled, bool):
+        raise ValueError(f"labelled must be True, False or None, got {labelled!r}")
+    return {
+        "min_frequency": None
+        if min_frequency is None
+        else check_finite(min_frequency, "min_frequency"),
+        "max_frequency": None
+        if max_frequency is None
+        else check_finite(max_frequency, "max_frequency"),
+        "labelled": labelled,
+        "feature_ids": None
+        if feature_ids is None
+        else [check_int(f, "feature_ids[]", low=0) for f in feature_ids],
+        "search": None if not search else check_str(search, "search", max_chars=500) or None,
+    }
+
+
+def features(
+    store: FeatureStore,
+    *,
+    order_by: str = "abs_contribution",
+    descending: bool = True,
+    limit: int | None = 100,
+    offset: int = 0,
+    min_frequency: float | None = None,
+    max_frequency: float | None = None,
+    labelled: bool | None = None,
+    feature_ids: list[int] | None = None,
+    search: str | None = None,
+) -> pd.DataFrame:
+    """One row per feature: statistics, head weight and latest label.
+
+    ``order_by`` is one of :data:`FEATURE_ORDERS`; ties break by feature id.
+    ``search`` matches the latest label or description (case-insensitive).
+    """
+    if order_by not in FEATURE_ORDERS:
+        raise ValueError(f"order_by must be one of {sorted(FEATURE_ORDERS)}, got {order_by!r}")
+    params = _filters(min_frequency, max_frequency, labelled, feature_ids, search)
+    params["limit"] = None if limit is None else check_int(limit, "limit", low=0, high=MAX_ROWS + 1)
+    params["offset"] = check_int(offset, "offset", low=0)
+    direction = "DESC" if descending else "ASC"
+    sql = (
+        f"SELECT {FEATURE_COLUMNS} {FEATURE_FILTER} "
+        f"ORDER BY {FEATURE_ORDERS[order_by]} {direction} NULLS LAST, s.feature_id "
+        "LIMIT $limit OFFSET $offset"
+    )
+    fetch = small_frame if params["limit"] is not None and params["limit"] <= 5000 else large_frame
+    with store.read("listing features") as cur:
+        return fetch(cur, sql, params)
+
+
+def count_features(
+    store: FeatureStore,
+    *,
+    min_frequency: float | None = None,
+    max_frequency: float | None = None,
+    labelled: bool | None = None,
+    feature_ids: list[int] | None = None,
+    search: str | None = None,
+) -> int:
+    """Number of features matching the same filters as :func:`features`."""
+    params = _filters(min_frequency, max_frequency, labelled, feature_ids, search)
+    with store.read("counting features") as cur:
+        return int(fetch_one(cur, f"SELECT count(*) {FEATURE_FILTER}", params)[0])
+
+
+def feature(store: FeatureStore, feature_id: int) -> dict[str, Any]:
+    """One feature's row of :func:`features` as a dict."""
+    fid = check_feature_id(feature_id, store.d_sae)
+    frame = features(store, feature_ids=[fid], limit=1)
+    if frame.empty:
+        raise LookupError(f"feature {fid} has no statistics; run refresh_stats() after ingest")
+    return frame.iloc[0].to_dict()
+
+
+def _stored_top_n(store: FeatureStore) -> int:
+    return int(store.meta().get("stats_top_n", 0))
+
+
+def top_examples(store: FeatureStore, feature_id: int, limit: int = 20) -> pd.DataFrame:
+    """The ``limit`` examples where ``feature_id`` is most active, strongest first.
+
+    Served from the precomputed selection when ``limit`` is within the top-N
+    computed by ``refresh_stats``; otherwise ranked from the latents table.
+    """
+    fid = check_feature_id(feature_id, store.d_sae)
+    limit = check_int(limit, "limit", low=1, high=MAX_ROWS + 1)
+    if limit <= _stored_top_n(store):
+        picked = """SELECT rank, example_id, activation FROM feature_examples
+            WHERE feature_id = $fid AND band = 0 AND rank <= $limit"""
+    else:
+        picked = """SELECT row_number() OVER (ORDER BY activation DESC, example_id) AS rank,
+                example_id, activation
+            FROM latents WHERE feature_id = $fid
+            ORDER BY activation DESC, example_id LIMIT $limit"""
+    sql = f"""WITH picked AS ({picked})
+        SELECT p.rank, p.example_id, p.activation, p.activation * w.weight AS contribution,
+               {EXAMPLE_COLUMNS}
+        FROM picked p JOIN examples e USING (example_id)
+        LEFT JOIN head_weights w ON w.feature_id = $fid
+        ORDER BY p.rank"""
+    with store.read("ranking top examples") as cur:
+        return small_frame(cur, sql, {"fid": fid, "limit": limit})
+
+
+def quantile_examples(store: FeatureStore, feature_id: int) -> pd.DataFrame:
+    """Examples sampled from lower activation quantiles (band 1 = just below the top)."""
+    fid = check_feature_id(feature_id, store.d_sae)
+    sql = f"""SELECT p.band, p.rank, p.example_id, p.activation,
+               p.activation * w.weight AS contribution, {EXAMPLE_COLUMNS}
+        FROM feature_examples p JOIN examples e USING (example_id)
+        LEFT JOIN head_weights w ON w.feature_id = $fid
+        WHERE p.feature_id = $fid AND p.band > 0
+        ORDER BY p.band, p.rank"""
+    with store.read("reading quantile examples") as cur:
+        return small_frame(cur, sql, {"fid": fid})
+
+
+def feature_histogram(store: FeatureStore, feature_id: int) -> pd.DataFrame:
+    """Histogram of ``feature_id``'s non-zero activations: ``bin, lo, hi, count``."""
+    fid = check_feature_id(feature_id, store.d_sae)
+    n_bins = int(store.meta().get("stats_hist_bins", 0))
+    with store.read("reading a histogram") as cur:
+        bounds = fetch_one(
+            cur,
+            "SELECT min_activation, max_activation FROM feature_stats WHERE feature_id = ? AND n_active > 0",
+            [fid],
+        )
+        counts = cur.execute(
+            "SELECT bin, count FROM feature_histograms WHERE feature_id = ?", [fid]
+        ).fetchall()
+    if bounds is None or n_bins == 0:
+        return pd.DataFrame({"bin": [], "lo": [], "hi": [], "count": []})
+    lo, hi = bounds
+    edges = np.linspace(lo, hi, n_bins + 1) if hi > lo else np.array([lo] + [hi] * n_bins)
+    dense = np.zeros(n_bins, dtype=np.int64)
+    for b, c in counts:
+        dense[b] = c
+    return pd.DataFrame(
+        {"bin": np.arange(n_bins), "lo": edges[:-1], "hi": edges[1:], "count": dense}
+    )
+
+
+@dataclass(frozen=True)
+class StoredExample:
+    """One stored response: texts, ids, reward and its active features.
+
+    ``features`` has ``feature_id, activation, weight, contribution, label``,
+    sorted by |contribution|, largest first.
+    """
+
+    example_id: int
+    group_id: str
+    group_index: int
+    role: str
+    response_index: int
+    kind: str
+    subset: str | None
+    target: float | None
+    prompt: str
+    response: str
+    prompt_messages: list[dict[str, str]]
+    reward: float
+    n_tokens: int
+    truncated: bool
+    features: pd.DataFrame = field(repr=False)
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The scored conversation: prompt turns, then the response."""
+        return [dict(m) for m in self.prompt_messages] + [
+            {"role": "assistant", "content": self.response}
+        ]
+
+
+def example(store: FeatureStore, example_id: int) -> StoredExample:
+    """The example with ``example_id``; LookupError if there is none."""
+    eid = check_int(example_id, "example_id", low=0)
+    with store.read("reading an example") as cur:
+        cur.execute(
+            """SELECT example_id, group_id, group_index, role, response_index, kind, subset,
+                      target, prompt, response, prompt_messages, reward, n_tokens, truncated
+               FROM examples WHERE example_id = ?""",
+            [eid],
+        )
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        if not rows:
+            raise LookupError(f"example {eid} is not in feature store {store.path}")
+        feats = small_frame(
+            cur,
+            """SELECT x.feature_id, x.activation, w.weight, x.activation * w.weight AS contribution,
+                      nullif(l.label, '') AS label
+               FROM latents x LEFT JOIN head_weights w USING (feature_id)
+               LEFT JOIN latest_labels l USING (feature_id)
+               WHERE x.example_id = ?
+               ORDER BY abs(contribution) DESC, x.feature_id""",
+            [eid],
+        )
+    values = dict(zip(names, rows[0], strict=True))
+    values["prompt_messages"] = json.loads(values["prompt_messages"])
+    return StoredExample(**values, features=feats)
+
+
+def examples_frame(store: FeatureStore, *, with_text: bool = False) -> pd.DataFrame:
+    """Every example ordered by id: ids, role, subset, kind, target, reward, tokens."""
+    text = ", prompt, response" if with_text else ""
+    with store.read("listing examples") as cur:
+        return large_frame(
+            cur,
+            f"""SELECT example_id, group_index, group_id, role, response_index, kind, subset,
+                       target, reward, n_tokens, truncated{text}
+                FROM examples ORDER BY example_id""",
+        )
+
+
+@dataclass(frozen=True)
+class LatentMatrix:
+    """The pooled latents of every example as CSR arrays, rows ordered by example_id.
+
+    Row ``r`` (example ``example_ids[r]``) holds ``feature_ids[indptr[r]:indptr[r+1]]``
+    with activations ``values[...]``.
+    """
+
+    example_ids: np.ndarray
+    indptr: np.ndarray
+    feature_ids: np.ndarray
+    values: np.ndarray
+    d_sae: int
+
+    def __post_init__(self) -> None:
+        if self.indptr.shape != (len(self.example_ids) + 1,):
+            raise ValueError("indptr must have one entry more than example_ids")
+        if len(self.feature_ids) != len(self.values) or self.indptr[-1] != len(self.values):
+            raise ValueError("feature_ids and values must both have indptr[-1] entries")
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.example_ids)
+
+    @functools.cached_property
+    def row_index(self) -> np.ndarray:
+        """The row of every non-zero (``np.repeat`` of the row numbers), computed once."""
+        return np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
+
+    def rewards(self, weights: np.ndarray, bias: float = 0.0) -> np.ndarray:
+        """``w . z + b`` for every row, in float64."""
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (self.d_sae,):
+            raise ValueError(f"weights must have shape ({self.d_sae},), got {w.shape}")
+        terms = self.values.astype(np.float64) * w[self.feature_ids]
+        return np.bincount(self.row_index, weights=terms, minlength=self.n_rows) + bias
+
+
+def latent_matrix(store: FeatureStore) -> LatentMatrix:
+    """Bulk read of all pooled latents (CSR, ordered by example_id, then feature_id)."""
+    with store.read("reading latents") as cur:
+        ids = cur.execute("SELECT example_id FROM examples ORDER BY example_id").fetchnumpy()
+        nz = cur.execute("SELECT example_id, feature_id, activation FROM latents").fetchnumpy()
+    example_ids = np.asarray(ids["example_id"], dtype=np.int64)
+    rows = np.asarray(nz["example_id"], dtype=np.int64)
+    feats = np.asarray(nz["feature_id"], dtype=np.int32)
+    values = np.asarray(nz["activation"], dtype=np.float32)
+    if not _is_sorted(rows, feats):  # insertion order is example order after any ingest
+        order = np.lexsort((feats, rows))
+        rows, feats, values = rows[order], feats[order], values[order]
+    indptr = np.append(np.searchsorted(rows, example_ids), len(rows)).astype(np.int64)
+    return LatentMatrix(example_ids, indptr, feats, values, store.d_sae or 0)
+
+
+def _is_sorted(rows: np.ndarray, feats: np.ndarray) -> bool:
+    if len(rows) < 2:
+        return True
+    d_row, d_feat = np.diff(rows), np.diff(feats.astype(np.int64))
+    return bool(np.all((d_row > 0) | ((d_row == 0) & (d_feat > 0))))
+
+
+def head_weights(store: FeatureStore) -> tuple[np.ndarray, float]:
+    """The ingest head: dense float32 weights ``[d_sae]`` and its bias."""
+    with store.read("reading head weights") as cur:
+        got = cur.execute("SELECT weight FROM head_weights ORDER BY feature_id").fetchnumpy()
+    return np.asarray(got["weight"], dtype=np.float32), float(store.meta().get("head_bias", 0.0))
