@@ -6,8 +6,10 @@ Every reward is computed as an exact sum of per-feature contributions
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,6 +116,7 @@ class SARM:
         self.head = head
         self.sae_meta = sae_meta
         self.source = dict(source or {})
+        self._sae_hash: str | None = None
         self._w = head.weight.to(backbone.device)
 
     # ------------------------------------------------------------------ properties
@@ -142,18 +145,23 @@ class SARM:
         self._w = head.weight.to(self.backbone.device)
 
     def sae_hash(self) -> str:
-        import hashlib
-
-        h = hashlib.sha256()
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            h.update(getattr(self.sae, name).detach().float().cpu().numpy().tobytes())
-        h.update(f"k={self.k};act={self.sae_meta.use_activation}".encode())
-        return h.hexdigest()[:16]
+        """Content hash of the SAE (weights, k, activation rule), computed once."""
+        if self._sae_hash is None:
+            h = hashlib.sha256()
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                h.update(getattr(self.sae, name).detach().float().cpu().numpy().tobytes())
+            h.update(f"k={self.k};act={self.sae_meta.use_activation}".encode())
+            self._sae_hash = h.hexdigest()[:16]
+        return self._sae_hash
 
     def fingerprint(self) -> dict[str, str]:
-        """What identifies this model's latents (backbone, layer, SAE) and its head."""
+        """What identifies this model's latents (backbone, layer, SAE) and its head.
+
+        A local backbone directory is named by its last path component, so a copy
+        of the same checkpoint elsewhere matches; the SAE hash pins the content.
+        """
         return {
-            "backbone": self.backbone.name,
+            "backbone": Path(self.backbone.name).name or self.backbone.name,
             "layer": str(self.layer),
             "sae": self.sae_hash(),
             "head": self.head.hash(),
