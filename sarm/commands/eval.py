@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--baseline",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="also evaluate a dense baseline head on u_T (safetensors with score.weight [1, d]) "
+        "from the same forward pass; without a value, the model directory's "
+        "dense_baseline.safetensors (the demo has one)",
+    )
     p.set_defaults(func=run)
 
 
@@ -38,10 +47,36 @@ def run(args: argparse.Namespace) -> int:
 
     data = resolve_data(args.data, skip_malformed=args.skip_malformed, limit=args.limit)
     model = load_sarm(args.model, device=args.device)
-    report = evaluate_model(model, data.groups, args.batch_size, progress=not args.json)
+    baseline = _baseline(args.baseline, model) if args.baseline else None
+    report, base = evaluate_model(
+        model, data.groups, args.batch_size, progress=not args.json, baseline=baseline
+    )
     out = report.to_dict() | {"data": data.source, "n_skipped_rows": data.n_skipped}
-    print(json.dumps(out, indent=2) if args.json else format_report(out))
+    if base is not None:
+        out["baseline"] = base.to_dict()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_report(out))
+        if base is not None:
+            print("\ndense baseline (linear head on u_T, same forward pass):")
+            print(format_report(out["baseline"] | {"data": data.source, "n_skipped_rows": 0}))
     return 0
+
+
+def _baseline(spec: str, model):
+    from pathlib import Path
+
+    from sarm.head import LinearHead
+
+    if spec != "auto":
+        return LinearHead.load(spec)
+    path = Path(model.source.get("path", "")) / "dense_baseline.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--baseline: no dense_baseline.safetensors next to the model ({path})"
+        )
+    return LinearHead.load(path)
 
 
 def _pct(x: float | None) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarm.backbones import EMBEDDED_NAME, cache_dir
+from sarm.cachedir import cache_dir
 
 DEMO_NAME = "smollm2-demo"
-DEMO_BACKBONE = EMBEDDED_NAME
+DEMO_BACKBONE = "smollm2-135m-instruct"  # sarm.backbones.EMBEDDED_NAME
 DEMO_LAYER = 15
 
 

@@ -1,0 +1,417 @@
+"""``sarm build-demo``: the embedded default SARM, built from nothing, reproducibly.
+
+Steps (each cached under :func:`sarm.demo.paths.demo_root`):
+
+1. ``data``: the seeded demo preference data, written as ``data/{train,test}.jsonl``;
+2. ``activations``: ONE backbone pass over every response (SmolLM2-135M, first
+   15 layers), keeping the standardised ``u_T`` at the pooled end-of-turn token;
+3. ``sae``: a TopK SAE (sae-lens) trained at sequence level on the train split's
+   ``u_T``, as the released SARM's SAE was (token-level SAEs were tried: they
+   spend their latents on ordinary tokens, and a head over them reached 0.83
+   held-out accuracy against 0.87 for sequence-level ones);
+4. ``head``: a Bradley-Terry head on the train split's pooled latents, and the
+   dense baseline (a linear head on ``u_T``) on the same pairs;
+5. ``evaluate``: both heads on the held-out test split;
+6. ``model`` and ``store``: the SARM saved in our layout (``load_sarm("smollm2-demo")``)
+   and the demo data indexed into the demo feature store, reusing the pooled
+   latents of step 2 instead of running the backbone again.
+
+The test split is never seen by the SAE or the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from sarm.demo import paths
+
+logger = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that determines the demo's artefacts (hashed into the manifest)."""
+
+    seed: int = 0
+    n_pairs: int = 960
+    layer: int = paths.DEMO_LAYER
+    d_sae: int = 2048
+    k: int = 32
+    sae_epochs: float = 200.0
+    sae_lr: float = 1e-3
+    forward_batch_size: int = 16
+    head_l1: float = 0.0
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("n_pairs", "d_sae", "k", "forward_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.k > self.d_sae:
+            raise ValueError(f"DemoConfig.k={self.k} exceeds d_sae={self.d_sae}")
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class DemoReport:
+    """What ``build_demo`` produced and measured."""
+
+    root: Path
+    model_dir: Path
+    store_path: Path
+    metrics: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root),
+            "model_dir": str(self.model_dir),
+            "store_path": str(self.store_path),
+            "metrics": self.metrics,
+            "seconds": self.seconds,
+            "cached": self.cached,
+        }
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def read_manifest(root: Path | None = None) -> dict | None:
+    path = (root or paths.demo_root()) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def is_built(config: DemoConfig | None = None) -> bool:
+    """True when the demo model and store exist for ``config`` (default settings)."""
+    manifest = read_manifest()
+    cfg = config or DemoConfig()
+    return bool(
+        manifest
+        and manifest.get("config_key") == cfg.key()
+        and manifest.get("complete")
+        and (paths.model_dir() / "sarm.json").is_file()
+        and paths.store_path().is_file()
+    )
+
+
+def _write_manifest(root: Path, payload: dict) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(root / MANIFEST)
+
+
+# --------------------------------------------------------------------------- step 2: one pass
+
+
+@dataclass
+class DemoActivations:
+    """Outputs of the single backbone pass over every demo response."""
+
+    pooled_u: torch.Tensor  # [n_responses, d] standardised u_T of every response
+    n_tokens: torch.Tensor  # [n_responses]
+    truncated: torch.Tensor  # [n_responses] bool
+
+    def save(self, path: Path) -> None:
+        tensors = {k: v.contiguous() for k, v in asdict(self).items()}
+        tensors["truncated"] = tensors["truncated"].to(torch.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> DemoActivations:
+        t = load_file(str(path))
+        return cls(t["pooled_u"], t["n_tokens"], t["truncated"].bool())
+
+
+def collect_activations(
+    backbone, conversations: Sequence, batch_size: int, progress: bool = True
+) -> DemoActivations:
+    """Pooled ``u_T`` of every conversation, batched by length (one forward per batch)."""
+    from tqdm.auto import tqdm
+
+    from sarm.saes import standardize
+
+    enc = backbone.encoder
+    rows = [enc.token_ids(c) for c in conversations]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    pooled = torch.zeros(len(rows), backbone.d_model)
+    bar = tqdm(total=len(rows), desc="backbone pass", unit="resp", disable=not progress)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = enc.pad([rows[i] for i in idx])
+        h = backbone.hidden_states(batch)
+        last = h[torch.arange(len(idx)), batch.last_index.to(h.device)]
+        pooled[idx] = standardize(last).cpu()
+        bar.update(len(idx))
+    bar.close()
+    return DemoActivations(
+        pooled_u=pooled,
+        n_tokens=torch.tensor([len(r[0]) for r in rows]),
+        truncated=torch.tensor([r[1] > 0 for r in rows]),
+    )
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class DemoBuilder:
+    """Runs the steps in order, timing each, reusing cached intermediate files."""
+
+    def __init__(
+        self, config: DemoConfig, root: Path, progress: bool = True, on_step: Progress | None = None
+    ):
+        self.cfg = config
+        self.root = root
+        self.progress = progress
+        self.on_step = on_step
+        self.seconds: dict[str, float] = {}
+        self.metrics: dict = {}
+
+    def _step(self, name: str, fraction: float, fn):
+        if self.on_step:
+            self.on_step(name, fraction)
+        logger.info("demo: %s", name)
+        start = time.perf_counter()
+        out = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        return out
+
+    def run(self) -> DemoReport:
+        from sarm.backbones import load_backbone
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = self._step("data", 0.0, self._data)
+        backbone = self._step(
+            "backbone", 0.05,
+            lambda: load_backbone(paths.DEMO_BACKBONE, self.cfg.layer,
+                                  max_length=self.cfg.max_length),
+        )  # fmt: skip
+        groups = data.train + data.test
+        self.n_train_responses = sum(len(g.responses()) for g in data.train)
+        acts = self._step("activations", 0.1, lambda: self._activations(backbone, data))
+        sae = self._step("sae", 0.45, lambda: self._train_sae(acts, backbone.d_model))
+        model = self._step("head", 0.75, lambda: self._train_heads(backbone, sae, data, acts))
+        self._step("save model", 0.85, lambda: self._save_model(model))
+        self._step("store", 0.9, lambda: self._index(model, groups, acts))
+        report = DemoReport(self.root, paths.model_dir(), paths.store_path(),
+                            self.metrics, self.seconds)  # fmt: skip
+        _write_manifest(self.root, {
+            "config": asdict(self.cfg), "config_key": self.cfg.key(), "complete": True,
+            "metrics": self.metrics, "seconds": self.seconds,
+        })  # fmt: skip
+        if self.on_step:
+            self.on_step("done", 1.0)
+        return report
+
+    # -- steps -----------------------------------------------------------------
+
+    def _data(self):
+        from sarm.data import save_jsonl
+        from sarm.demo.data import generate_demo_data
+
+        data = generate_demo_data(seed=self.cfg.seed, n_pairs=self.cfg.n_pairs)
+        save_jsonl(data.train, self.root / "data" / "train.jsonl")
+        save_jsonl(data.test, self.root / "data" / "test.jsonl")
+        return data
+
+    def _activations(self, backbone, data) -> DemoActivations:
+        path = self.root / f"activations-{self.cfg.key()}.safetensors"
+        if path.is_file():
+            return DemoActivations.load(path)
+        from sarm.scoring import response_rows
+
+        _, convs = response_rows(data.train + data.test)
+        acts = collect_activations(backbone, convs, self.cfg.forward_batch_size, self.progress)
+        for old in self.root.glob("activations-*.safetensors"):
+            old.unlink()
+        acts.save(path)
+        return acts
+
+    def _train_sae(self, acts: DemoActivations, d_in: int):
+        from sarm.train.sae import SAETrainConfig, train_sae
+
+        x = acts.pooled_u[: self.n_train_responses]  # the train split only
+        cfg = SAETrainConfig(
+            d_sae=self.cfg.d_sae, k=self.cfg.k, mode="last", n_epochs=self.cfg.sae_epochs,
+            lr=self.cfg.sae_lr, seed=self.cfg.seed,
+        )  # fmt: skip
+        trained = train_sae(x, d_in, cfg, progress=self.progress)
+        self.metrics["sae"] = {k: round(float(v), 4) for k, v in trained.metrics.items()}
+        self.metrics["sae"]["n_train_samples"] = int(x.shape[0])
+        return trained
+
+    def _train_heads(self, backbone, trained, data, acts: DemoActivations):
+        from sarm.head import LinearHead
+        from sarm.model import SARM
+        from sarm.saes import SAEMeta, sarm_encode
+        from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
+
+        meta = SAEMeta(k=self.cfg.k, mode="last", backbone=paths.DEMO_BACKBONE,
+                       layer=self.cfg.layer)  # fmt: skip
+        model = SARM(backbone, trained.sae, LinearHead(torch.zeros(self.cfg.d_sae)), meta)
+        with torch.inference_mode():
+            values, indices = sarm_encode(model.sae, acts.pooled_u, self.cfg.k)
+        self.pooled = (indices.numpy().astype(np.int32), values.float().numpy())
+        n = self.n_train_responses
+        train_idx, test_idx = _pair_indices(data.train), _pair_indices(data.test, offset=n)
+        cfg = HeadTrainConfig(l1=self.cfg.head_l1, seed=self.cfg.seed)
+        sarm_head = train_bt_head(
+            (indices[:n], values[:n]), train_idx.chosen_row, train_idx.rejected_row, cfg,
+            n_features=self.cfg.d_sae, groups=train_idx.group,
+        )  # fmt: skip
+        dense = train_dense_baseline(
+            acts.pooled_u[:n], train_idx.chosen_row, train_idx.rejected_row, cfg,
+            groups=train_idx.group,
+        )  # fmt: skip
+        model.set_head(sarm_head.to_head())
+        self.dense_head = dense.to_head()
+        self.metrics["head"] = sarm_head.summary()
+        self.metrics["baseline"] = dense.summary()
+        self.metrics["test"] = _test_metrics(model, self.pooled, dense, acts, test_idx)
+        return model
+
+    def _save_model(self, model) -> None:
+        target = paths.model_dir()
+        tmp = target.with_name(target.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save(tmp)
+        self.dense_head.save(tmp / "dense_baseline.safetensors", {"kind": "dense baseline on u_T"})
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.replace(target)
+
+    def _index(self, model, groups, acts: DemoActivations) -> None:
+        from feature_store import FeatureStore
+        from feature_store.ingest import ingest
+        from sarm.scoring import response_rows
+
+        _, convs = response_rows(groups)
+        memo = PrecomputedLatents(model, convs, self.pooled, acts)
+        store_path = paths.store_path()
+        tmp = store_path.with_name(store_path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with FeatureStore.open(tmp) as store:
+            report = ingest(store, memo, groups, source="demo", progress=self.progress)
+        self.metrics["store"] = {
+            "n_examples": report.n_examples,
+            "mb_per_1000_examples": round(report.bytes_per_1000_examples / 1e6, 3),
+        }
+        store_path.unlink(missing_ok=True)
+        tmp.replace(store_path)
+
+
+def _pair_indices(groups, offset: int = 0):
+    """PairIndex over rows numbered in ``response_rows`` order, starting at ``offset``."""
+    from sarm.evaluate import PairIndex
+    from sarm.scoring import response_rows
+
+    keys, _ = response_rows(groups)
+    return PairIndex.from_groups(groups, {k: offset + i for i, k in enumerate(keys)})
+
+
+def _test_metrics(model, pooled, dense, acts: DemoActivations, test_idx) -> dict:
+    """Held-out accuracy of the SARM head and the dense baseline, overall and per category."""
+    from sarm.evaluate import evaluate_arrays
+    from sarm.sparse import SparseLatents
+
+    latents = SparseLatents.from_rows(list(pooled[0]), list(pooled[1]), model.d_sae)
+    sarm_r = latents.rewards(model.head.weight.numpy(), model.head.bias)
+    base_r = acts.pooled_u.double().numpy() @ dense.weight.double().numpy()
+    out = {}
+    for name, rewards in (("sarm", sarm_r), ("baseline", base_r)):
+        rep = evaluate_arrays(rewards, test_idx).to_dict()
+        out[name] = {
+            "pairwise_accuracy": rep["pairwise_accuracy"],
+            "n_pairs": rep["n_pairs"],
+            "per_subset": {k: v["accuracy"] for k, v in rep["per_subset"].items()},
+        }
+    return out
+
+
+class PrecomputedLatents:
+    """A SARM whose ``pooled_latents`` answers from results computed earlier.
+
+    The demo computes every pooled latent in its single backbone pass; indexing
+    them must not run the backbone again. Conversations not in the table fall
+    through to the real model. Everything else is the wrapped model's.
+    """
+
+    def __init__(self, model, conversations, pooled, acts: DemoActivations):
+        self._model = model
+        self._rows = {_conv_key(c): i for i, c in enumerate(conversations)}
+        self._indices, self._values = pooled
+        self._acts = acts
+        w = model.head.weight.double().numpy()
+        self._rewards = (self._values.astype(np.float64) * w[self._indices]).sum(1)
+        self._rewards += model.head.bias
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def pooled_latents(self, conversations, batch_size: int = 8, progress: bool = False):
+        from sarm.model import PooledLatents
+
+        rows = [self._rows.get(_conv_key(c)) for c in conversations]
+        if any(r is None for r in rows):
+            return self._model.pooled_latents(conversations, batch_size, progress)
+        keep = [self._values[r] != 0 for r in rows]
+        return PooledLatents(
+            rewards=self._rewards[rows],
+            n_tokens=self._acts.n_tokens.numpy()[rows].astype(np.int64),
+            truncated=self._acts.truncated.numpy()[rows],
+            indices=[self._indices[r][m] for r, m in zip(rows, keep, strict=True)],
+            values=[self._values[r][m] for r, m in zip(rows, keep, strict=True)],
+        )
+
+
+def _conv_key(conversation) -> str:
+    return json.dumps(conversation, sort_keys=True)
+
+
+def build_demo(
+    config: DemoConfig | None = None,
+    force: bool = False,
+    progress: bool = True,
+    on_step: Progress | None = None,
+) -> DemoReport:
+    """Build (or reuse) the demo SARM and its store; seconds when already built."""
+    cfg = config or DemoConfig()
+    root = paths.demo_root()
+    if not force and is_built(cfg):
+        manifest = read_manifest() or {}
+        return DemoReport(
+            root,
+            paths.model_dir(),
+            paths.store_path(),
+            manifest.get("metrics", {}),
+            manifest.get("seconds", {}),
+            cached=True,
+        )
+    if force:
+        for old in root.glob("activations-*.safetensors"):
+            old.unlink()
+    return DemoBuilder(cfg, root, progress, on_step).run()
