@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-
 # Tiny models run faster on one thread, and the shared 2-core machines stay responsive.
 torch.set_num_threads(1)
 

