@@ -343,3 +343,45 @@ def head_weights(store: FeatureStore) -> tuple[np.ndarray, float]:
     with store.read("reading head weights") as cur:
         got = cur.execute("SELECT weight FROM head_weights ORDER BY feature_id").fetchnumpy()
     return np.asarray(got["weight"], dtype=np.float32), float(store.meta().get("head_bias", 0.0))
+
+
+def search_examples(store: FeatureStore, text: str, limit: int = 1000) -> np.ndarray:
+    """Ids of examples whose prompt or response contains ``text`` (case-insensitive, literal)."""
+    query = check_str(text, "search text", max_chars=500, allow_empty=False)
+    limit = check_int(limit, "limit", low=1, high=MAX_ROWS + 1)
+    with store.read("searching examples") as cur:
+        got = cur.execute(
+            """SELECT example_id FROM examples
+               WHERE contains(lower(prompt), lower($q)) OR contains(lower(response), lower($q))
+               ORDER BY example_id LIMIT $limit""",
+            {"q": query, "limit": limit},
+        ).fetchall()
+    return np.asarray([row[0] for row in got], dtype=np.int64)
+
+
+def example_texts(store: FeatureStore, example_ids: list[int]) -> pd.DataFrame:
+    """``example_id, prompt, response`` of the given examples (at most 5,000), by id."""
+    ids = [check_int(e, "example_ids[]", low=0) for e in example_ids]
+    if len(ids) > 5000:
+        raise ValueError(f"ask for at most 5000 examples at once, got {len(ids)}")
+    with store.read("reading example texts") as cur:
+        return small_frame(
+            cur,
+            """SELECT example_id, prompt, response FROM examples
+               WHERE list_contains($ids::BIGINT[], example_id) ORDER BY example_id""",
+            {"ids": ids},
+        )
+
+
+def revision(store: FeatureStore) -> tuple[int, int]:
+    """``(newest label id, number of head versions)``: changes whenever either is added.
+
+    Readers that cache label- or head-dependent results key their caches on it.
+    """
+    with store.read("reading the store revision") as cur:
+        row = fetch_one(
+            cur,
+            """SELECT (SELECT coalesce(max(label_id), 0) FROM labels),
+                      (SELECT count(*) FROM head_versions)""",
+        )
+    return int(row[0]), int(row[1])

@@ -308,6 +308,18 @@ class FeatureStore:
         """The head used at ingest: dense weights ``[d_sae]`` and bias."""
         return queries.head_weights(self)
 
+    def search_examples(self, text: str, limit: int = 1000) -> np.ndarray:
+        """Ids of examples whose prompt or response contains ``text`` (case-insensitive)."""
+        return queries.search_examples(self, text, limit)
+
+    def example_texts(self, example_ids: Sequence[int]) -> pd.DataFrame:
+        """``example_id, prompt, response`` of up to 5,000 examples."""
+        return queries.example_texts(self, list(example_ids))
+
+    def revision(self) -> tuple[int, int]:
+        """``(newest label id, number of head versions)``, a cache key for readers."""
+        return queries.revision(self)
+
     # ------------------------------------------------------------------- stats
     def refresh_stats(self, top_n: int = 20, **kwargs: Any) -> None:
         """Recompute feature statistics and example selections in SQL."""

@@ -1,0 +1,37 @@
+"""Shown instead of the dashboard while the embedded demo is not built."""
+
+import streamlit as st
+
+from app import state
+from sarm.demo import paths
+
+st.title("Build the demo SARM")
+st.markdown(
+    "The dashboard opens on the embedded default: SmolLM2-135M-Instruct cut after "
+    f"{paths.DEMO_LAYER} layers, a TopK sparse autoencoder and a Bradley-Terry head trained "
+    "on seeded demo preference data, and a feature store of that data. They are not built "
+    f"yet (`{paths.demo_root()}`). Building takes a few minutes on a CPU, once; keep this page "
+    "open meanwhile. `scripts/dashboard` (or `sarm build-demo`) does the same from a terminal.\n\n"
+    "To open another model and store instead, set them in the sidebar or start with "
+    "`SARM_MODEL=... SARM_STORE=... streamlit run app/main.py`."
+)
+if st.button("Build the demo now", key="build_start", type="primary"):
+    from sarm.demo.build import build_demo
+
+    bar = st.progress(0.0, text=state.progress_label("starting", 0.0))
+    with st.status("Building the demo ...", expanded=True) as status:
+
+        def on_step(step: str, fraction: float) -> None:
+            bar.progress(min(max(fraction, 0.0), 1.0), text=state.progress_label(step, fraction))
+            status.write(f"{step} ({fraction:.0%})")
+
+        try:
+            build_demo(on_step=on_step, progress=False)
+        except Exception as exc:  # show any failure as a message; the cached steps are kept
+            status.update(label="The build failed", state="error")
+            st.error(
+                f"Building the demo failed: {exc}. Run `sarm build-demo` in a terminal for details."
+            )
+            st.stop()
+        status.update(label="The demo is built", state="complete")
+    st.rerun()

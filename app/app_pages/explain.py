@@ -1,0 +1,77 @@
+"""Explain a score: reward = waterfall of feature contributions + bias; token highlights; r_t."""
+
+import streamlit as st
+
+from app import charts, core, state, widgets
+
+ctx = state.context()
+st.title("Explain a score")
+source = st.radio(
+    "Response",
+    ["Indexed example", "Type a prompt and response"],
+    key="explain_source",
+    horizontal=True,
+)
+
+if source == "Indexed example":
+    rewards = ctx.rewards()
+    eid = widgets.example_picker(ctx, "explain", rewards)
+    ex = ctx.example(eid)
+    expl = ctx.explain_example(eid)
+    st.caption(
+        f"group `{ex.group_id}` \u00b7 {ex.role} #{ex.response_index} \u00b7 subset {ex.subset or '(none)'}"
+        f" \u00b7 {ex.n_tokens} tokens{' (truncated)' if ex.truncated else ''}"
+    )
+    widgets.conversation_text(ex)
+else:
+    with st.form("explain_typed_form"):
+        prompt = st.text_area("Prompt", key="explain_prompt", height=90)
+        response = st.text_area("Response", key="explain_response", height=120)
+        submitted = st.form_submit_button("Score", type="primary")
+    if submitted:
+        st.session_state["explain_typed"] = (prompt, response)
+    typed = st.session_state.get("explain_typed")
+    if not typed:
+        st.info("Type a prompt and a response, then press Score.")
+        st.stop()
+    try:
+        scored = state.score_text(ctx.sources.model, *typed)
+    except ValueError as exc:
+        st.error(f"Cannot score this text: {exc}")
+        st.stop()
+    expl = core.explain(
+        scored["activations"], ctx.weights, ctx.bias, ctx.labels(scored["activations"])
+    )
+    if scored["truncated"]:
+        st.warning(
+            "The conversation was longer than the model's context and was cut from the left."
+        )
+
+c1, c2, c3 = st.columns(3)
+c1.metric("Reward", f"{expl.reward:.6f}")
+c2.metric("Active features", len(expl.table))
+c3.metric("Bias", f"{expl.bias:.4f}")
+widgets.edit_caption(ctx)
+widgets.explanation(ctx, expl, "explain")
+
+st.subheader("Token by token")
+fid = widgets.feature_choice(expl.table, "explain_feature")
+if fid is not None:
+    name = charts.feature_name(fid, ctx.labels([fid]), 40)
+    if source == "Indexed example":
+        hl = widgets.stored_tracks(ctx, eid, [fid])
+        if hl is not None:
+            r_t, note = widgets.stored_trajectory(ctx, eid, hl)
+            widgets.token_view(hl.tokens, hl.feature(fid), r_t, name, "explain")
+            if note:
+                st.caption(note)
+    else:
+        track = core.feature_track(scored["values"], scored["indices"], fid)
+        r_t = core.trajectory(scored["values"], scored["indices"], ctx.weights, ctx.bias)
+        widgets.token_view(scored["tokens"], track, r_t, name, "explain")
+    b1, b2 = st.columns(2)
+    if b1.button("Open this feature", key="explain_open_feature"):
+        state.open_feature(fid)
+    if b2.button("Edit its weight in the head editor", key="explain_to_editor"):
+        state.add_editor_features([fid])
+        st.switch_page(state.PAGES["editor"])

@@ -1,0 +1,232 @@
+"""Plotly figure builders: pure functions from plain data to figures.
+
+Colours follow the token highlights: orange raises the reward, blue lowers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from sarm.attribution import TopContributions
+from sarm.highlight import display_text
+
+UP = "#f58220"
+DOWN = "#2d6ee6"
+TOTAL = "#555555"
+BEFORE = "#8c8c8c"
+AFTER = "#f58220"
+
+
+def feature_name(fid: int, labels: Mapping[int, str] | None = None, width: int = 28) -> str:
+    """``f123 · label`` (label shortened), or ``f123``."""
+    label = (labels or {}).get(int(fid), "") or ""
+    label = label if len(label) <= width else label[: width - 1] + "\u2026"
+    return f"f{int(fid)} \u00b7 {label}" if label else f"f{int(fid)}"
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "font": {"size": 15}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 45, "b": 10},
+        legend={"orientation": "h", "y": -0.18},
+    )
+    return fig
+
+
+def waterfall(
+    top: TopContributions,
+    labels: Mapping[int, str] | None = None,
+    *,
+    title: str = "Reward = sum of feature contributions + bias",
+    total_name: str = "reward",
+) -> go.Figure:
+    """Horizontal waterfall: the top contributions, "all other features", the bias, the total.
+
+    The relative bars add up to ``top.total`` exactly (the total bar is that sum).
+    """
+    names = [feature_name(f, labels) for f, _ in top.top]
+    values = [float(c) for _, c in top.top]
+    names.append(f"all other features ({top.n_rest})")
+    values.append(float(top.rest))
+    if top.bias != 0.0:
+        names.append("bias")
+        values.append(float(top.bias))
+    names.append(total_name)
+    measure = ["relative"] * (len(values)) + ["total"]
+    texts = [f"{v:+.4g}" for v in values] + [f"{top.total:.4g}"]
+    fig = go.Figure(
+        go.Waterfall(
+            orientation="h",
+            y=names,
+            x=[*values, 0.0],
+            measure=measure,
+            text=texts,
+            textposition="outside",
+            increasing={"marker": {"color": UP}},
+            decreasing={"marker": {"color": DOWN}},
+            totals={"marker": {"color": TOTAL}},
+            connector={"line": {"color": "rgba(120,120,120,0.4)"}},
+            cliponaxis=False,
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, title, height=max(260, 26 * len(names) + 90))
+
+
+def waterfall_values(fig: go.Figure) -> tuple[list[str], list[float]]:
+    """The (names, relative values) of a :func:`waterfall` figure, for checks."""
+    trace = fig.data[0]
+    rel = [m == "relative" for m in trace.measure]
+    return [n for n, r in zip(trace.y, rel, strict=True) if r], [
+        float(v) for v, r in zip(trace.x, rel, strict=True) if r
+    ]
+
+
+def reward_trajectory(
+    tokens: Sequence[str],
+    rewards: np.ndarray,
+    track: np.ndarray | None = None,
+    track_name: str = "activation",
+    *,
+    title: str = "Reward trajectory r_t = w \u00b7 z_t over the tokens",
+) -> go.Figure:
+    """``r_t`` as a line over token positions; a feature's activation as bars behind it."""
+    x = np.arange(len(tokens))
+    hover = [display_text(t).replace("\n", "") or "\u2423" for t in tokens]
+    fig = go.Figure()
+    if track is not None:
+        fig.add_trace(
+            go.Bar(
+                x=x, y=np.asarray(track, float), name=track_name, yaxis="y2",
+                marker={"color": "rgba(245,130,32,0.45)"}, hovertext=hover,
+            )
+        )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=np.asarray(rewards, float), mode="lines", name="r_t",
+            line={"color": TOTAL, "width": 2}, hovertext=hover,
+            hovertemplate="token %{x}: %{hovertext}<br>r_t = %{y:.4f}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        xaxis={"title": "token position"},
+        yaxis={"title": "r_t"},
+        yaxis2={
+            "title": track_name,
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "rangemode": "tozero",
+        },
+    )
+    return _layout(fig, title, height=320)
+
+
+def activation_histogram(hist: pd.DataFrame, *, title: str = "Activation histogram") -> go.Figure:
+    """Bars of a ``bin, lo, hi, count`` frame over the active examples."""
+    centres = (hist["lo"].to_numpy(float) + hist["hi"].to_numpy(float)) / 2
+    widths = hist["hi"].to_numpy(float) - hist["lo"].to_numpy(float)
+    fig = go.Figure(
+        go.Bar(
+            x=centres, y=hist["count"].to_numpy(),
+            width=widths if len(widths) and (widths > 0).all() else None,
+            marker={"color": UP}, name="examples",
+            customdata=np.stack([hist["lo"], hist["hi"]], axis=1) if len(hist) else None,
+            hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}]: %{y}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(xaxis={"title": "activation z_T"}, yaxis={"title": "examples"}, bargap=0.02)
+    return _layout(fig, title, height=300)
+
+
+def reward_histograms(
+    before: np.ndarray, after: np.ndarray | None = None, *, title: str = "Reward distribution"
+) -> go.Figure:
+    """Overlaid histograms of rewards before (grey) and after (orange) an edit."""
+    fig = go.Figure()
+    edges = np.histogram_bin_edges(
+        np.concatenate([before, after]) if after is not None else before, bins=40
+    )
+    size = float(edges[1] - edges[0]) if len(edges) > 1 and edges[1] > edges[0] else None
+    xbins = {"start": float(edges[0]), "end": float(edges[-1]), "size": size} if size else None
+    fig.add_trace(
+        go.Histogram(x=before, name="before", marker={"color": BEFORE}, opacity=0.6, xbins=xbins)
+    )
+    if after is not None:
+        fig.add_trace(
+            go.Histogram(x=after, name="after", marker={"color": AFTER}, opacity=0.6, xbins=xbins)
+        )
+    fig.update_layout(barmode="overlay", xaxis={"title": "reward"}, yaxis={"title": "responses"})
+    return _layout(fig, title, height=320)
+
+
+def subset_accuracy(
+    table: pd.DataFrame, *, title: str = "Pairwise accuracy by subset"
+) -> go.Figure:
+    """Bars per subset: ``accuracy_before`` (and ``accuracy_after`` when present)."""
+    fig = go.Figure()
+    has_after = "accuracy_after" in table
+    label = "auto" if len(table) * (1 + has_after) <= 12 else "none"
+    fig.add_trace(
+        go.Bar(
+            x=table["subset"], y=table["accuracy_before"], name="before" if has_after else "accuracy",
+            marker={"color": BEFORE if has_after else UP},
+            text=[f"{v:.1%}" for v in table["accuracy_before"]], textposition=label,
+        )
+    )  # fmt: skip
+    if has_after:
+        fig.add_trace(
+            go.Bar(
+                x=table["subset"], y=table["accuracy_after"], name="after",
+                marker={"color": AFTER},
+                text=[f"{v:.1%}" for v in table["accuracy_after"]], textposition=label,
+            )
+        )  # fmt: skip
+    fig.update_layout(barmode="group", yaxis={"title": "accuracy", "range": [0, 1.05]})
+    return _layout(fig, title, height=320)
+
+
+def rewards_by_group(
+    frame: pd.DataFrame, *, title: str = "Rewards by subset and role"
+) -> go.Figure:
+    """Box plots of ``reward`` per ``subset``, one colour per ``role``."""
+    fig = go.Figure()
+    colours = {"chosen": UP, "rejected": DOWN, "single": TOTAL}
+    for role in sorted(frame["role"].unique()):
+        part = frame[frame["role"] == role]
+        fig.add_trace(
+            go.Box(
+                x=part["subset"], y=part["reward"], name=role, boxmean=True,
+                marker={"color": colours.get(role, TOTAL)},
+            )
+        )  # fmt: skip
+    fig.update_layout(boxmode="group", yaxis={"title": "reward"})
+    return _layout(fig, title, height=360)
+
+
+def error_features(
+    table: pd.DataFrame,
+    labels: Mapping[int, str] | None = None,
+    n: int = 15,
+    *,
+    title: str = "Features carrying the misranked margin (summed over errors)",
+) -> go.Figure:
+    """Horizontal bars of ``margin_sum`` for the ``n`` features with the largest |sum|."""
+    part = table.reindex(table["margin_sum"].abs().sort_values(ascending=False).index).head(n)
+    names = [feature_name(f, labels) for f in part["feature_id"]]
+    vals = part["margin_sum"].to_numpy(float)
+    fig = go.Figure(
+        go.Bar(
+            y=names, x=vals, orientation="h",
+            marker={"color": [UP if v > 0 else DOWN for v in vals]},
+            text=[f"{v:+.3g}" for v in vals], textposition="auto",
+        )
+    )  # fmt: skip
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(xaxis={"title": "sum over misranked pairs of w_i (z^c_i - z^r_i)"})
+    return _layout(fig, title, height=max(260, 24 * len(names) + 100))

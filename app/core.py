@@ -1,0 +1,287 @@
+"""Plain-data logic behind the pages (no Streamlit here, so tests reach all of it).
+
+- where the model and the store come from (environment, sidebar, demo default),
+  with every user-typed path validated before it is used;
+- the dataset a store holds, as arrays for instant metric recomputation;
+- the current head (a saved version plus slider overrides) applied to one
+  example: contributions, reward, token tracks and the reward trajectory;
+- slider ranges and example filters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from sarm.attribution import TopContributions, top_contributions
+from sarm.audit import pair_index_from_frame, subset_names
+from sarm.evaluate import PairIndex
+from sarm.sparse import SparseLatents
+
+if TYPE_CHECKING:
+    from feature_store import FeatureStore
+
+ENV_MODEL = "SARM_MODEL"
+ENV_STORE = "SARM_STORE"
+DEMO_MODEL = "smollm2-demo"
+MODEL_FILES = ("sarm.json", "config.json")
+STORE_SUFFIXES = (".duckdb", ".db")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which SARM and which feature store the dashboard shows."""
+
+    model: str
+    store: str
+
+    @property
+    def is_demo(self) -> bool:
+        return self.model == DEMO_MODEL
+
+
+def check_model_ref(text: str) -> str:
+    """``smollm2-demo`` or an existing checkpoint directory (returned resolved)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("give a model: 'smollm2-demo' or a checkpoint directory")
+    text = text.strip()
+    if text == DEMO_MODEL:
+        return text
+    if "\x00" in text:
+        raise ValueError("the model path contains a NUL character")
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"model {text!r} is neither '{DEMO_MODEL}' nor an existing directory")
+    if not any((path / f).is_file() for f in MODEL_FILES):
+        raise ValueError(
+            f"{path} is not a SARM checkpoint: it has neither sarm.json nor config.json"
+        )
+    return str(path.resolve())
+
+
+def check_store_path(text: str) -> str:
+    """An existing feature store file (returned resolved)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("give the path of a feature store (.duckdb file)")
+    text = text.strip()
+    if "\x00" in text:
+        raise ValueError("the store path contains a NUL character")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give the store's .duckdb file")
+    if not path.is_file():
+        raise ValueError(f"no feature store at {path}; build one with `sarm index`")
+    if path.suffix not in STORE_SUFFIXES:
+        raise ValueError(f"{path} does not look like a feature store (expected a .duckdb file)")
+    return str(path.resolve())
+
+
+def demo_sources() -> Sources:
+    from sarm.demo.paths import store_path
+
+    return Sources(DEMO_MODEL, str(store_path()))
+
+
+def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
+    """Sources from ``SARM_MODEL`` / ``SARM_STORE`` (each defaulting to the demo's).
+
+    Returns the sources and whether the environment overrode anything. Values
+    are returned as given; validate them with :func:`check_sources`.
+    """
+    env = os.environ if env is None else env
+    demo = demo_sources()
+    model = env.get(ENV_MODEL, "").strip() or demo.model
+    store = env.get(ENV_STORE, "").strip() or demo.store
+    return Sources(model, store), bool(env.get(ENV_MODEL) or env.get(ENV_STORE))
+
+
+def check_sources(sources: Sources) -> Sources:
+    """Both sources validated (ValueError naming the bad one)."""
+    return Sources(check_model_ref(sources.model), check_store_path(sources.store))
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A store's examples as arrays: rewards are recomputed from ``latents`` under any head."""
+
+    frame: pd.DataFrame  # examples_frame(), ordered by example_id; row r = reward r
+    latents: SparseLatents
+    index: PairIndex
+    subsets: tuple[str, ...] = field(default=())
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.frame)
+
+    def row(self, example_id: int) -> int:
+        """The row of ``example_id`` (LookupError when absent)."""
+        ids = self.frame["example_id"].to_numpy()
+        pos = int(np.searchsorted(ids, example_id))
+        if pos >= len(ids) or ids[pos] != example_id:
+            raise LookupError(f"example {example_id} is not in this store")
+        return pos
+
+
+def load_dataset(store: FeatureStore) -> Dataset:
+    """Read the examples frame and the pooled latents once; build the pair index."""
+    frame = store.examples_frame().reset_index(drop=True)
+    matrix = store.latent_matrix()
+    if not np.array_equal(matrix.example_ids, frame["example_id"].to_numpy()):
+        raise ValueError(f"store {store.path}: latents and examples disagree on example ids")
+    latents = SparseLatents(matrix.indptr, matrix.feature_ids, matrix.values, matrix.d_sae)
+    subsets = tuple(sorted(set(subset_names(frame))))
+    return Dataset(frame, latents, pair_index_from_frame(frame), subsets)
+
+
+# --------------------------------------------------------------------------- one example
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A response's reward under a head, split into per-feature contributions."""
+
+    reward: float
+    bias: float
+    table: pd.DataFrame  # feature_id, label, activation, weight, contribution (by |c|)
+
+    @property
+    def contributions(self) -> dict[int, float]:
+        return dict(
+            zip(self.table["feature_id"].tolist(), self.table["contribution"].tolist(), strict=True)
+        )
+
+    def top(self, n: int) -> TopContributions:
+        return top_contributions(self.contributions, n, self.bias)
+
+
+def explain(
+    activations: Mapping[int, float],
+    weights: np.ndarray,
+    bias: float,
+    labels: Mapping[int, str] | None = None,
+) -> Explanation:
+    """Contributions ``c_i = w_i z_i`` of the active features, and ``r = sum c_i + b``."""
+    labels = labels or {}
+    fids = np.fromiter((int(f) for f in activations), dtype=np.int64, count=len(activations))
+    acts = np.fromiter((float(a) for a in activations.values()), np.float64, len(activations))
+    w = np.asarray(weights, dtype=np.float64)[fids]
+    contrib = acts * w
+    table = pd.DataFrame({
+        "feature_id": fids, "label": [labels.get(int(f), "") for f in fids],
+        "activation": acts, "weight": w, "contribution": contrib,
+    })  # fmt: skip
+    order = np.lexsort((fids, -np.abs(contrib)))
+    table = table.iloc[order].reset_index(drop=True)
+    return Explanation(float(contrib.sum()) + float(bias), float(bias), table)
+
+
+def pair_deltas(chosen: Explanation, rejected: Explanation) -> pd.DataFrame:
+    """Per-feature ``c^chosen_i - c^rejected_i`` (sums to the margin), largest |delta| first."""
+    c = chosen.table.set_index("feature_id")
+    r = rejected.table.set_index("feature_id")
+    ids = sorted(set(c.index) | set(r.index))
+    out = pd.DataFrame({"feature_id": ids})
+    for name, t in (("chosen", c), ("rejected", r)):
+        out[f"activation_{name}"] = t["activation"].reindex(ids, fill_value=0.0).to_numpy()
+        out[f"contribution_{name}"] = t["contribution"].reindex(ids, fill_value=0.0).to_numpy()
+    labels = pd.concat([c["label"], r["label"]])
+    labels = labels[~labels.index.duplicated()]
+    out.insert(1, "label", labels.reindex(ids, fill_value="").to_numpy())
+    out["delta"] = out["contribution_chosen"] - out["contribution_rejected"]
+    order = np.lexsort((out["feature_id"].to_numpy(), -np.abs(out["delta"].to_numpy())))
+    return out.iloc[order].reset_index(drop=True)
+
+
+def feature_track(values: np.ndarray, indices: np.ndarray, feature_id: int) -> np.ndarray:
+    """Per-token activation of one feature from top-k latents ``values/indices [T, k]``."""
+    values, indices = np.asarray(values), np.asarray(indices)
+    return (values * (indices == int(feature_id))).sum(axis=1).astype(np.float64)
+
+
+def trajectory(values: np.ndarray, indices: np.ndarray, weights: np.ndarray, bias: float):
+    """``r_t = w . z_t + b`` at every token from top-k latents ``[T, k]``."""
+    w = np.asarray(weights, dtype=np.float64)
+    return (np.asarray(values, np.float64) * w[np.asarray(indices)]).sum(axis=1) + float(bias)
+
+
+def adjust_trajectory(
+    trajectory: np.ndarray, tracks: np.ndarray, deltas: Sequence[float]
+) -> np.ndarray:
+    """``r_t`` after weight changes ``deltas[j]`` of the features whose tracks are ``[T, F]``."""
+    tracks = np.asarray(tracks, dtype=np.float64).reshape(len(trajectory), -1)
+    return np.asarray(trajectory, np.float64) + tracks @ np.asarray(deltas, np.float64)
+
+
+# --------------------------------------------------------------------------- widgets' data
+
+
+def slider_range(base: float, current: float, scale: float) -> tuple[float, float, float]:
+    """``(low, high, step)`` of a weight slider: symmetric, covering 0, base and current.
+
+    ``scale`` is a typical weight size (e.g. the largest |weight| in the head).
+    """
+    top = max(2 * abs(base), abs(current), 0.5 * abs(scale), 1e-3)
+    exp = np.floor(np.log10(top))
+    mant = top / 10**exp
+    nice = next(m for m in (1, 2, 2.5, 5, 10) if m >= mant - 1e-12)
+    high = float(nice * 10**exp)
+    return -high, high, high / 500
+
+
+def reward_range_value(
+    current: tuple[float, float] | None,
+    previous_bounds: tuple[float, float] | None,
+    bounds: tuple[float, float],
+) -> tuple[float, float]:
+    """The reward-range filter after the rewards' bounds moved (e.g. under a head edit).
+
+    A filter left at its full range follows the new bounds; a narrowed one is
+    clipped to them, and reset to the full range if nothing of it is left.
+    """
+    lo, hi = bounds
+    if current is None or previous_bounds is None or tuple(current) == tuple(previous_bounds):
+        return lo, hi
+    a, b = max(current[0], lo), min(current[1], hi)
+    return (a, b) if a <= b else (lo, hi)
+
+
+def filter_examples(
+    frame: pd.DataFrame,
+    rewards: np.ndarray,
+    *,
+    subsets: Sequence[str] = (),
+    roles: Sequence[str] = (),
+    reward_range: tuple[float, float] | None = None,
+    example_ids: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Examples matching every given filter, with their current ``reward`` column."""
+    out = frame.assign(subset=subset_names(frame).to_numpy(), reward=np.asarray(rewards))
+    keep = np.ones(len(out), dtype=bool)
+    if subsets:
+        keep &= out["subset"].isin(list(subsets)).to_numpy()
+    if roles:
+        keep &= out["role"].isin(list(roles)).to_numpy()
+    if reward_range is not None:
+        lo, hi = reward_range
+        keep &= ((out["reward"] >= lo) & (out["reward"] <= hi)).to_numpy()
+    if example_ids is not None:
+        keep &= out["example_id"].isin(np.asarray(example_ids)).to_numpy()
+    return out[keep].reset_index(drop=True)
+
+
+def short(text: str, n: int = 80) -> str:
+    """One line of at most ``n`` characters."""
+    one = " ".join(str(text).split())
+    return one if len(one) <= n else one[: n - 1] + "\u2026"

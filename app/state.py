@@ -1,0 +1,359 @@
+"""Streamlit glue shared by every page: cached resources, the page context, session keys.
+
+Heavy objects (the SARM, the store, the dataset arrays, one reward editor per
+head version) are ``st.cache_resource`` and never mutated; query results are
+``st.cache_data`` with bounds, keyed on the store's revision so that a saved
+label shows everywhere on the next rerun. Session keys shared between pages
+start with ``shared_``; each page prefixes its own keys with its name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import core
+from feature_store import FeatureStore, StoreBusyError, StoreError
+from feature_store.heads import INGEST_HEAD
+from sarm.export import HeadEdit
+from sarm.sparse import RewardEditor
+
+SOURCES = "shared_sources"
+HEAD_BASE = "shared_head_base"
+OVERRIDES = "shared_overrides"
+EXAMPLE = "shared_example"
+PAIR = "shared_pair"
+FEATURE = "shared_feature"
+EDITOR_FEATURES = "shared_editor_features"
+NOTICE = "shared_notice"
+
+PAGES = {
+    "overview": "app_pages/overview.py",
+    "explain": "app_pages/explain.py",
+    "compare": "app_pages/compare.py",
+    "features": "app_pages/features.py",
+    "editor": "app_pages/editor.py",
+    "export": "app_pages/export.py",
+    "audit": "app_pages/audit.py",
+}
+
+
+# --------------------------------------------------------------------------- cached resources
+
+
+@st.cache_resource(show_spinner="Loading the SARM (a few seconds, once) ...", max_entries=3)
+def load_model(ref: str):
+    from sarm import load_sarm
+
+    return load_sarm(ref)
+
+
+@st.cache_resource(show_spinner="Opening the feature store ...", on_release=FeatureStore.close)
+def open_store(path: str) -> FeatureStore:
+    """Read-write (labels, head versions, highlight cache); read-only if another process writes."""
+    try:
+        return FeatureStore.open(path)
+    except StoreBusyError:
+        return FeatureStore.open(path, read_only=True)
+
+
+@st.cache_resource(show_spinner="Reading the store's latents (once) ...", max_entries=8)
+def load_dataset(path: str) -> core.Dataset:
+    data = core.load_dataset(open_store(path))
+    if data.latents.n:
+        data.latents.column(0)  # build the column index now, so the first edit is instant
+    return data
+
+
+@st.cache_resource(max_entries=32)
+def head_version(path: str, name: str) -> tuple[np.ndarray, float]:
+    """Weights and bias of a saved (immutable) head version."""
+    store = open_store(path)
+    if name == INGEST_HEAD and name not in set(store.head_versions()["name"]):
+        weights, bias = store.head_weights()
+    else:
+        version = store.load_head(name)
+        weights, bias = version.weights, version.bias
+    weights = np.asarray(weights, dtype=np.float32)
+    weights.flags.writeable = False
+    return weights, float(bias)
+
+
+@st.cache_resource(max_entries=32)
+def reward_editor(path: str, name: str) -> RewardEditor:
+    weights, bias = head_version(path, name)
+    return RewardEditor(load_dataset(path).latents, weights, bias)
+
+
+# --------------------------------------------------------------------------- cached queries
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def labels_for(path: str, revision: tuple[int, int], feature_ids: tuple[int, ...]) -> dict:
+    return open_store(path).labels_for(list(feature_ids))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def stored_example(path: str, revision: tuple[int, int], example_id: int):
+    return open_store(path).example(example_id)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def example_texts(path: str, example_ids: tuple[int, ...]) -> pd.DataFrame:
+    return open_store(path).example_texts(list(example_ids))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def search_examples(path: str, text: str) -> np.ndarray:
+    return open_store(path).search_examples(text, limit=5000)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def features_page(path: str, revision: tuple[int, int], **kwargs) -> tuple[pd.DataFrame, int]:
+    store = open_store(path)
+    count_kwargs = {
+        k: v for k, v in kwargs.items() if k not in ("order_by", "descending", "limit", "offset")
+    }
+    return store.features(**kwargs), store.count_features(**count_kwargs)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def feature_stats(path: str, revision: tuple[int, int], feature_id: int) -> dict:
+    return open_store(path).feature(feature_id)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def feature_examples(
+    path: str, feature_id: int, limit: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    store = open_store(path)
+    return (
+        store.top_examples(feature_id, limit),
+        store.quantile_examples(feature_id),
+        store.feature_histogram(feature_id),
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner="Scoring the text ...")
+def score_text(model_ref: str, prompt: str, response: str) -> dict:
+    """Pooled activations and per-token top-k latents of a typed conversation (head-free)."""
+    model = load_model(model_ref)
+    score = model.score(prompt, response)
+    lat = model.token_latents((prompt, response))
+    return {
+        "activations": dict(score.activations),
+        "tokens": list(lat.tokens),
+        "values": lat.values.numpy().astype(np.float32),
+        "indices": lat.indices.numpy().astype(np.int64),
+        "truncated": bool(score.truncated),
+    }
+
+
+# --------------------------------------------------------------------------- the page context
+
+
+@dataclass
+class Context:
+    """What every page works on: the model, the store, its arrays and the current head."""
+
+    sources: core.Sources
+    model: object
+    store: FeatureStore
+    data: core.Dataset
+    edit: HeadEdit
+    editor: RewardEditor
+    notes: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.sources.store
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.edit.weights()
+
+    @property
+    def bias(self) -> float:
+        return self.edit.bias
+
+    def revision(self) -> tuple[int, int]:
+        return self.store.revision()
+
+    def rewards(self) -> np.ndarray:
+        """Every example's reward under the current (edited) head."""
+        return self.editor.rewards(self.edit.overrides)
+
+    def labels(self, feature_ids) -> dict[int, str]:
+        ids = tuple(sorted({int(f) for f in feature_ids}))
+        return labels_for(self.path, self.revision(), ids) if ids else {}
+
+    def example(self, example_id: int):
+        return stored_example(self.path, self.revision(), int(example_id))
+
+    def explain_example(self, example_id: int) -> core.Explanation:
+        ex = self.example(example_id)
+        acts = dict(
+            zip(ex.features["feature_id"].tolist(), ex.features["activation"].tolist(), strict=True)
+        )
+        return core.explain(acts, self.weights, self.bias, self.labels(acts))
+
+
+def init_session() -> None:
+    """Shared session keys with their defaults."""
+    st.session_state.setdefault(HEAD_BASE, INGEST_HEAD)
+    st.session_state.setdefault(OVERRIDES, {})
+    st.session_state.setdefault(EDITOR_FEATURES, [])
+
+
+def stop_with(kind: str, message: str):
+    getattr(st, kind)(message)
+    st.stop()
+
+
+def current_sources() -> core.Sources:
+    if SOURCES not in st.session_state:
+        st.session_state[SOURCES] = core.env_sources()[0]
+    return st.session_state[SOURCES]
+
+
+def context() -> Context:
+    """Load (cached) everything a page needs; a clear error and a stop when something is wrong."""
+    init_session()
+    sources = current_sources()
+    try:
+        sources = core.check_sources(sources)
+    except ValueError as exc:
+        stop_with("error", f"{exc}. Fix it in the sidebar, or set SARM_MODEL / SARM_STORE.")
+    try:
+        model = load_model(sources.model)
+    except Exception as exc:  # any loader failure becomes a message, not a traceback
+        stop_with("error", f"Could not load the SARM {sources.model!r}: {exc}")
+    try:
+        store = open_store(sources.store)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store.check_model(model.fingerprint())
+        notes = tuple(str(w.message) for w in caught)
+        data = load_dataset(sources.store)
+    except StoreError as exc:
+        stop_with("error", f"Feature store problem: {exc}")
+    if data.n_examples == 0:
+        stop_with(
+            "info",
+            f"The feature store {sources.store} holds no examples yet; fill it with `sarm index`.",
+        )
+    base = st.session_state[HEAD_BASE]
+    try:
+        weights, bias = head_version(sources.store, base)
+    except StoreError as exc:
+        st.session_state[HEAD_BASE] = INGEST_HEAD
+        stop_with("error", f"Head version {base!r} could not be loaded ({exc}); back to 'ingest'.")
+    edit = HeadEdit(base, weights, bias, st.session_state[OVERRIDES])
+    return Context(sources, model, store, data, edit, reward_editor(sources.store, base), notes)
+
+
+def set_overrides(overrides: dict[int, float]) -> None:
+    st.session_state[OVERRIDES] = dict(overrides)
+
+
+def open_pair(chosen_id: int, rejected_id: int) -> None:
+    """Remember a pair for the Compare page and go there."""
+    st.session_state[PAIR] = (int(chosen_id), int(rejected_id))
+    st.switch_page(PAGES["compare"])
+
+
+def open_example(example_id: int) -> None:
+    st.session_state[EXAMPLE] = int(example_id)
+    st.switch_page(PAGES["explain"])
+
+
+def open_feature(feature_id: int) -> None:
+    st.session_state[FEATURE] = int(feature_id)
+    st.switch_page(PAGES["features"])
+
+
+def add_editor_features(feature_ids) -> None:
+    current = list(st.session_state.get(EDITOR_FEATURES, []))
+    for f in feature_ids:
+        if int(f) not in current:
+            current.append(int(f))
+    st.session_state[EDITOR_FEATURES] = current
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def _apply_sources() -> None:
+    try:
+        new = core.check_sources(
+            core.Sources(st.session_state["sidebar_model"], st.session_state["sidebar_store"])
+        )
+    except ValueError as exc:
+        st.session_state[NOTICE] = str(exc)
+        return
+    st.session_state[SOURCES] = new
+    st.session_state[OVERRIDES] = {}
+    st.session_state[HEAD_BASE] = INGEST_HEAD
+    st.session_state[EDITOR_FEATURES] = []
+    for key in (EXAMPLE, PAIR, FEATURE):
+        st.session_state.pop(key, None)
+    st.session_state[NOTICE] = None
+
+
+def sidebar_sources() -> core.Sources:
+    """The model/store inputs in the sidebar (validated on 'Use'); returns the sources in use."""
+    init_session()
+    sources = current_sources()
+    st.session_state.setdefault("sidebar_model", sources.model)
+    st.session_state.setdefault("sidebar_store", sources.store)
+    with st.sidebar.expander("Model and store", expanded=False):
+        st.text_input("SARM (smollm2-demo or a checkpoint directory)", key="sidebar_model")
+        st.text_input("Feature store (.duckdb file)", key="sidebar_store")
+        st.button("Use these", key="sidebar_apply", on_click=_apply_sources)
+        if st.session_state.get(NOTICE):
+            st.error(st.session_state[NOTICE])
+    return sources
+
+
+def sidebar_status(ctx: Context) -> None:
+    """Which model, SAE, head version and store are in use."""
+    model, fp = ctx.model, ctx.model.fingerprint()
+    n_edits = len(ctx.edit.overrides)
+    head = ctx.edit.base_name + (f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else "")
+    sb = st.sidebar
+    sb.markdown(
+        f"**Model** `{fp['backbone']}` layer {model.layer}  \n"
+        f"**SAE** `{fp['sae']}` ({model.d_sae:,} latents, k={model.k})  \n"
+        f"**Head** {head} `{ctx.edit.head().hash()}`  \n"
+        f"**Store** `{ctx.store.path.name}`: {ctx.data.n_examples:,} responses, "
+        f"{ctx.data.index.n_pairs:,} pairs"
+    )
+    if ctx.store.read_only:
+        sb.warning(
+            "The store is open read-only (another process writes it): labels cannot be saved."
+        )
+    for note in ctx.notes:
+        sb.caption(note)
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def demo_ready(sources: core.Sources | None = None) -> bool:
+    """Whether the embedded demo needed by ``sources`` is built."""
+    from sarm.demo import paths
+    from sarm.demo.build import is_built
+
+    sources = sources or current_sources()
+    if str(paths.store_path()) == sources.store:
+        return is_built()
+    return (paths.model_dir() / "sarm.json").is_file()
+
+
+def progress_label(step: str, fraction: float) -> str:
+    """Text of the build progress bar."""
+    return f"{step} \u2014 {min(max(fraction, 0.0), 1.0):.0%}"

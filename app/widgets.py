@@ -1,0 +1,175 @@
+"""Layout pieces used by several pages (Streamlit calls only; the data comes from core/sarm)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import charts, core, state
+from feature_store import StoreError
+from sarm.highlight import highlight_html, legend_html, value_scale
+
+MAX_OPTIONS = 500
+MAX_TRAJECTORY_FEATURES = 200
+
+CONTRIBUTION_COLUMNS = {
+    "feature_id": st.column_config.NumberColumn("feature", format="%d"),
+    "label": st.column_config.TextColumn("label"),
+    "activation": st.column_config.NumberColumn("activation z", format="%.4f"),
+    "weight": st.column_config.NumberColumn("weight w", format="%.4f"),
+    "contribution": st.column_config.NumberColumn("contribution w\u00b7z", format="%+.4f"),
+}
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def edit_caption(ctx: state.Context) -> None:
+    n = len(ctx.edit.overrides)
+    if n:
+        st.caption(
+            f"Under the edited head: {ctx.edit.base_name} with {n} changed weight"
+            f"{'s' * (n != 1)} (see Head editor)."
+        )
+
+
+def explanation(ctx: state.Context, expl: core.Explanation, key: str, total_name: str = "reward"):
+    """Waterfall of the top contributions plus the rest and the bias, and the feature table."""
+    n = st.slider("Features in the waterfall", 3, 40, 12, key=f"{key}_top")
+    fig = charts.waterfall(
+        expl.top(n), ctx.labels(expl.table["feature_id"].head(n)), total_name=total_name
+    )
+    st.plotly_chart(fig, key=f"{key}_waterfall")
+    with st.expander(f"All {len(expl.table)} active features", expanded=False):
+        st.dataframe(
+            expl.table, hide_index=True, column_config=CONTRIBUTION_COLUMNS, key=f"{key}_table"
+        )
+
+
+def feature_choice(
+    table: pd.DataFrame, key: str, label: str = "Feature to highlight"
+) -> int | None:
+    """A select box over the table's top features (by |contribution| or |delta|)."""
+    if table.empty:
+        st.info("No active features.")
+        return None
+    options = table["feature_id"].head(50).astype(int).tolist()
+    labels = dict(zip(options, table["label"].head(50).fillna(""), strict=True))
+    value_col = "delta" if "delta" in table else "contribution"
+    values = dict(zip(options, table[value_col].head(50), strict=True))
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    return st.selectbox(
+        label,
+        options,
+        key=key,
+        format_func=lambda f: f"{charts.feature_name(f, labels, 40)}  ({values[f]:+.4f})",
+    )
+
+
+def highlight(tokens, values, scale: float, title: str | None = None) -> None:
+    st.html(highlight_html(tokens, values, scale=scale, title=title))
+
+
+def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int]):
+    """Per-token activations of an indexed example (cached in the store after the first time)."""
+    try:
+        return ctx.store.token_activations(
+            int(example_id), [int(f) for f in feature_ids], sarm=ctx.model
+        )
+    except (StoreError, ValueError) as exc:
+        st.warning(f"Per-token activations are not available for example {example_id}: {exc}")
+        return None
+
+
+def stored_trajectory(ctx: state.Context, example_id: int, hl) -> tuple[np.ndarray, str]:
+    """``r_t`` of an indexed example under the current head, from the store's cache."""
+    known = {ctx.edit.base_head().hash(): ctx.edit.base_weights}
+    model_head = ctx.model.head
+    known.setdefault(model_head.hash(), model_head.weight.numpy())
+    if hl.head not in known:
+        return hl.trajectory.astype(np.float64), f"r_t under head {hl.head} (as cached)"
+    delta = ctx.weights.astype(np.float64) - known[hl.head].astype(np.float64)
+    changed = np.flatnonzero(delta)
+    if not len(changed):
+        return hl.trajectory.astype(np.float64), ""
+    if len(changed) > MAX_TRAJECTORY_FEATURES:
+        return hl.trajectory.astype(
+            np.float64
+        ), f"r_t under head {hl.head} (too many changes to adjust)"
+    tracks = stored_tracks(ctx, example_id, changed.tolist())
+    if tracks is None:
+        return hl.trajectory.astype(np.float64), f"r_t under head {hl.head}"
+    return core.adjust_trajectory(hl.trajectory, tracks.values, delta[changed]), ""
+
+
+def token_view(tokens, track, trajectory, name: str, key: str, scale: float | None = None):
+    scale = value_scale(track) if scale is None else scale
+    st.html(legend_html(scale, f"activation of {name}"))
+    highlight(tokens, track, scale)
+    st.plotly_chart(
+        charts.reward_trajectory(tokens, trajectory, track, name), key=f"{key}_trajectory"
+    )
+
+
+def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
+    """Filters (subset, role, reward range, text) and a select box of matching examples."""
+    frame = ctx.data.frame
+    with st.expander("Filter examples", expanded=False):
+        c1, c2 = st.columns(2)
+        subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=f"{key}_subsets")
+        roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=f"{key}_roles")
+        lo, hi = (
+            math.floor(float(rewards.min()) * 100) / 100,
+            math.ceil(float(rewards.max()) * 100) / 100,
+        )
+        if hi <= lo:
+            hi = lo + 0.01
+        range_key = f"{key}_reward"
+        st.session_state[range_key] = core.reward_range_value(
+            st.session_state.get(range_key), st.session_state.get(f"{key}_reward_bounds"), (lo, hi)
+        )
+        st.session_state[f"{key}_reward_bounds"] = (lo, hi)
+        reward_range = st.slider("Reward range", lo, hi, key=range_key)
+        text = st.text_input("Prompt or response contains", key=f"{key}_text")
+    ids = state.search_examples(ctx.path, text.strip()) if text.strip() else None
+    shown = core.filter_examples(
+        frame, rewards, subsets=subsets, roles=roles, reward_range=reward_range, example_ids=ids
+    )
+    if shown.empty:
+        st.info("No example matches these filters; widen them.")
+        st.stop()
+    n_match = len(shown)
+    shown = shown.head(MAX_OPTIONS)
+    options = shown["example_id"].astype(int).tolist()
+    texts = state.example_texts(ctx.path, tuple(options)).set_index("example_id")["response"]
+    rows = shown.set_index("example_id")
+    select_key = f"{key}_example"
+    wanted = st.session_state.get(state.EXAMPLE)
+    if st.session_state.get(select_key) not in options:
+        st.session_state[select_key] = wanted if wanted in options else options[0]
+
+    def label(eid: int) -> str:
+        r = rows.loc[eid]
+        return f"#{eid} \u00b7 {r['role']} \u00b7 {r['subset']} \u00b7 r={r['reward']:+.3f} \u00b7 {core.short(texts.get(eid, ''), 70)}"
+
+    listed = f"{n_match:,} match" + (
+        f"; the first {MAX_OPTIONS} are listed" if n_match > MAX_OPTIONS else ""
+    )
+    eid = st.selectbox(f"Example ({listed})", options, key=select_key, format_func=label)
+    st.session_state[state.EXAMPLE] = int(eid)
+    return int(eid)
+
+
+def conversation_text(ex) -> None:
+    with st.expander("Prompt and response", expanded=False):
+        st.markdown("**Prompt**")
+        st.text(ex.prompt)
+        st.markdown("**Response**")
+        st.text(ex.response)

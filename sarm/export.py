@@ -1,0 +1,325 @@
+"""Handing over an edited reward head.
+
+A :class:`HeadEdit` is a base head (a saved version) plus weight overrides.
+It exports as
+
+- the head alone: ``head.safetensors`` (``score.weight [1, m]``, ``score.bias``
+  when non-zero) and ``head_manifest.json`` saying what it was derived from
+  (base model, SAE, parent head hash), every changed weight with its feature
+  label, and the dataset metrics before and after;
+- a complete checkpoint in our layout (:func:`sarm.checkpoints.save_sarm`) that
+  ``load_sarm`` reads and that scores exactly as the edit was previewed.
+
+Override values are rounded to float32 on the way in, the precision of the
+stored head, so the preview computed from them and the exported head agree
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sarm.head import HEAD_FILE, LinearHead
+
+if TYPE_CHECKING:
+    from sarm.model import SARM
+
+MANIFEST_FILE = "head_manifest.json"
+MANIFEST_FORMAT = "sarm-head-edit"
+MANIFEST_VERSION = 1
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats (at any depth) replaced by None: strict JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def as_weight(value: object, what: str = "weight") -> float:
+    """``value`` as a finite float rounded to float32 (the head's precision)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    out = float(np.float32(value))
+    if not math.isfinite(out):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class HeadEdit:
+    """Weight overrides ``{feature: new weight}`` on top of a named base head.
+
+    Overrides equal to the base weight are dropped, so ``overrides`` lists
+    exactly the changed features.
+    """
+
+    base_name: str
+    base_weights: np.ndarray = field(repr=False)
+    bias: float = 0.0
+    overrides: Mapping[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.base_weights, dtype=np.float32)
+        if w.ndim != 1 or not w.size:
+            raise ValueError(f"base weights must be a non-empty 1-D array, got shape {w.shape}")
+        if not np.isfinite(w).all():
+            raise ValueError("base weights contain NaN or infinity")
+        clean: dict[int, float] = {}
+        for fid, value in dict(self.overrides).items():
+            if isinstance(fid, bool) or not isinstance(fid, (int, np.integer)):
+                raise ValueError(f"feature ids must be integers, got {fid!r}")
+            if not 0 <= int(fid) < w.size:
+                raise ValueError(f"feature id {fid} is out of range 0..{w.size - 1}")
+            new = as_weight(value, f"weight of feature {fid}")
+            if new != float(w[int(fid)]):
+                clean[int(fid)] = new
+        w = w.copy()
+        w.flags.writeable = False
+        object.__setattr__(self, "base_weights", w)
+        object.__setattr__(self, "bias", float(self.bias))
+        object.__setattr__(self, "overrides", dict(sorted(clean.items())))
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.base_weights.size)
+
+    def weights(self) -> np.ndarray:
+        """The edited weights (float32)."""
+        w = self.base_weights.copy()
+        for fid, value in self.overrides.items():
+            w[fid] = value
+        return w
+
+    def head(self) -> LinearHead:
+        return LinearHead(self.weights(), self.bias)
+
+    def base_head(self) -> LinearHead:
+        return LinearHead(self.base_weights.copy(), self.bias)
+
+    def changes(self) -> list[tuple[int, float, float]]:
+        """``(feature, old, new)`` for every changed weight, largest ``|new - old|`` first."""
+        rows = [(f, float(self.base_weights[f]), v) for f, v in self.overrides.items()]
+        return sorted(rows, key=lambda r: (-abs(r[2] - r[1]), r[0]))
+
+
+def model_info(model: SARM) -> dict[str, dict[str, Any]]:
+    """What identifies a SARM in a manifest: its backbone and layer, and its SAE."""
+    fp = model.fingerprint()
+    return {
+        "base_model": {
+            "backbone": model.backbone.name,
+            "layer": model.layer,
+            "source": model.source.get("path", ""),
+            "fingerprint": {k: v for k, v in fp.items() if k != "head"},
+        },
+        "sae": {
+            "hash": fp["sae"],
+            "d_sae": model.d_sae,
+            "k": model.k,
+            "use_activation": bool(model.sae_meta.use_activation),
+        },
+    }
+
+
+def edit_manifest(
+    edit: HeadEdit,
+    info: Mapping[str, Mapping[str, Any]],
+    *,
+    labels: Mapping[int, str] | None = None,
+    metrics_before: Mapping[str, Any] | None = None,
+    metrics_after: Mapping[str, Any] | None = None,
+    note: str = "",
+    author: str = "",
+    store: str | None = None,
+) -> dict[str, Any]:
+    """The JSON manifest of an exported head (see the module docstring)."""
+    labels = labels or {}
+    head, parent = edit.head(), edit.base_head()
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": dict(info.get("base_model", {})),
+        "sae": dict(info.get("sae", {})),
+        "parent_head": {"name": edit.base_name, "hash": parent.hash(), "bias": parent.bias},
+        "head": {"file": HEAD_FILE, "hash": head.hash(), "bias": head.bias, "d_sae": head.size},
+        "changes": [
+            {
+                "feature_id": f,
+                "label": labels.get(f, ""),
+                "old_weight": old,
+                "new_weight": new,
+                "delta": new - old,
+            }
+            for f, old, new in edit.changes()
+        ],
+        "metrics_before": json_safe(dict(metrics_before or {})),
+        "metrics_after": json_safe(dict(metrics_after or {})),
+        "note": note,
+        "author": author,
+        "store": store,
+    }
+
+
+def head_files(edit: HeadEdit, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """``{"head.safetensors": ..., "head_manifest.json": ...}`` as bytes (for downloads)."""
+    from safetensors.torch import save
+
+    head = edit.head()
+    meta = {"head_hash": head.hash(), "parent_head_hash": edit.base_head().hash()}
+    return {
+        HEAD_FILE: save(head.to_tensors(), metadata=meta),
+        MANIFEST_FILE: (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode(),
+    }
+
+
+def zip_files(files: Mapping[str, bytes]) -> bytes:
+    """A zip archive of ``{name: bytes}``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def check_output_dir(text: str, *, must_be_new: bool = True) -> Path:
+    """A user-typed output directory, checked before anything is written.
+
+    The parent must exist; with ``must_be_new`` the directory itself must not
+    exist or be empty, so an export never overwrites anything.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("give a directory path to write to")
+    if "\x00" in text:
+        raise ValueError("the directory path contains a NUL character")
+    path = Path(text.strip()).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a directory")
+    if not path.parent.is_dir():
+        raise ValueError(f"the parent directory {path.parent} does not exist; create it first")
+    if must_be_new and path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"{path} is not empty; choose a new directory (nothing is overwritten)")
+    return path
+
+
+def write_head(edit: HeadEdit, manifest: Mapping[str, Any], directory: str | Path) -> list[Path]:
+    """Write ``head.safetensors`` and ``head_manifest.json`` into a new or empty directory."""
+    target = check_output_dir(str(directory))
+    target.mkdir(exist_ok=True)
+    written = []
+    for name, data in head_files(edit, manifest).items():
+        tmp = target / (name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target / name)
+        written.append(target / name)
+    return written
+
+
+def edited_model(model: SARM, edit: HeadEdit) -> SARM:
+    """A new SARM sharing ``model``'s backbone and SAE, with the edited head (``model`` unchanged)."""
+    from sarm.model import SARM
+
+    if edit.d_sae != model.d_sae:
+        raise ValueError(f"the edit has {edit.d_sae} weights; the model's SAE has {model.d_sae}")
+    return SARM(model.backbone, model.sae, edit.head(), model.sae_meta, source=model.source)
+
+
+def write_checkpoint(
+    model: SARM,
+    edit: HeadEdit,
+    manifest: Mapping[str, Any],
+    directory: str | Path,
+    *,
+    include_backbone: bool = False,
+) -> Path:
+    """A complete checkpoint (our layout) with the edited head, plus its manifest.
+
+    Written into a temporary sibling directory and renamed into place, so a
+    failed export leaves nothing behind.
+    """
+    from sarm.checkpoints import save_sarm
+
+    target = check_output_dir(str(directory))
+    edited = edited_model(model, edit)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save_sarm(edited, tmp, include_backbone=include_backbone)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        if target.is_dir():
+            target.rmdir()  # checked empty above
+        tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def checkpoint_zip(
+    model: SARM, edit: HeadEdit, manifest: Mapping[str, Any], name: str = "sarm-edited"
+) -> bytes:
+    """The checkpoint of :func:`write_checkpoint` (without the backbone) as a zip archive."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_checkpoint(model, edit, manifest, Path(tmp) / name)
+        files = {
+            str(p.relative_to(root.parent)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+    return zip_files(files)
+
+
+def checkpoint_rewards(
+    directory: str | Path, conversations: Sequence[Sequence[dict]]
+) -> np.ndarray:
+    """Load an exported checkpoint with ``load_sarm`` and score ``conversations``."""
+    from sarm.checkpoints import load_sarm
+
+    model = load_sarm(directory)
+    scores = model.score_batch([list(c) for c in conversations])
+    return np.asarray([s.reward for s in scores], dtype=np.float64)
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The ``head_manifest.json`` of an exported head or checkpoint."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_FILE} in {directory}")
+    return json.loads(path.read_text())
+
+
+__all__ = [
+    "MANIFEST_FILE",
+    "HeadEdit",
+    "as_weight",
+    "check_output_dir",
+    "checkpoint_rewards",
+    "checkpoint_zip",
+    "edit_manifest",
+    "edited_model",
+    "head_files",
+    "json_safe",
+    "model_info",
+    "read_manifest",
+    "write_checkpoint",
+    "write_head",
+    "zip_files",
+]

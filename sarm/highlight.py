@@ -1,0 +1,129 @@
+"""Token highlights: per-token values rendered as escaped, coloured HTML spans.
+
+Token texts come from the model's tokenizer and from user data, so every one is
+HTML-escaped before it reaches a page; only the span markup is ours. Positive
+values are shaded orange, negative ones blue, with opacity proportional to
+``|value| / scale`` so that texts shown side by side can share one scale.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+POSITIVE_RGB = (245, 130, 32)
+NEGATIVE_RGB = (45, 110, 230)
+MAX_ALPHA = 0.85
+NEWLINE_MARK = "\u21b5"  # the return-arrow glyph shown where a token holds a line break
+_SPECIAL = re.compile(r"^<\|[^|<>]{1,40}\|>$|^<s>$|^</s>$")
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token ready to draw: visible text, value and colour."""
+
+    text: str
+    value: float
+    color: str
+    special: bool
+
+
+def display_text(token: str) -> str:
+    """A token's visible text: line breaks marked with a glyph (and kept), tabs as spaces."""
+    text = token.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
+    return text.replace("\n", NEWLINE_MARK + "\n")
+
+
+def value_scale(*value_arrays: Sequence[float] | np.ndarray) -> float:
+    """The largest finite ``|value|`` over all arrays (1.0 when there is none or it is 0)."""
+    best = 0.0
+    for values in value_arrays:
+        arr = np.abs(np.asarray(values, dtype=np.float64))
+        arr = arr[np.isfinite(arr)]
+        if arr.size:
+            best = max(best, float(arr.max()))
+    return best if best > 0 else 1.0
+
+
+def token_color(value: float, scale: float) -> str:
+    """CSS ``rgba`` colour of ``value`` on a symmetric scale (transparent at 0)."""
+    if not math.isfinite(value) or value == 0 or scale <= 0:
+        return "rgba(0,0,0,0)"
+    alpha = min(1.0, abs(value) / scale) * MAX_ALPHA
+    r, g, b = POSITIVE_RGB if value > 0 else NEGATIVE_RGB
+    return f"rgba({r},{g},{b},{alpha:.3f})"
+
+
+def token_spans(
+    tokens: Sequence[str], values: Sequence[float] | np.ndarray, scale: float | None = None
+) -> list[TokenSpan]:
+    """Pair each token with its value and colour; ``scale`` defaults to ``max |value|``."""
+    vals = np.asarray(values, dtype=np.float64)
+    if vals.shape != (len(tokens),):
+        raise ValueError(f"need one value per token: {len(tokens)} tokens, values {vals.shape}")
+    scale = value_scale(vals) if scale is None else float(scale)
+    return [
+        TokenSpan(display_text(str(t)), float(v), token_color(float(v), scale), is_special(str(t)))
+        for t, v in zip(tokens, vals, strict=True)
+    ]
+
+
+def is_special(token: str) -> bool:
+    """Chat-template markers such as ``<|im_start|>`` (drawn dimmed)."""
+    return bool(_SPECIAL.match(token.strip()))
+
+
+def _span_html(span: TokenSpan) -> str:
+    style = f"background:{span.color};"
+    if span.special:
+        style += "color:#888;font-size:0.8em;"
+    title = html.escape(f"{span.value:+.4g}", quote=True)
+    return f'<span class="sarm-tok" style="{style}" title="{title}">{html.escape(span.text)}</span>'
+
+
+def highlight_html(
+    tokens: Sequence[str],
+    values: Sequence[float] | np.ndarray,
+    *,
+    scale: float | None = None,
+    title: str | None = None,
+) -> str:
+    """Escaped HTML of the tokens, each shaded by its value (hover shows the value)."""
+    spans = token_spans(tokens, values, scale)
+    body = "".join(_span_html(s) for s in spans)
+    head = f'<div class="sarm-hl-title">{html.escape(title)}</div>' if title else ""
+    return (
+        f'<div class="sarm-hl">{head}<div style="font-family:ui-monospace,monospace;'
+        "font-size:0.85em;white-space:pre-wrap;word-break:break-word;line-height:1.8;"
+        'border:1px solid rgba(128,128,128,0.3);border-radius:6px;padding:8px;">'
+        f"{body}</div></div>"
+    )
+
+
+def legend_html(scale: float, what: str = "activation") -> str:
+    """A one-line legend for the colour scale."""
+    pos = token_color(scale, scale)
+    neg = token_color(-scale, scale)
+    return (
+        '<div style="font-size:0.8em;">'
+        f'<span style="background:{neg};padding:0 6px;">{-scale:+.3g}</span> '
+        f"{html.escape(what)} "
+        f'<span style="background:{pos};padding:0 6px;">{scale:+.3g}</span></div>'
+    )
+
+
+__all__ = [
+    "TokenSpan",
+    "display_text",
+    "highlight_html",
+    "is_special",
+    "legend_html",
+    "token_color",
+    "token_spans",
+    "value_scale",
+]
