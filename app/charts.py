@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from sarm.attribution import TopContributions
 from sarm.highlight import display_text
@@ -230,3 +231,79 @@ def error_features(
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_layout(xaxis={"title": "sum over misranked pairs of w_i (z^c_i - z^r_i)"})
     return _layout(fig, title, height=max(260, 24 * len(names) + 100))
+
+
+def shift_histograms(
+    frame: pd.DataFrame,
+    *,
+    title: str = "Rewards before and after the shift",
+    bins: int = 25,
+) -> go.Figure:
+    """Overlaid before (grey) / after (orange) reward histograms, one panel per set.
+
+    ``frame`` is ``ShiftReport.distribution_frame()``: columns ``set, stage,
+    reward``. Both stages of a set share its bins, so the bars line up.
+    """
+    sets = list(dict.fromkeys(frame["set"]))
+    fig = make_subplots(rows=1, cols=max(len(sets), 1), horizontal_spacing=0.08)
+    for col, name in enumerate(sets, start=1):
+        part = frame[frame["set"] == name]
+        edges = np.histogram_bin_edges(part["reward"].to_numpy(float), bins=bins)
+        size = float(edges[1] - edges[0]) if len(edges) > 1 and edges[1] > edges[0] else None
+        # one bin past the last edge: plotly's bins are [a, a + size), so the maximum gets drawn
+        xbins = (
+            {"start": float(edges[0]), "end": float(edges[-1]) + size, "size": size}
+            if size
+            else None
+        )
+        for stage, colour in (("before", BEFORE), ("after", AFTER)):
+            values = part.loc[part["stage"] == stage, "reward"].to_numpy(float)
+            fig.add_trace(
+                go.Histogram(
+                    x=values, name=stage, legendgroup=stage, showlegend=col == 1,
+                    marker={"color": colour}, opacity=0.6, xbins=xbins,
+                    hovertemplate=f"{name} {stage}<br>reward %{{x}}<br>%{{y}} responses<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.update_xaxes(title_text=f"reward on the {name}", row=1, col=col)
+    fig.update_yaxes(title_text="responses", row=1, col=1)
+    fig = _layout(fig, title, height=340)
+    fig.update_layout(
+        barmode="overlay",
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+    )
+    return fig
+
+
+def selectivity_bars(
+    mean_abs_delta: Mapping[str, float],
+    mean_delta: Mapping[str, float],
+    selectivity: float | None,
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """Mean |delta r| (orange) and mean delta r (grey) per set; the title gives their ratio."""
+    if title is None:
+        ratio = (
+            "n/a" if selectivity is None
+            else "\u221e" if np.isinf(selectivity)
+            else f"{selectivity:.3g}"
+        )  # fmt: skip
+        title = f"Selectivity = mean |\u0394r| target / complement = {ratio}"
+    names = list(mean_abs_delta)
+    fig = go.Figure()
+    for label, data, colour in (
+        ("mean |\u0394r|", mean_abs_delta, AFTER),
+        ("mean \u0394r", mean_delta, BEFORE),
+    ):
+        vals = [float(data[n]) for n in names]
+        fig.add_trace(
+            go.Bar(
+                x=names, y=vals, name=label, marker={"color": colour},
+                text=[f"{v:+.3g}" if "|" not in label else f"{v:.3g}" for v in vals],
+                textposition="auto",
+            )
+        )  # fmt: skip
+    fig.update_layout(barmode="group", yaxis={"title": "reward change"})
+    return _layout(fig, title, height=340)

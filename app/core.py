@@ -5,12 +5,15 @@
 - the dataset a store holds, as arrays for instant metric recomputation;
 - the current head (a saved version plus slider overrides) applied to one
   example: contributions, reward, token tracks and the reward trajectory;
-- slider ranges and example filters.
+- slider ranges and example filters;
+- the preference-shift page's set specs, actions and editor hand-over.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +25,14 @@ import pandas as pd
 from sarm.attribution import TopContributions, top_contributions
 from sarm.audit import pair_index_from_frame, subset_names
 from sarm.evaluate import PairIndex
+from sarm.export import as_weight
+from sarm.interventions import Intervention, parse_actions
+from sarm.shift import SetSpec
 from sarm.sparse import SparseLatents
 
 if TYPE_CHECKING:
     from feature_store import FeatureStore
+    from sarm.shift import ShiftReport
 
 ENV_MODEL = "SARM_MODEL"
 ENV_STORE = "SARM_STORE"
@@ -285,3 +292,113 @@ def short(text: str, n: int = 80) -> str:
     """One line of at most ``n`` characters."""
     one = " ".join(str(text).split())
     return one if len(one) <= n else one[: n - 1] + "\u2026"
+
+
+# --------------------------------------------------------------------------- preference shift
+
+
+def set_spec(subsets: Sequence[str] = (), roles: Sequence[str] = ()) -> str:
+    """The ``sarm.shift`` set spec of the responses in any of ``subsets`` and any of ``roles``.
+
+    Empty when neither is given (the page then asks for a choice).
+    """
+    terms = []
+    for kind, names in (("subset", subsets), ("role", roles)):
+        names = [str(n).strip() for n in names]
+        bad = [n for n in names if not n or "," in n or "&" in n or n.startswith("!")]
+        if bad:
+            raise ValueError(
+                f"{kind} names {bad} cannot be written in a set spec (empty, or with ',', '&' "
+                "or a leading '!')"
+            )
+        if names:
+            terms.append(f"{kind}:{','.join(names)}")
+    return " & ".join(terms)
+
+
+def check_cached_spec(text: str) -> str:
+    """``text`` as a set spec that the store's cached latents answer (no model run).
+
+    ValueError for a malformed spec, and for ``file:``/``demo:`` terms, which
+    would score new data with the model.
+    """
+    spec = SetSpec.parse(text)
+    if spec.sources:
+        raise ValueError(
+            f"set spec {spec.text!r} reads {list(spec.sources)}, which needs the model to score "
+            "it; the dashboard works from the store's cached latents only (use `sarm shift` "
+            "for other data)"
+        )
+    return spec.text
+
+
+def shift_actions(
+    steps: Sequence[tuple[str, float]], features: Sequence[int], specs: str = ""
+) -> list[Intervention]:
+    """The interventions, in the order given: each ``(action, value)`` step on ``features``.
+
+    Typed ``specs`` (``ACTION[:VALUE][@ID,ID]``, separated by ``;`` or new lines)
+    replace the steps; the ones that name no features act on ``features``.
+    """
+    features = [int(f) for f in features]
+    typed = [s.strip() for s in re.split(r"[;\n]", specs or "") if s.strip()]
+    if typed:
+        return parse_actions(typed, features or None)
+    if not features:
+        raise ValueError("choose at least one feature for the actions")
+    if not steps:
+        raise ValueError("add at least one action")
+    return [
+        Intervention(action, tuple(features), 0.0 if action == "zero" else float(value))  # type: ignore[arg-type]
+        for action, value in steps
+    ]
+
+
+def unfoldable(actions: Sequence[Intervention]) -> list[str]:
+    """Specs of the actions no linear head can express (``act_add``: it depends on the support)."""
+    return [a.spec() for a in actions if a.action == "act_add"]
+
+
+def merge_overrides(
+    base_weights: np.ndarray,
+    overrides: Mapping[int, float],
+    weights: np.ndarray,
+    features: Sequence[int],
+) -> dict[int, float]:
+    """The editor's ``{feature: weight}`` overrides after taking ``weights[f]`` for ``features``.
+
+    Values are rounded to float32 (the head's precision); a weight equal to the
+    base weight drops its override.
+    """
+    base = np.asarray(base_weights, dtype=np.float32)
+    out = {int(f): as_weight(v) for f, v in overrides.items()}
+    for f in features:
+        f = int(f)
+        new = as_weight(float(weights[f]), f"weight of feature {f}")
+        if new == float(base[f]):
+            out.pop(f, None)
+        else:
+            out[f] = new
+    return dict(sorted(out.items()))
+
+
+def selectivity_text(selectivity: float | None) -> tuple[str, str]:
+    """The selectivity metric's value and the sentence that says what it means."""
+    if selectivity is None:
+        return "n/a", "Nothing changed: no reward moved on either side."
+    if math.isinf(selectivity):
+        return "\u221e", (
+            "Only the target moved: the complement's rewards did not change "
+            "(mean |\u0394r| = 0 there), so the ratio is infinite."
+        )
+    value = f"{selectivity:,.3f}" if selectivity < 1e4 else f"{selectivity:.4g}"
+    return value, (
+        "Mean |\u0394r| on the target / on the complement: above 1, the change hits the "
+        "target more than the rest."
+    )
+
+
+def shift_sets(report: ShiftReport) -> pd.DataFrame:
+    """One row per set (target, complement, overall) of a shift report's numbers."""
+    parts = (report.target, report.complement, report.overall)
+    return pd.DataFrame([{"set": p.name, **p.to_dict()} for p in parts])

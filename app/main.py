@@ -44,6 +44,7 @@ st.navigation(
         ],
         "Steer": [
             st.Page(state.PAGES["editor"], title="Head editor", icon=":material/tune:"),
+            st.Page(state.PAGES["shift"], title="Preference shift", icon=":material/swap_vert:"),
             st.Page(state.PAGES["export"], title="Export", icon=":material/download:"),
         ],
         "Check": [st.Page(state.PAGES["audit"], title="Audit", icon=":material/fact_check:")],

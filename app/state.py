@@ -20,6 +20,7 @@ from app import core
 from feature_store import FeatureStore, StoreBusyError, StoreError
 from feature_store.heads import INGEST_HEAD
 from sarm.export import HeadEdit
+from sarm.shift import PreferenceShift, prepare_shift
 from sarm.sparse import RewardEditor
 
 SOURCES = "shared_sources"
@@ -38,6 +39,7 @@ PAGES = {
     "features": "app_pages/features.py",
     "editor": "app_pages/editor.py",
     "export": "app_pages/export.py",
+    "shift": "app_pages/shift.py",
     "audit": "app_pages/audit.py",
 }
 
@@ -81,6 +83,26 @@ def head_version(path: str, name: str) -> tuple[np.ndarray, float]:
     weights = np.asarray(weights, dtype=np.float32)
     weights.flags.writeable = False
     return weights, float(bias)
+
+
+@st.cache_resource(show_spinner="Selecting the target and the complement ...", max_entries=4)
+def preference_shift(
+    path: str,
+    target: str,
+    complement: str,
+    base: str,
+    overrides: tuple[tuple[int, float], ...],
+    label_revision: int = 0,
+) -> PreferenceShift:
+    """``sarm.shift.prepare_shift`` on the store under a head (a saved version plus overrides).
+
+    ``label_revision`` only keys the cache: a ``label:`` spec depends on the labels.
+    """
+    weights, bias = head_version(path, base)
+    edit = HeadEdit(base, weights, bias, dict(overrides))
+    return prepare_shift(
+        target, complement, store=open_store(path), weight=edit.weights(), bias=edit.bias
+    )
 
 
 @st.cache_resource(max_entries=32)
@@ -136,6 +158,20 @@ def feature_examples(
         store.quantile_examples(feature_id),
         store.feature_histogram(feature_id),
     )
+
+
+@st.cache_data(max_entries=64, show_spinner="Ranking the features ...")
+def shift_features(
+    path: str,
+    revision: tuple[int, int],
+    shift_key: tuple,
+    limit: int,
+    direction: str,
+    order_by: str,
+) -> pd.DataFrame:
+    """``PreferenceShift.discover`` of the cached :func:`preference_shift` ``(path, *shift_key)``."""
+    shift = preference_shift(path, *shift_key)
+    return shift.discover(limit=limit, direction=direction, order_by=order_by)
 
 
 @st.cache_data(max_entries=64, show_spinner="Scoring the text ...")
@@ -282,6 +318,21 @@ def add_editor_features(feature_ids) -> None:
         if int(f) not in current:
             current.append(int(f))
     st.session_state[EDITOR_FEATURES] = current
+
+
+def send_to_editor(ctx: Context, weights: np.ndarray, feature_ids) -> dict[int, float]:
+    """Put a proposed head's weights of ``feature_ids`` into the editor's overrides.
+
+    The editor lists those features; their slider values are dropped so the
+    sliders show the new weights. Returns the new overrides.
+    """
+    ids = [int(f) for f in feature_ids]
+    overrides = core.merge_overrides(ctx.edit.base_weights, ctx.edit.overrides, weights, ids)
+    set_overrides(overrides)
+    add_editor_features(ids)
+    for f in ids:
+        st.session_state.pop(f"editor_w_{f}", None)  # the editor's slider key for feature f
+    return overrides
 
 
 # --------------------------------------------------------------------------- sidebar

@@ -32,6 +32,7 @@ PAGES = [
     ("compare", "Compare a pair", 1),
     ("features", "Features", 1),
     ("editor", "Head editor", 2),
+    ("shift", "Preference shift", 2),
     ("export", "Export the head", 0),
     ("audit", "Audit", 3),
 ]
@@ -214,3 +215,29 @@ def test_clicking_a_misranked_row_opens_it_in_compare(page, server):
     margin = page.locator('[data-testid="stMetric"]').filter(has_text="Margin")
     assert margin.locator('[data-testid="stMetricValue"]').inner_text() == f"{worst['margin']:+.6f}"
     screenshot(page, "compare-from-audit")
+
+
+def test_shift_page_draws_the_overlaid_histograms(page, server):
+    from app.core import selectivity_text
+    from feature_store import FeatureStore
+    from sarm.interventions import parse_actions
+    from sarm.shift import prepare_shift
+
+    server, reference = server
+    with FeatureStore.open(reference, read_only=True) as store:
+        subset = sorted(set(store.examples_frame()["subset"].dropna()))[0]
+        shift = prepare_shift(f"subset:{subset}", "rest", store=store)
+        top = shift.discover(limit=20)["feature_id"].head(5).astype(int).tolist()
+        report = shift.evaluate(parse_actions(["scale:0.0"], top))
+    page.goto(f"{server}/shift", wait_until="domcontentloaded")
+    settle(page, "Preference shift", 2)
+    assert_no_exception(page, "shift")
+    hist = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    hist.scroll_into_view_if_needed()
+    assert hist.locator(".subplot").count() >= 2  # a target and a complement panel
+    assert hist.locator(".trace.bars").count() == 4  # before and after in each
+    assert hist.locator(".point path").count() > 0  # and the bars are drawn
+    selectivity = page.locator('[data-testid="stMetric"]').filter(has_text="Selectivity")
+    shown = selectivity.locator('[data-testid="stMetricValue"]').inner_text()
+    assert shown == selectivity_text(report.selectivity)[0]
+    screenshot(page, "shift-histograms")
