@@ -154,7 +154,10 @@ def reward_histograms(
         np.concatenate([before, after]) if after is not None else before, bins=40
     )
     size = float(edges[1] - edges[0]) if len(edges) > 1 and edges[1] > edges[0] else None
-    xbins = {"start": float(edges[0]), "end": float(edges[-1]), "size": size} if size else None
+    # plotly's bins are [a, a + size): end one bin past the last edge so the maximum is drawn
+    xbins = (
+        {"start": float(edges[0]), "end": float(edges[-1]) + size, "size": size} if size else None
+    )
     fig.add_trace(
         go.Histogram(x=before, name="before", marker={"color": BEFORE}, opacity=0.6, xbins=xbins)
     )

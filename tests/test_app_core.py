@@ -142,6 +142,8 @@ def test_other_figures_carry_the_data():
     fig = charts.reward_histograms(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
     assert [t.name for t in fig.data] == ["before", "after"] and fig.layout.barmode == "overlay"
     assert list(fig.data[1].x) == [2.0, 3.0]
+    bins = fig.data[0].xbins  # the maximum (3.0) must fall inside the last half-open bin
+    assert bins.start <= 0.0 and bins.end > 3.0 and bins.start + 40 * bins.size >= 3.0
     table = pd.DataFrame({"subset": ["a"], "accuracy_before": [0.5], "accuracy_after": [0.75]})
     assert [list(t.y) for t in charts.subset_accuracy(table).data] == [[0.5], [0.75]]
     fig = charts.reward_trajectory(["a", "\n"], np.array([0.1, 0.2]), np.array([0.0, 1.0]))
