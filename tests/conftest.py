@@ -26,3 +26,16 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def demo_report():
+    """The embedded demo, built once per machine (cached afterwards) with every core."""
+    from sarm.demo.build import build_demo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return build_demo(progress=False)
+    finally:
+        torch.set_num_threads(threads)

@@ -24,8 +24,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return build_demo(progress=False)
+def demo(demo_report):
+    return demo_report
 
 
 def test_second_build_is_cached(demo):

@@ -10,8 +10,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from sarm.demo.build import build_demo
-
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 pytestmark = [
@@ -23,8 +21,8 @@ pytestmark = [
 ]
 
 
-def test_quickstart_runs(tmp_path, monkeypatch):
-    build_demo(progress=False)  # built once per machine; the notebook itself then takes seconds
+def test_quickstart_runs(demo_report, tmp_path, monkeypatch):
+    # demo_report: the demo is built once per machine; the notebook itself then takes seconds
     monkeypatch.setenv("SARM_QUICKSTART_DIR", str(tmp_path))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
