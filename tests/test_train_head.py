@@ -272,7 +272,11 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
     head = report["head"]
     assert head["n_train_pairs"] + head["n_val_pairs"] == 40 and head["n_val_pairs"] == 10
     assert report["baseline"]["n_val_pairs"] == 10
-    assert (out / "baseline" / "head.safetensors").is_file()
+    assert (out / "dense_baseline.safetensors").is_file()
+    assert (
+        json.loads((out / "baseline" / "head_train.json").read_text())["summary"]
+        == (report["baseline"])
+    )
     assert json.loads((out / "head_train.json").read_text())["summary"] == head
 
     # the saved SARM scores with the trained head; its accuracy is the training figure
@@ -285,6 +289,12 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
     n_tr, n_val = head["n_train_pairs"], head["n_val_pairs"]
     mixed = (head["train_accuracy"] * n_tr + head["val_accuracy"] * n_val) / (n_tr + n_val)
     assert acc == pytest.approx(mixed, abs=1e-6)
+
+    # `sarm eval --baseline` finds the dense baseline and reproduces its training figures
+    assert main(["eval", "--model", str(out), "--data", str(data), "--baseline", "--json"]) == 0
+    base, b = json.loads(capsys.readouterr().out)["baseline"], report["baseline"]
+    mixed_b = (b["train_accuracy"] * n_tr + b["val_accuracy"] * n_val) / (n_tr + n_val)
+    assert base["pairwise_accuracy"] == pytest.approx(mixed_b, abs=1e-6)
 
 
 def test_cli_train_head_on_a_sarm_checkpoint_and_errors(tmp_path, capsys):

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "backbone and layer are read from sarm_sae.json). --out receives a complete SARM "
             "(sarm.json, sae/, head.safetensors) plus head_train.json with the training "
             "history. --baseline also trains the paper's dense baseline, a linear head on the "
-            "standardised hidden state u_T (one more forward pass), into --out/baseline/. "
+            "standardised hidden state u_T (from the same forward pass), into "
+            "--out/dense_baseline.safetensors (history in --out/baseline/). "
             "Example: sarm train-head --model artifacts/sae --data demo:train "
             "--out artifacts/sarm --l1 1e-3"
         ),
@@ -110,30 +111,27 @@ def run(args: argparse.Namespace) -> int:
     conversations, row_of = response_conversations(groups)
     index = PairIndex.from_groups(groups, row_of)
     model = load_model(args)
-    pooled = model.pooled_latents(conversations, args.batch_size, progress=not args.quiet)
+    pooled = model.pooled_latents(
+        conversations, args.batch_size, progress=not args.quiet, return_hidden=args.baseline
+    )
     pairs = (index.chosen_row, index.rejected_row)
     result = train_bt_head(pooled, *pairs, cfg, n_features=model.d_sae, groups=index.group)
     report = {"out": args.out, "n_responses": len(conversations), "head": result.summary()}
-    if args.baseline:
-        report["baseline"] = train_baseline(model, conversations, pairs, index, cfg, args)
     save_outputs(model, result, Path(args.out))
+    if args.baseline:
+        report["baseline"] = train_baseline(pooled.hidden, pairs, index, cfg, Path(args.out))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
-def train_baseline(model, conversations, pairs, index, cfg, args) -> dict:
-    """The dense baseline on ``u_T``; writes ``baseline/head.safetensors`` and its history."""
-    import torch
-
+def train_baseline(hidden, pairs, index, cfg, out: Path) -> dict:
+    """The dense baseline on ``u_T`` (from the pooled pass): ``dense_baseline.safetensors``
+    (what ``sarm eval --baseline`` reads) and its history in ``baseline/``."""
     from sarm.train.head import train_dense_baseline
 
-    acts = model.backbone.iter_activations(
-        conversations, args.batch_size, mode="last", progress=not args.quiet
-    )
-    hidden = torch.cat(list(acts))
     result = train_dense_baseline(hidden, *pairs, cfg, groups=index.group)
-    base_dir = Path(args.out) / "baseline"
-    result.save(base_dir)
+    result.to_head().save(out / "dense_baseline.safetensors", {"kind": "dense baseline on u_T"})
+    result.save_history(out / "baseline")
     return result.summary()
 
 

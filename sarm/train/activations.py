@@ -135,12 +135,9 @@ def response_conversations(
 
     The row mapping is what :meth:`sarm.evaluate.PairIndex.from_groups` takes.
     """
-    conversations: list[Conversation] = []
-    row_of: dict[tuple[str, str, int], int] = {}
-    for g in groups:
-        for role, i, text in g.responses():
-            row_of[(g.group_id, role, i)] = len(conversations)
-            conversations.append(g.conversation(text))
+    from sarm.scoring import response_rows
+
+    keys, conversations = response_rows(groups)
     if not conversations:
         raise ValueError("the data holds no responses")
-    return conversations, row_of
+    return conversations, {key: row for row, key in enumerate(keys)}
