@@ -12,6 +12,10 @@ improving; the best epoch's weights are returned.
 
 The same routine trains the paper's dense baseline: a linear head on the
 standardised hidden state ``u_T`` at the same layer and pooled token.
+
+Input handling lives in :mod:`sarm.train.latents` (the latent matrix) and
+:mod:`sarm.train.pairs` (pair checks, groups and the split); their public names
+are importable from here too.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sarm.head import LinearHead
+from sarm.train.latents import LatentRows, as_latent_rows
+from sarm.train.pairs import _group_ids, _Pairs, check_pairs, split_pairs
+from sarm.train.pairs import pair_groups as pair_groups
 
 logger = logging.getLogger(__name__)
 
@@ -147,204 +153,6 @@ class HeadTrainResult:
         return tmp.replace(directory / "head_train.json")
 
 
-# --------------------------------------------------------------------------- features
-
-
-@dataclass(frozen=True)
-class LatentRows:
-    """Cached per-response features: dense ``[n, m]`` or padded sparse ``(indices, values) [n, p]``.
-
-    Padded entries have value 0 (and index 0), so a gather-and-sum gives ``w . z``.
-    """
-
-    n_features: int
-    dense: torch.Tensor | None = None
-    indices: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-
-    @property
-    def n_rows(self) -> int:
-        src = self.dense if self.dense is not None else self.values
-        assert src is not None
-        return int(src.shape[0])
-
-    def rewards(self, w: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """``w . z`` for the given rows (all rows when ``rows`` is None)."""
-        if self.dense is not None:
-            x = self.dense if rows is None else self.dense[rows]
-            return x @ w
-        assert self.indices is not None and self.values is not None
-        idx = self.indices if rows is None else self.indices[rows]
-        val = self.values if rows is None else self.values[rows]
-        return (val * w[idx]).sum(-1)
-
-
-def as_latent_rows(x: object, n_features: int | None = None, where: str = "latents") -> LatentRows:
-    """Cached latents as :class:`LatentRows`, from any of these:
-
-    - a dense ``[n, m]`` torch tensor or numpy array;
-    - a torch sparse (COO/CSR) or scipy sparse matrix;
-    - an ``(indices, values)`` pair of ``[n, k]`` arrays, or of per-row lists of
-      arrays (ragged), with ``n_features=m``;
-    - a :class:`sarm.model.PooledLatents` (its ``indices``/``values`` lists).
-    """
-    if isinstance(x, tuple):
-        return _from_topk(x, n_features, where)
-    if isinstance(getattr(x, "indices", None), list):  # sarm.model.PooledLatents
-        return _from_topk((x.indices, x.values), n_features, where)
-    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
-        return _from_torch_sparse(x, where)
-    if hasattr(x, "tocsr"):  # scipy.sparse matrix or array
-        csr = x.tocsr()
-        as_t = torch.from_numpy
-        return _from_csr(as_t(csr.indptr), as_t(csr.indices), as_t(csr.data), csr.shape, where)
-    dense = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
-    if dense.dim() != 2:
-        raise ValueError(
-            f"{where}: expected a 2-D [responses, features] matrix, got shape {tuple(dense.shape)}"
-        )
-    dense = dense.detach().to("cpu", torch.float32)
-    _check_finite(dense, where)
-    return LatentRows(n_features=int(dense.shape[1]), dense=dense)
-
-
-def _from_torch_sparse(x: torch.Tensor, where: str) -> LatentRows:
-    if x.dim() != 2:
-        raise ValueError(f"{where}: expected a 2-D sparse matrix, got shape {tuple(x.shape)}")
-    if x.layout == torch.sparse_csr:
-        return _from_csr(x.crow_indices(), x.col_indices(), x.values(), tuple(x.shape), where)
-    coo = x.to_sparse_coo().coalesce()
-    rows, cols = coo.indices()
-    counts = torch.bincount(rows, minlength=x.shape[0])
-    indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-    return _from_csr(indptr, cols, coo.values(), tuple(x.shape), where)
-
-
-def _check_finite(t: torch.Tensor, where: str) -> None:
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        row = int(bad.nonzero()[0][0])
-        raise ValueError(f"{where}: row {row} has NaN or inf values")
-
-
-def _from_topk(pair: tuple, n_features: int | None, where: str) -> LatentRows:
-    if len(pair) != 2 or n_features is None:
-        raise ValueError(f"{where}: a sparse (indices, values) pair needs n_features")
-    if isinstance(pair[0], list):
-        return _from_ragged(pair[0], pair[1], n_features, where)
-    idx = torch.from_numpy(np.array(pair[0], dtype=np.int64))
-    val = torch.from_numpy(np.array(pair[1], dtype=np.float32))
-    if idx.shape != val.shape or idx.dim() != 2:
-        raise ValueError(
-            f"{where}: indices {tuple(idx.shape)} and values {tuple(val.shape)} must both be [n, k]"
-        )
-    _check_range(idx, n_features, where)
-    _check_finite(val, where)
-    return LatentRows(n_features=int(n_features), indices=idx, values=val)
-
-
-def _check_range(idx: torch.Tensor, n_features: int, where: str) -> None:
-    if idx.numel() and not (int(idx.min()) >= 0 and int(idx.max()) < n_features):
-        raise ValueError(f"{where}: feature indices must lie in 0..{n_features - 1}")
-
-
-def _from_ragged(indices: list, values: list, n_features: int, where: str) -> LatentRows:
-    """Per-response ``indices[i]`` / ``values[i]`` arrays of any length (``PooledLatents``)."""
-    if len(indices) != len(values):
-        raise ValueError(f"{where}: {len(indices)} index arrays but {len(values)} value arrays")
-    lengths = [len(a) for a in indices]
-    for i, (n_idx, vals) in enumerate(zip(lengths, values, strict=True)):
-        if n_idx != len(vals):
-            raise ValueError(f"{where}: row {i} has {n_idx} indices but {len(vals)} values")
-    indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))
-    cols = torch.as_tensor(np.concatenate([np.asarray(a).ravel() for a in indices] or [[]]))
-    data = torch.as_tensor(np.concatenate([np.asarray(v).ravel() for v in values] or [[]]))
-    _check_range(cols, n_features, where)
-    return _from_csr(indptr, cols, data, (len(indices), n_features), where)
-
-
-def _from_csr(indptr, cols, data, shape, where: str) -> LatentRows:
-    """Pad CSR rows to the longest row so every row is one ``[p]`` slice."""
-    counts = (indptr[1:] - indptr[:-1]).long()
-    n, width = int(shape[0]), max(int(counts.max()) if counts.numel() else 0, 1)
-    row_of = torch.repeat_interleave(torch.arange(n), counts)
-    slot = torch.arange(cols.numel()) - indptr[:-1].long()[row_of]
-    idx = torch.zeros(n, width, dtype=torch.long)
-    val = torch.zeros(n, width, dtype=torch.float32)
-    idx[row_of, slot] = cols.long()
-    val[row_of, slot] = data.float()
-    _check_finite(val, where)
-    return LatentRows(n_features=int(shape[1]), indices=idx, values=val)
-
-
-# --------------------------------------------------------------------------- pairs
-
-
-def check_pairs(
-    chosen_row: object, rejected_row: object, n_rows: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate pair index arrays against ``n_rows`` responses; return them as long tensors."""
-    c, r = _index_array("chosen_row", chosen_row), _index_array("rejected_row", rejected_row)
-    if c.numel() != r.numel():
-        raise ValueError(f"chosen_row has {c.numel()} entries but rejected_row has {r.numel()}")
-    if c.numel() == 0:
-        raise ValueError("no preference pairs: chosen_row and rejected_row are empty")
-    for name, t in (("chosen_row", c), ("rejected_row", r)):
-        bad = (t < 0) | (t >= n_rows)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"{name}[{i}]={int(t[i])} is out of range for {n_rows} latent rows")
-    same = c == r
-    if same.any():
-        raise ValueError(
-            f"pair {int(same.nonzero()[0])} compares row {int(c[same][0])} with itself"
-        )
-    return c, r
-
-
-def _index_array(name: str, x: object) -> torch.Tensor:
-    arr = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
-    if arr.size and arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer row numbers, got dtype {arr.dtype}")
-    return torch.from_numpy(arr.astype(np.int64).reshape(-1))
-
-
-def pair_groups(chosen: torch.Tensor, rejected: torch.Tensor) -> np.ndarray:
-    """Group id per pair: pairs that share a response (directly or via others) share a group."""
-    parent = np.arange(int(max(chosen.max(), rejected.max())) + 1)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = int(parent[a])
-        return a
-
-    for a, b in zip(chosen.tolist(), rejected.tolist(), strict=True):
-        parent[find(a)] = find(b)
-    return np.array([find(a) for a in chosen.tolist()])
-
-
-def split_pairs(
-    groups: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pair positions for ``(train, val)``; whole groups go to one side, about ``val_fraction`` to val."""
-    n = len(groups)
-    if val_fraction == 0.0:
-        return np.arange(n), np.empty(0, dtype=np.int64)
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise ValueError(
-            "all pairs form one connected group, so no validation split is possible; set val_fraction=0"
-        )
-    order = np.random.default_rng(seed).permutation(uniq)
-    sizes = np.array([(groups == g).sum() for g in order])
-    n_val_groups = int(
-        np.clip(np.searchsorted(np.cumsum(sizes), val_fraction * n) + 1, 1, len(uniq) - 1)
-    )
-    is_val = np.isin(groups, order[:n_val_groups])
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -356,25 +164,6 @@ def bt_loss(diff: torch.Tensor) -> torch.Tensor:
 def pair_accuracy(diff: torch.Tensor) -> float:
     """Share of pairs ranked right, strictly (a tie is wrong, as in :mod:`sarm.evaluate`)."""
     return float((diff > 0).float().mean())
-
-
-@dataclass
-class _Pairs:
-    chosen: torch.Tensor
-    rejected: torch.Tensor
-
-    def subset(self, pos: np.ndarray) -> _Pairs:
-        p = torch.from_numpy(pos).long()
-        return _Pairs(self.chosen[p], self.rejected[p])
-
-    def __len__(self) -> int:
-        return int(self.chosen.numel())
-
-    def diff(self, feats: LatentRows, w: torch.Tensor) -> torch.Tensor:
-        if 2 * len(self) >= feats.n_rows:  # cheaper to score every response once
-            r = feats.rewards(w)
-            return r[self.chosen] - r[self.rejected]
-        return feats.rewards(w, self.chosen) - feats.rewards(w, self.rejected)
 
 
 def _penalty(w: torch.Tensor, cfg: HeadTrainConfig) -> torch.Tensor | float:
@@ -541,15 +330,6 @@ def train_bt_head(
         stopped_early=len(history) < cfg.max_epochs, n_train_pairs=len(train),
         n_val_pairs=len(val), config=cfg,
     )  # fmt: skip
-
-
-def _group_ids(groups: object | None, pairs: _Pairs) -> np.ndarray:
-    if groups is None:
-        return pair_groups(pairs.chosen, pairs.rejected)
-    gid = np.asarray(groups)
-    if gid.shape != (len(pairs),):
-        raise ValueError(f"groups must have one id per pair ({len(pairs)}), got shape {gid.shape}")
-    return gid
 
 
 def _fit(feats: LatentRows, train: _Pairs, val: _Pairs, cfg: HeadTrainConfig, progress: bool):
