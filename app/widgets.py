@@ -173,3 +173,24 @@ def conversation_text(ex) -> None:
         st.text(ex.prompt)
         st.markdown("**Response**")
         st.text(ex.response)
+
+
+def pair_table(pairs, key: str, pick_label: str, describe) -> None:
+    """A clickable table of pairs (columns pair, chosen_id, rejected_id, ...) plus a picker;
+    either opens the chosen pair in Compare. ``describe(row)`` labels a picker option."""
+    event = st.dataframe(
+        pairs, hide_index=True, key=f"{key}_table", on_select="rerun", selection_mode="single-row"
+    )
+    st.caption("Click a row (or pick below) to open the pair in Compare.")
+    if event.selection.rows:
+        row = pairs.iloc[event.selection.rows[0]]
+        state.open_pair(row["chosen_id"], row["rejected_id"])
+    rows = pairs.head(MAX_OPTIONS).set_index("pair")
+    pick = st.selectbox(
+        pick_label,
+        rows.index.tolist(),
+        key=f"{key}_pick",
+        format_func=lambda p: describe(rows.loc[p]),
+    )
+    if st.button("Open in Compare", key=f"{key}_open"):
+        state.open_pair(rows.loc[pick, "chosen_id"], rows.loc[pick, "rejected_id"])

@@ -24,7 +24,6 @@ from safetensors import safe_open
 from sarm.backbones import (
     DEFAULT_MAX_LENGTH,
     Backbone,
-    ChatEncoder,
     _quiet_transformers,
     load_backbone,
     resolve_device,
@@ -277,14 +276,11 @@ def _load_ours(path: Path, device, dtype, max_length) -> SARM:
             f"{path} was written by a newer version (format {manifest['version']}); upgrade sarm"
         )
     bb = manifest["backbone"]
-    source = bb["name"]
-    if (path / source).is_dir():
-        source = str(path / source)
+    included = path / "backbone"  # save_sarm(include_backbone=True) names it "backbone"
+    source = str(included) if bb["name"] == "backbone" and included.is_dir() else bb["name"]
     backbone = load_backbone(
         source, int(bb["layer"]), device, dtype, max_length or int(bb.get("max_length", 2048))
     )
-    if (path / source).is_dir():
-        backbone.name = bb["name"] if bb["name"] != "backbone" else str(path / "backbone")
     sae, meta = load_sae(path / manifest.get("sae", "sae"))
     head = LinearHead.load(path / manifest.get("head", HEAD_FILE))
     return SARM(backbone, sae, head, meta, source={"layout": "sarm", "path": str(path)})
@@ -302,4 +298,4 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-__all__ = ["ChatEncoder", "load_released", "load_sarm", "safetensors_files", "save_sarm"]
+__all__ = ["load_released", "load_sarm", "safetensors_files", "save_sarm"]

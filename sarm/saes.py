@@ -108,12 +108,6 @@ def sarm_encode(
     return values, indices
 
 
-def densify(values: torch.Tensor, indices: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """Dense ``z [..., m]`` from top-k values and indices."""
-    z = torch.zeros(*values.shape[:-1], d_sae, dtype=values.dtype, device=values.device)
-    return z.scatter_(-1, indices, values)
-
-
 def sarm_decode(sae: SAE, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Reconstruction ``u_hat = W_dec z + b_pre`` from sparse latents."""
     rows = sae.W_dec[indices]  # [..., k, d]

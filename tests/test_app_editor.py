@@ -114,7 +114,7 @@ def test_flipped_pairs_open_in_compare(store_path):  # noqa: F811
     assert int(metric(at, "Flipped pairs")) > 0
     pick = at.selectbox(key="editor_flipped_pick")
     label = pick.format_func(pick.value)
-    at.button(key="editor_open_pair").click().run()
+    at.button(key="editor_flipped_open").click().run()
     assert [t.value for t in at.title] == ["Compare a pair"] and not at.exception
     shown = at.selectbox(key="compare_pair").format_func(at.selectbox(key="compare_pair").value)
     assert label.split(": ")[1].split(" (")[0] in shown

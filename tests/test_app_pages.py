@@ -222,7 +222,7 @@ def test_audit_click_through_to_compare(store_path):
     pick = at.selectbox(key="audit_wrong_pick")
     target = wrong.iloc[1]
     pick.set_value(int(target["pair"])).run()
-    at.button(key="audit_open_pair").click().run()
+    at.button(key="audit_wrong_open").click().run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Compare a pair"]
     label = at.selectbox(key="compare_pair").format_func(at.selectbox(key="compare_pair").value)

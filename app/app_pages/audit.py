@@ -36,22 +36,11 @@ if index.n_pairs:
         st.success("Every pair is ranked right.")
     else:
         shown = wrong.drop(columns=["correct"]).head(1000)
-        event = st.dataframe(
-            shown, hide_index=True, key="audit_wrong_table", on_select="rerun",
-            selection_mode="single-row",
+        widgets.pair_table(
+            shown, "audit_wrong", "Open a misranked pair",
+            lambda r: f"{r['group_id']} \u00b7 {r['subset']}: #{r['chosen_id']} vs "
+            f"#{r['rejected_id']}, margin {r['margin']:+.4f}",
         )  # fmt: skip
-        st.caption("Click a row (or pick below) to open the pair in Compare.")
-        if event.selection.rows:
-            row = shown.iloc[event.selection.rows[0]]
-            state.open_pair(row["chosen_id"], row["rejected_id"])
-        rows = wrong.head(widgets.MAX_OPTIONS).set_index("pair")
-        pick = st.selectbox(
-            "Open a misranked pair", rows.index.tolist(), key="audit_wrong_pick",
-            format_func=lambda p: f"{rows.loc[p, 'group_id']} \u00b7 {rows.loc[p, 'subset']}: "
-            f"#{rows.loc[p, 'chosen_id']} vs #{rows.loc[p, 'rejected_id']}, margin {rows.loc[p, 'margin']:+.4f}",
-        )  # fmt: skip
-        if st.button("Open in Compare", key="audit_open_pair"):
-            state.open_pair(rows.loc[pick, "chosen_id"], rows.loc[pick, "rejected_id"])
 
         st.subheader("Features carrying the misranked margin")
         errors = error_feature_margins(

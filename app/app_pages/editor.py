@@ -190,22 +190,10 @@ flipped = preview.flipped_table(ctx.data.index, ctx.data.frame)
 if flipped.empty:
     st.caption("None.")
 else:
-    event = st.dataframe(
-        flipped, hide_index=True, key="editor_flipped_table", on_select="rerun",
-        selection_mode="single-row",
+    widgets.pair_table(
+        flipped, "editor_flipped", "Open a flipped pair",
+        lambda r: f"{r['group_id']}: #{r['chosen_id']} vs #{r['rejected_id']} ({r['change']})",
     )  # fmt: skip
-    st.caption("Click a row (or pick below) to open the pair in Compare.")
-    if event.selection.rows:
-        row = flipped.iloc[event.selection.rows[0]]
-        state.open_pair(row["chosen_id"], row["rejected_id"])
-    rows = flipped.set_index("pair")
-    pick = st.selectbox(
-        "Open a flipped pair", rows.index.tolist(), key="editor_flipped_pick",
-        format_func=lambda p: f"{rows.loc[p, 'group_id']}: #{rows.loc[p, 'chosen_id']} vs "
-        f"#{rows.loc[p, 'rejected_id']} ({rows.loc[p, 'change']})",
-    )  # fmt: skip
-    if st.button("Open in Compare", key="editor_open_pair"):
-        state.open_pair(rows.loc[pick, "chosen_id"], rows.loc[pick, "rejected_id"])
 
 # ---------------------------------------------------------------- save
 st.subheader("Save as a head version")
