@@ -20,7 +20,7 @@ from sarm.data import (
 from sarm.types import PreferenceGroup
 
 SHARED_DATA = Path(
-    os.environ.get("SARM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SARM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
 )
 RMBENCH_FILES = {
     "rmbench_chat.json": 129,

@@ -13,7 +13,7 @@ import pytest
 from app_env import build_app_env, copy_store
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {
     "overview": ("SARM dashboard", 0),
     "explain": ("Explain a score", 2),

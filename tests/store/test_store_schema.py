@@ -29,7 +29,7 @@ from feature_store.synthetic import SyntheticSpec, build_synthetic_store
 
 def subprocess_env() -> dict[str, str]:
     """The environment with this checkout first on the import path."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
 
 

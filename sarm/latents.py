@@ -1,0 +1,181 @@
+"""Sparse pooled latents: the one structure every reward, metric and edit reads.
+
+A SARM's backbone runs once per response; afterwards a response is just the few
+dozen non-zero SAE latents ``z_T`` at its final end-of-turn token. A whole
+dataset of them is a CSR matrix whose rows are examples (named by
+``example_ids``) and whose columns are features. The model returns it, the
+feature store stores and returns it, and :class:`sarm.head.Head` turns it into
+rewards and contributions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from jaxtyping import Float, Int
+
+__all__ = ["SparseLatents"]
+
+
+@dataclass(eq=False)
+class SparseLatents:
+    """Pooled latents of ``n`` examples over ``d_sae`` features, stored as CSR rows.
+
+    Row ``r`` is example ``example_ids[r]`` and holds the features
+    ``indices[indptr[r]:indptr[r + 1]]`` with activations ``values[...]``.
+    ``example_ids`` defaults to ``0..n-1``. The arrays are validated once and
+    then treated as read-only.
+    """
+
+    indptr: Int[np.ndarray, " n_plus_1"]
+    indices: Int[np.ndarray, " nnz"]
+    values: Float[np.ndarray, " nnz"]
+    d_sae: int
+    example_ids: Int[np.ndarray, " n"] | None = None
+
+    def __post_init__(self) -> None:
+        self.indptr = _frozen(self.indptr, np.int64)
+        self.indices = _frozen(self.indices, np.int32)
+        self.values = _frozen(self.values, np.float32)
+        self.d_sae = int(self.d_sae)
+        self._check_structure()
+        n = len(self.indptr) - 1
+        ids = np.arange(n) if self.example_ids is None else self.example_ids
+        self.example_ids = _frozen(ids, np.int64)
+        if self.example_ids.shape != (n,):
+            raise ValueError(f"example_ids must have {n} entries (one per row)")
+
+    def _check_structure(self) -> None:
+        if self.d_sae < 1:
+            raise ValueError(f"d_sae must be >= 1, got {self.d_sae}")
+        if self.indptr.ndim != 1 or len(self.indptr) < 1 or self.indptr[0] != 0:
+            raise ValueError("indptr must be a 1-D array starting at 0")
+        if np.any(np.diff(self.indptr) < 0) or self.indptr[-1] != len(self.indices):
+            raise ValueError("indptr must be non-decreasing and end at len(indices)")
+        if len(self.indices) != len(self.values):
+            raise ValueError("indices and values must have the same length")
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= self.d_sae):
+            raise ValueError(f"feature ids must lie in 0..{self.d_sae - 1}")
+        if not np.isfinite(self.values).all():
+            raise ValueError("latent values must be finite")
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_rows(
+        cls,
+        indices: Sequence[np.ndarray],
+        values: Sequence[np.ndarray],
+        d_sae: int,
+        example_ids: np.ndarray | None = None,
+    ) -> SparseLatents:
+        """Build from per-example ``(feature ids, activations)`` arrays."""
+        if len(indices) != len(values):
+            raise ValueError("indices and values must list the same number of examples")
+        lengths = np.array([len(i) for i in indices], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        ids = np.concatenate(list(indices)) if len(indices) else np.empty(0)
+        vals = np.concatenate(list(values)) if len(values) else np.empty(0)
+        return cls(indptr, ids, vals, d_sae, example_ids)
+
+    @classmethod
+    def from_topk(
+        cls, values: Float[np.ndarray, "n k"], indices: Int[np.ndarray, "n k"], d_sae: int
+    ) -> SparseLatents:
+        """Build from TopK output rows, dropping the kept entries that are exactly zero."""
+        values = np.asarray(values, dtype=np.float32)
+        indices = np.asarray(indices)
+        if values.shape != indices.shape or values.ndim != 2:
+            raise ValueError(f"values {values.shape} and indices {indices.shape} must be [n, k]")
+        keep = values != 0
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        return cls(indptr, indices[keep], values[keep], d_sae)
+
+    @classmethod
+    def from_dense(cls, dense: Float[np.ndarray, "n d_sae"]) -> SparseLatents:
+        """Build from a dense ``[n, d_sae]`` matrix (its non-zeros)."""
+        dense = np.asarray(dense, dtype=np.float32)
+        if dense.ndim != 2:
+            raise ValueError(f"expected a [n, d_sae] matrix, got shape {dense.shape}")
+        rows, cols = np.nonzero(dense)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=dense.shape[0]))])
+        return cls(indptr, cols, dense[rows, cols], dense.shape[1])
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n(self) -> int:
+        """Number of examples (rows)."""
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored non-zero activations."""
+        return len(self.indices)
+
+    def row(self, i: int) -> tuple[Int[np.ndarray, " k"], Float[np.ndarray, " k"]]:
+        """``(feature ids, activations)`` of row ``i``."""
+        lo, hi = self.indptr[i], self.indptr[i + 1]
+        return self.indices[lo:hi], self.values[lo:hi]
+
+    def row_of(self, example_id: int) -> int:
+        """The row holding ``example_id`` (LookupError when absent)."""
+        ids = self.example_ids
+        pos = int(np.searchsorted(ids, example_id)) if _is_sorted(ids) else -1
+        if pos < 0 or pos >= len(ids) or ids[pos] != example_id:
+            found = np.flatnonzero(ids == example_id)
+            if not len(found):
+                raise LookupError(f"example {example_id} is not in these latents")
+            pos = int(found[0])
+        return pos
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> SparseLatents:
+        """The latents of ``rows`` (in the order given), keeping their example ids."""
+        rows = np.asarray(rows, dtype=np.int64)
+        parts = [self.row(int(r)) for r in rows]
+        return SparseLatents.from_rows(
+            [p[0] for p in parts], [p[1] for p in parts], self.d_sae, self.example_ids[rows]
+        )
+
+    @functools.cached_property
+    def row_ids(self) -> Int[np.ndarray, " nnz"]:
+        """The row of every stored non-zero (computed once)."""
+        return np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+
+    def column(self, feature: int) -> tuple[Int[np.ndarray, " m"], Float[np.ndarray, " m"]]:
+        """``(rows, activations)`` where ``feature`` is active (one entry per row)."""
+        order, starts, rows = self._columns
+        lo, hi = starts[feature], starts[feature + 1]
+        return rows[lo:hi], self.values[order[lo:hi]]
+
+    @functools.cached_property
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(self.indices, kind="stable")
+        counts = np.bincount(self.indices, minlength=self.d_sae)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        return order, starts, self.row_ids[order]
+
+    def warm(self) -> SparseLatents:
+        """Build the row and column indexes now, so that the first edit is instant."""
+        _ = self._columns
+        return self
+
+    def dense(self) -> Float[np.ndarray, "n d_sae"]:
+        """A dense ``[n, d_sae]`` copy (small data only)."""
+        out = np.zeros((self.n, self.d_sae), dtype=np.float32)
+        out[self.row_ids, self.indices] = self.values
+        return out
+
+    def __repr__(self) -> str:
+        return f"SparseLatents(n={self.n}, d_sae={self.d_sae}, nnz={self.nnz})"
+
+
+def _frozen(values: object, dtype: type) -> np.ndarray:
+    out = np.array(values, dtype=dtype, copy=True).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+def _is_sorted(ids: np.ndarray) -> bool:
+    return len(ids) < 2 or bool(np.all(np.diff(ids) > 0))
