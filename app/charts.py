@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from sarm.attribution import TopContributions
-from sarm.highlight import display_text
+from app.highlight import display_text
 
 UP = "#f58220"
 DOWN = "#2d6ee6"

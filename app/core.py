@@ -93,7 +93,7 @@ def check_store_path(text: str) -> str:
 
 
 def demo_sources() -> Sources:
-    from sarm.demo.paths import store_path
+    from sarm.cachedir import default_store_path as store_path
 
     return Sources(DEMO_MODEL, str(store_path()))
 

@@ -20,7 +20,7 @@ from app import core
 from feature_store import FeatureStore, StoreBusyError, StoreError
 from feature_store.heads import INGEST_HEAD
 from sarm.export import HeadEdit
-from sarm.shift import PreferenceShift, prepare_shift
+from workflows.shift import PreferenceShift, prepare_shift
 from sarm.sparse import RewardEditor
 
 SOURCES = "shared_sources"
@@ -396,13 +396,13 @@ def sidebar_status(ctx: Context) -> None:
 
 def demo_ready(sources: core.Sources | None = None) -> bool:
     """Whether the embedded demo needed by ``sources`` is built."""
-    from sarm.demo import paths
-    from sarm.demo.build import is_built
+    from sarm import cachedir as paths
+    from workflows.build_default import is_built
 
     sources = sources or current_sources()
-    if str(paths.store_path()) == sources.store:
+    if str(paths.default_store_path()) == sources.store:
         return is_built()
-    return (paths.model_dir() / "sarm.json").is_file()
+    return (paths.default_model_dir() / "sarm.json").is_file()
 
 
 def progress_label(step: str, fraction: float) -> str:

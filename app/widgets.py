@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import charts, core, state
 from feature_store import StoreError
-from sarm.highlight import highlight_html, legend_html, value_scale
+from app.highlight import highlight_html, legend_html, value_scale
 
 MAX_OPTIONS = 500
 MAX_TRAJECTORY_FEATURES = 200

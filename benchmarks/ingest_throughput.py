@@ -25,7 +25,7 @@ import torch
 
 from feature_store import FeatureStore, ingest
 from sarm.backbones import load_backbone
-from sarm.demo.data import generate_demo_data
+from sarm.datasets.demo import generate_demo_data
 from sarm.head import LinearHead
 from sarm.model import SARM
 from sarm.saes import SAEMeta, make_topk_sae

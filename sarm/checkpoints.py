@@ -63,7 +63,8 @@ def load_sarm(
     ``device="cuda"`` with ``dtype=torch.bfloat16`` runs the backbone in bf16; the
     standardisation, SAE and head always run in float32.
     """
-    from sarm.demo.paths import DEMO_NAME, model_dir
+    from sarm.cachedir import default_model_dir as model_dir
+    from sarm.constants import DEFAULT_MODEL as DEMO_NAME
 
     resolve_device(device)
     name = str(path_or_name)

@@ -566,7 +566,7 @@ def resolve_data(
 ) -> LoadResult:
     """A CLI data argument -> groups: a file path, or ``demo:train|test|all``.
 
-    The demo splits are generated in memory (seed 0) by :mod:`sarm.demo.data`.
+    The demo splits are generated in memory (seed 0) by :mod:`sarm.datasets.demo`.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError("data spec must be a non-empty string (a path or demo:train/test/all)")
@@ -580,7 +580,7 @@ def _demo_split(spec: str, limit: int | None) -> LoadResult:
     if not match:
         raise ValueError(f"unknown demo split {spec!r}; use one of {list(DEMO_SPECS)}")
     _check_limit(limit)
-    from sarm.demo.data import generate_demo_data
+    from sarm.datasets.demo import generate_demo_data
 
     demo = generate_demo_data()
     split = match.group(1)

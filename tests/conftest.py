@@ -60,7 +60,7 @@ def _seed_everything():
 @pytest.fixture(scope="session")
 def demo_report():
     """The embedded default, built once per session in the temporary cache, with every core."""
-    from sarm.demo.build import build_demo
+    from workflows.build_default import build_demo
 
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -6,7 +6,7 @@ import streamlit as st
 from app import charts, core, state, widgets
 from sarm.attribution import top_contributions
 from sarm.audit import pair_table
-from sarm.highlight import legend_html, value_scale
+from app.highlight import legend_html, value_scale
 
 ctx = state.context()
 st.title("Compare a pair")

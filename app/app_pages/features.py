@@ -5,7 +5,7 @@ import streamlit as st
 from app import charts, core, state, widgets
 from feature_store import StoreError
 from feature_store.queries import FEATURE_ORDERS
-from sarm.highlight import legend_html
+from app.highlight import legend_html
 
 PAGE_SIZE = 50
 ctx = state.context()

@@ -8,8 +8,8 @@ Three steps, all on cached pooled latents (the backbone never runs again):
 3. :func:`evaluate_shift` measures how rewards and pairwise accuracy move on each
    set, and the selectivity ratio ``mean |delta r| on target / on complement``.
 
-:func:`prepare_shift` ties them to a feature store or data files through a small
-set-spec grammar (see ``docs/preference_shift.md``)::
+:func:`workflows.shift.prepare_shift` ties them to a feature store or data files
+through a small set-spec grammar (see ``docs/preference_shift.md``)::
 
     shift = prepare_shift("subset:refusal", "rest", store=store)
     table = shift.discover(limit=10)
@@ -17,8 +17,7 @@ set-spec grammar (see ``docs/preference_shift.md``)::
 
 Modules: :mod:`~sarm.shift.specs` (set specs, :func:`select_rows`),
 :mod:`~sarm.shift.data` (:class:`ShiftData`), :mod:`~sarm.shift.discovery`,
-:mod:`~sarm.shift.report` (:class:`ShiftReport`, :func:`evaluate_shift`) and
-:mod:`~sarm.shift.workflow` (:class:`PreferenceShift`, :func:`prepare_shift`);
+:mod:`~sarm.shift.report` (:class:`ShiftReport`, :func:`evaluate_shift`);
 :mod:`~sarm.shift.rows` holds the row checks they share.
 """
 
@@ -32,12 +31,10 @@ from sarm.shift.report import ZERO_CHANGE as ZERO_CHANGE
 from sarm.shift.report import SetShift, ShiftReport, evaluate_shift
 from sarm.shift.rows import as_rows as as_rows
 from sarm.shift.specs import SetSpec, select_rows
-from sarm.shift.workflow import PreferenceShift, prepare_shift
 
 __all__ = [
     "DIRECTIONS",
     "ORDERS",
-    "PreferenceShift",
     "SetShift",
     "SetSpec",
     "ShiftData",
@@ -45,6 +42,5 @@ __all__ = [
     "discover_features",
     "evaluate_shift",
     "feature_contrast",
-    "prepare_shift",
     "select_rows",
 ]

@@ -11,7 +11,7 @@ import pytest
 
 from app import charts, core
 from sarm.attribution import top_contributions
-from sarm.highlight import highlight_html, legend_html, token_color, token_spans, value_scale
+from app.highlight import highlight_html, legend_html, token_color, token_spans, value_scale
 
 # --------------------------------------------------------------------------- sources
 

@@ -33,7 +33,7 @@ def number(text: str) -> float:
 
 def library_shift(store_path, target="subset:chat", complement="rest"):  # noqa: F811
     from feature_store import FeatureStore
-    from sarm.shift import prepare_shift
+    from workflows.shift import prepare_shift
 
     store = FeatureStore.open(store_path)  # same process: shares the app's connection
     return prepare_shift(target, complement, store=store), store
@@ -338,7 +338,7 @@ def test_before_is_the_head_with_the_editors_edits(store_path):  # noqa: F811
     weights, bias = store.head_weights()
     weights = weights.copy()
     weights[fid] = 0.0
-    from sarm.shift import prepare_shift
+    from workflows.shift import prepare_shift
 
     edited = prepare_shift("subset:chat", "rest", store=store, weight=weights, bias=bias)
     top = edited.discover(limit=20)["feature_id"].head(5).astype(int).tolist()

@@ -221,7 +221,7 @@ def test_shift_page_draws_the_overlaid_histograms(page, server):
     from app.core import selectivity_text
     from feature_store import FeatureStore
     from sarm.interventions import parse_actions
-    from sarm.shift import prepare_shift
+    from workflows.shift import prepare_shift
 
     server, reference = server
     with FeatureStore.open(reference, read_only=True) as store:

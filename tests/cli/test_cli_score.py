@@ -8,7 +8,7 @@ import pytest
 from helpers import make_released_checkpoint
 
 from sarm import load_sarm
-from sarm.cli import main
+from workflows.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import pytest
 
 from sarm import load_sarm
 from sarm.data import resolve_data
-from sarm.demo import paths
-from sarm.demo.build import build_demo, read_manifest
+from sarm import cachedir as paths
+from sarm.constants import DEFAULT_MODEL
+from workflows.build_default import build_demo, read_manifest
 from sarm.scoring import evaluate_model
 
 pytestmark = [
@@ -37,11 +38,11 @@ def test_second_build_is_cached(demo):
 
 def test_held_out_figures_are_reproducible(demo):
     """The manifest's test accuracy is what the saved SARM really scores on demo:test."""
-    model = load_sarm(paths.DEMO_NAME)
+    model = load_sarm(DEFAULT_MODEL)
     test = resolve_data("demo:test").groups
     from sarm.head import LinearHead
 
-    baseline = LinearHead.load(paths.model_dir() / "dense_baseline.safetensors")
+    baseline = LinearHead.load(paths.default_model_dir() / "dense_baseline.safetensors")
     report, base = evaluate_model(model, test, batch_size=16, progress=False, baseline=baseline)
     recorded = demo.metrics["test"]
     assert report.n_pairs == recorded["sarm"]["n_pairs"] == len(test)
@@ -57,8 +58,8 @@ def test_held_out_figures_are_reproducible(demo):
 def test_store_matches_model(demo):
     from feature_store import FeatureStore
 
-    model = load_sarm(paths.DEMO_NAME)
-    with FeatureStore.open(paths.store_path(), read_only=True) as store:
+    model = load_sarm(DEFAULT_MODEL)
+    with FeatureStore.open(paths.default_store_path(), read_only=True) as store:
         frame = store.examples_frame(with_text=True)
         assert len(frame) == 2 * (len(resolve_data("demo:all").groups))
         rows = frame.sample(4, random_state=0)

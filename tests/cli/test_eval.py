@@ -8,7 +8,7 @@ import pytest
 from helpers import make_released_checkpoint
 
 from sarm import load_sarm
-from sarm.cli import main
+from workflows.cli import main
 from sarm.data import save_jsonl
 from sarm.scoring import evaluate_model, score_groups
 from sarm.types import PreferenceGroup

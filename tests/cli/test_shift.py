@@ -13,7 +13,7 @@ from helpers import make_released_checkpoint
 
 from feature_store import FeatureStore, ingest
 from sarm import load_sarm
-from sarm.cli import main
+from workflows.cli import main
 from sarm.data import save_jsonl
 from sarm.evaluate import PairIndex
 from sarm.interventions import Intervention, parse_actions
@@ -461,7 +461,7 @@ def test_cli_errors(ckpt, store_path, capsys, extra, message):
 
 
 def test_cli_order_choices_match_the_library():
-    from sarm.commands import shift as command
+    from workflows.commands import shift as command
     from sarm.shift import ORDERS
 
     assert command.ORDERS == ORDERS

@@ -259,7 +259,7 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
     from test_train_sae import write_pairs_jsonl
 
     from sarm import load_sarm
-    from sarm.cli import main
+    from workflows.cli import main
     from sarm.data import load_preferences
     from sarm.evaluate import PairIndex, pairwise_accuracy
     from sarm.train.activations import response_conversations
@@ -301,7 +301,7 @@ def test_cli_train_head_on_a_sarm_checkpoint_and_errors(tmp_path, capsys):
     from helpers import make_released_checkpoint
     from test_train_sae import write_pairs_jsonl
 
-    from sarm.cli import main
+    from workflows.cli import main
 
     ckpt = make_released_checkpoint(tmp_path / "released", template="chatml")
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=20)

@@ -276,7 +276,7 @@ def test_train_on_a_tiny_backbone_tokens_and_last(backbone_dir, tmp_path):
 
 
 def test_cli_train_sae(backbone_dir, tmp_path, capsys):
-    from sarm.cli import main
+    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl")
     out = tmp_path / "sae"
@@ -302,7 +302,7 @@ def test_cli_train_sae(backbone_dir, tmp_path, capsys):
 
 
 def test_cli_train_sae_errors_are_clear(backbone_dir, tmp_path, capsys):
-    from sarm.cli import main
+    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=4)
     argv = ["train-sae", "--backbone", str(backbone_dir), "--layer", "9", "--data", str(data)]

@@ -16,7 +16,7 @@ from feature_store import (
     ingest_shard,
     merge_parts,
 )
-from sarm.cli import main as sarm_main
+from workflows.cli import main as sarm_main
 from sarm.data import save_jsonl
 from sarm.types import PreferenceGroup
 

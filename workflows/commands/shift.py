@@ -101,7 +101,8 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 def _store_path(args: argparse.Namespace) -> Path | None:
     if args.store:
         return Path(args.store).expanduser()
-    from sarm.demo.paths import DEMO_NAME, store_path
+    from sarm.cachedir import default_store_path as store_path
+    from sarm.constants import DEFAULT_MODEL as DEMO_NAME
 
     if args.model == DEMO_NAME and store_path().is_file():
         return store_path()
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, specs: list[str], model, store) -> int:
     from sarm.interventions import parse_actions
-    from sarm.shift import prepare_shift
+    from workflows.shift import prepare_shift
 
     start = store.load_head(args.from_head) if args.from_head else None
     shift = prepare_shift(

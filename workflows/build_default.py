@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from sarm.demo import paths
+from sarm import cachedir as paths
+from sarm.constants import DEFAULT_LAYER, EMBEDDED_BACKBONE
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -47,7 +48,7 @@ class DemoConfig:
 
     seed: int = 0
     n_pairs: int = 960
-    layer: int = paths.DEMO_LAYER
+    layer: int = DEFAULT_LAYER
     d_sae: int = 2048
     k: int = 32
     sae_epochs: float = 200.0
@@ -94,7 +95,7 @@ class DemoReport:
 
 
 def read_manifest(root: Path | None = None) -> dict | None:
-    path = (root or paths.demo_root()) / MANIFEST
+    path = (root or paths.default_dir()) / MANIFEST
     if not path.is_file():
         return None
     try:
@@ -111,8 +112,8 @@ def is_built(config: DemoConfig | None = None) -> bool:
         manifest
         and manifest.get("config_key") == cfg.key()
         and manifest.get("complete")
-        and (paths.model_dir() / "sarm.json").is_file()
-        and paths.store_path().is_file()
+        and (paths.default_model_dir() / "sarm.json").is_file()
+        and paths.default_store_path().is_file()
     )
 
 
@@ -206,7 +207,7 @@ class DemoBuilder:
         data = self._step("data", 0.0, self._data)
         backbone = self._step(
             "backbone", 0.05,
-            lambda: load_backbone(paths.DEMO_BACKBONE, self.cfg.layer,
+            lambda: load_backbone(EMBEDDED_BACKBONE, self.cfg.layer,
                                   max_length=self.cfg.max_length),
         )  # fmt: skip
         groups = data.train + data.test
@@ -216,7 +217,7 @@ class DemoBuilder:
         model = self._step("head", 0.75, lambda: self._train_heads(backbone, sae, data, acts))
         self._step("save model", 0.85, lambda: self._save_model(model))
         self._step("store", 0.9, lambda: self._index(model, groups, acts))
-        report = DemoReport(self.root, paths.model_dir(), paths.store_path(),
+        report = DemoReport(self.root, paths.default_model_dir(), paths.default_store_path(),
                             self.metrics, self.seconds)  # fmt: skip
         _write_manifest(self.root, {
             "config": asdict(self.cfg), "config_key": self.cfg.key(), "complete": True,
@@ -230,7 +231,7 @@ class DemoBuilder:
 
     def _data(self):
         from sarm.data import save_jsonl
-        from sarm.demo.data import generate_demo_data
+        from sarm.datasets.demo import generate_demo_data
 
         data = generate_demo_data(seed=self.cfg.seed, n_pairs=self.cfg.n_pairs)
         save_jsonl(data.train, self.root / "data" / "train.jsonl")
@@ -269,7 +270,7 @@ class DemoBuilder:
         from sarm.saes import SAEMeta, sarm_encode
         from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
 
-        meta = SAEMeta(k=self.cfg.k, mode="last", backbone=paths.DEMO_BACKBONE,
+        meta = SAEMeta(k=self.cfg.k, mode="last", backbone=EMBEDDED_BACKBONE,
                        layer=self.cfg.layer)  # fmt: skip
         model = SARM(backbone, trained.sae, LinearHead(torch.zeros(self.cfg.d_sae)), meta)
         with torch.inference_mode():
@@ -294,7 +295,7 @@ class DemoBuilder:
         return model
 
     def _save_model(self, model) -> None:
-        target = paths.model_dir()
+        target = paths.default_model_dir()
         tmp = target.with_name(target.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -311,7 +312,7 @@ class DemoBuilder:
 
         _, convs = response_rows(groups)
         memo = PrecomputedLatents(model, convs, self.pooled, acts)
-        store_path = paths.store_path()
+        store_path = paths.default_store_path()
         tmp = store_path.with_name(store_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         with FeatureStore.open(tmp) as store:
@@ -400,13 +401,13 @@ def build_demo(
 ) -> DemoReport:
     """Build (or reuse) the demo SARM and its store; seconds when already built."""
     cfg = config or DemoConfig()
-    root = paths.demo_root()
+    root = paths.default_dir()
     if not force and is_built(cfg):
         manifest = read_manifest() or {}
         return DemoReport(
             root,
-            paths.model_dir(),
-            paths.store_path(),
+            paths.default_model_dir(),
+            paths.default_store_path(),
             manifest.get("metrics", {}),
             manifest.get("seconds", {}),
             cached=True,

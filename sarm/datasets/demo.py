@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sarm.demo import templates as T
+from sarm.datasets import templates as T
 from sarm.types import PreferenceGroup
 
 __all__ = ["CATEGORIES", "DemoData", "DemoItem", "category_capacity", "generate_demo_data"]

@@ -1,6 +1,6 @@
 """The ``sarm`` command line.
 
-Every module in :mod:`sarm.commands` contributes one sub-command through a
+Every module in :mod:`workflows.commands` contributes one sub-command through a
 ``register(subparsers)`` function that adds its parser and sets ``func``.
 """
 

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sarm.demo.build import build_demo
+    from workflows.build_default import build_demo
 
     report = build_demo(force=args.force, progress=not (args.quiet or args.json))
     if args.json:
