@@ -12,7 +12,7 @@ import logging
 import pkgutil
 import sys
 
-from sarm import commands
+from workflows import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
