@@ -12,72 +12,14 @@ an example in the examples frame (ordered by ``example_id``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from sarm.evaluate import NO_SUBSET, EvalReport, PairIndex, evaluate_arrays, pair_correct
-from sarm.sparse import RewardEditor, SparseLatents
-from sarm.types import GROUP_KINDS
-
-FRAME_COLUMNS = ("example_id", "group_index", "group_id", "role", "response_index", "kind")
-
-
-def subset_names(frame: pd.DataFrame) -> pd.Series:
-    """The ``subset`` column with missing or empty subsets named :data:`NO_SUBSET`."""
-    if "subset" not in frame:
-        return pd.Series(NO_SUBSET, index=frame.index, dtype=object)
-    sub = frame["subset"].astype(object).where(frame["subset"].notna(), None)
-    return sub.map(lambda s: s if isinstance(s, str) and s else NO_SUBSET)
-
-
-def _check_frame(frame: pd.DataFrame) -> None:
-    missing = [c for c in FRAME_COLUMNS if c not in frame]
-    if missing:
-        raise ValueError(f"examples frame lacks columns {missing}; use store.examples_frame()")
-    bad = sorted(set(frame["kind"]) - set(GROUP_KINDS))
-    if bad:
-        raise ValueError(f"examples frame has unknown kinds {bad}; allowed: {list(GROUP_KINDS)}")
-
-
-def pair_index_from_frame(frame: pd.DataFrame) -> PairIndex:
-    """Every (chosen, rejected) comparison of an examples frame, as a :class:`PairIndex`.
-
-    Row ``r`` of ``frame`` is position ``r`` of the reward vectors the index is
-    applied to. Groups, subsets, kinds and pair order are those of
-    :meth:`PairIndex.from_groups` on the groups the frame was ingested from.
-    """
-    _check_frame(frame)
-    f = frame.reset_index(drop=True)
-    _, group_index = np.unique(f["group_index"].to_numpy(), return_inverse=True)
-    first = np.unique(group_index, return_index=True)[1]
-    group_ids = tuple(str(g) for g in f["group_id"].to_numpy()[first])
-    subsets = subset_names(f)
-    names = sorted(set(subsets))
-    code = {n: i for i, n in enumerate(names)}
-    cols = pd.DataFrame({
-        "row": np.arange(len(f)), "group": group_index, "role": f["role"].to_numpy(),
-        "index": f["response_index"].to_numpy(np.int64), "kind": f["kind"].to_numpy(),
-        "subset": subsets.map(code).to_numpy(np.int64),
-    })  # fmt: skip
-    cols = cols[cols["kind"] != "single"]
-    pairs = cols[cols["role"] == "chosen"].merge(
-        cols[cols["role"] == "rejected"], on="group", suffixes=("_c", "_r")
-    )
-    pairs = pairs.sort_values(["group", "index_c", "index_r"], kind="stable")
-    return PairIndex(
-        chosen_row=pairs["row_c"].to_numpy(np.int64),
-        rejected_row=pairs["row_r"].to_numpy(np.int64),
-        group=pairs["group"].to_numpy(np.int64),
-        subset=pairs["subset_c"].to_numpy(np.int64),
-        subset_names=tuple(names),
-        kind=pairs["kind_c"].map(GROUP_KINDS.index).to_numpy(np.int64),
-        chosen_index=pairs["index_c"].to_numpy(np.int64),
-        rejected_index=pairs["index_r"].to_numpy(np.int64),
-        group_ids=group_ids,
-    )
+from sarm.evaluate import EvalReport, PairIndex, evaluate_arrays, pair_correct, subset_names
+from sarm.head import Head
+from sarm.latents import SparseLatents
 
 
 def pair_table(rewards: np.ndarray, index: PairIndex, frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,17 +27,23 @@ def pair_table(rewards: np.ndarray, index: PairIndex, frame: pd.DataFrame) -> pd
     rewards = np.asarray(rewards, dtype=np.float64)
     ids = frame["example_id"].to_numpy(np.int64)
     chosen, rejected = rewards[index.chosen_row], rewards[index.rejected_row]
-    return pd.DataFrame({
-        "pair": np.arange(index.n_pairs),
-        "group_id": np.asarray(index.group_ids, dtype=object)[index.group] if index.n_pairs else [],
-        "subset": np.asarray(index.subset_names, dtype=object)[index.subset] if index.n_pairs else [],
-        "chosen_id": ids[index.chosen_row],
-        "rejected_id": ids[index.rejected_row],
-        "reward_chosen": chosen,
-        "reward_rejected": rejected,
-        "margin": chosen - rejected,
-        "correct": pair_correct(rewards, index),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "pair": np.arange(index.n_pairs),
+            "group_id": np.asarray(index.group_ids, dtype=object)[index.group]
+            if index.n_pairs
+            else [],
+            "subset": np.asarray(index.subset_names, dtype=object)[index.subset]
+            if index.n_pairs
+            else [],
+            "chosen_id": ids[index.chosen_row],
+            "rejected_id": ids[index.rejected_row],
+            "reward_chosen": chosen,
+            "reward_rejected": rejected,
+            "margin": chosen - rejected,
+            "correct": pair_correct(rewards, index),
+        }
+    )
 
 
 def misranked_pairs(
@@ -108,12 +56,7 @@ def misranked_pairs(
 
 
 def error_feature_margins(
-    latents: SparseLatents,
-    weight: np.ndarray,
-    index: PairIndex,
-    *,
-    bias: float = 0.0,
-    rewards: np.ndarray | None = None,
+    latents: SparseLatents, head: Head, index: PairIndex, *, rewards: np.ndarray | None = None
 ) -> pd.DataFrame:
     """Each feature's share of the margin summed over misranked pairs.
 
@@ -124,28 +67,30 @@ def error_feature_margins(
     ``share`` is ``margin_sum / sum(margins)``; ``n_responses`` counts the
     responses of misranked pairs in which the feature is active.
     """
-    w = np.asarray(weight, dtype=np.float64)
+    w = head.weights.astype(np.float64)
     if rewards is None:
-        rewards = latents.rewards(w, bias)
+        rewards = head.rewards(latents)
     wrong = ~pair_correct(rewards, index)
     n = latents.n
     n_c = np.bincount(index.chosen_row[wrong], minlength=n)[:n]
     n_r = np.bincount(index.rejected_row[wrong], minlength=n)[:n]
-    rows = latents.row_ids()
-    terms = latents.values.astype(np.float64) * w[latents.indices] * (n_c - n_r)[rows]
+    rows = latents.row_ids
+    terms = head.contributions(latents) * (n_c - n_r)[rows]
     sums = np.bincount(latents.indices, weights=terms, minlength=latents.d_sae)
     involved = ((n_c + n_r) > 0)[rows].astype(np.float64)
     counts = np.bincount(latents.indices, weights=involved, minlength=latents.d_sae)
     total = float((rewards[index.chosen_row] - rewards[index.rejected_row])[wrong].sum())
     keep = np.flatnonzero(sums != 0)
-    table = pd.DataFrame({
-        "feature_id": keep,
-        "margin_sum": sums[keep],
-        "mean_per_error": sums[keep] / max(int(wrong.sum()), 1),
-        "share": sums[keep] / total if total else np.nan,
-        "n_responses": counts[keep].astype(np.int64),
-        "weight": w[keep],
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "feature_id": keep,
+            "margin_sum": sums[keep],
+            "mean_per_error": sums[keep] / max(int(wrong.sum()), 1),
+            "share": sums[keep] / total if total else np.nan,
+            "n_responses": counts[keep].astype(np.int64),
+            "weight": w[keep],
+        }
+    )
     table.attrs.update(n_errors=int(wrong.sum()), total_margin=total)
     return table.sort_values(["margin_sum", "feature_id"], kind="stable").reset_index(drop=True)
 
@@ -155,13 +100,15 @@ def reward_frame(frame: pd.DataFrame, rewards: np.ndarray) -> pd.DataFrame:
     rewards = np.asarray(rewards, dtype=np.float64)
     if len(rewards) != len(frame):
         raise ValueError(f"{len(rewards)} rewards for {len(frame)} examples")
-    return pd.DataFrame({
-        "example_id": frame["example_id"].to_numpy(),
-        "subset": subset_names(frame).to_numpy(),
-        "role": frame["role"].to_numpy(),
-        "kind": frame["kind"].to_numpy(),
-        "reward": rewards,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "example_id": frame["example_id"].to_numpy(),
+            "subset": subset_names(frame).to_numpy(),
+            "role": frame["role"].to_numpy(),
+            "kind": frame["kind"].to_numpy(),
+            "reward": rewards,
+        }
+    )
 
 
 def subset_accuracy(
@@ -169,11 +116,13 @@ def subset_accuracy(
 ) -> pd.DataFrame:
     """Per-subset ``n_pairs, accuracy_before`` (and ``accuracy_after, change``)."""
     before = evaluate_arrays(rewards_before, index).per_subset
-    table = pd.DataFrame({
-        "subset": list(before),
-        "n_pairs": [v["n_pairs"] for v in before.values()],
-        "accuracy_before": [v["accuracy"] for v in before.values()],
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "subset": list(before),
+            "n_pairs": [v["n_pairs"] for v in before.values()],
+            "accuracy_before": [v["accuracy"] for v in before.values()],
+        }
+    )
     if rewards_after is not None:
         after = evaluate_arrays(rewards_after, index).per_subset
         table["accuracy_after"] = [after[s]["accuracy"] for s in table["subset"]]
@@ -215,12 +164,10 @@ class EditPreview:
         return out.reset_index(drop=True)
 
 
-def preview_edit(
-    editor: RewardEditor, index: PairIndex, overrides: Mapping[int, float]
-) -> EditPreview:
-    """Metrics under ``overrides`` on top of the editor's base head (no model run)."""
-    before = editor.base_rewards
-    after = editor.rewards(overrides)
+def preview_edit(head: Head, latents: SparseLatents, index: PairIndex) -> EditPreview:
+    """Metrics under ``head``'s overrides against its base head (no model run)."""
+    before = head.base().rewards(latents)
+    after = head.rewards(latents)
     flipped = np.flatnonzero(pair_correct(before, index) != pair_correct(after, index))
     return EditPreview(
         before, after, evaluate_arrays(before, index), evaluate_arrays(after, index), flipped
@@ -231,10 +178,8 @@ __all__ = [
     "EditPreview",
     "error_feature_margins",
     "misranked_pairs",
-    "pair_index_from_frame",
     "pair_table",
     "preview_edit",
     "reward_frame",
     "subset_accuracy",
-    "subset_names",
 ]

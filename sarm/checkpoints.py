@@ -29,13 +29,21 @@ from sarm.backbones import (
     resolve_device,
     truncate_layers,
 )
-from sarm.head import HEAD_FILE, LinearHead
+from sarm.cachedir import default_model_dir
+from sarm.constants import (
+    BACKBONE_DIR,
+    DEFAULT_MODEL,
+    HEAD_WEIGHTS_FILE,
+    RELEASED_CONFIG_FILE,
+    SAE_DIR,
+    SARM_CONFIG_FILE,
+)
+from sarm.head import Head
 from sarm.model import SARM
 from sarm.saes import SAEMeta, load_sae, sae_from_released, save_sae
 
 logger = logging.getLogger(__name__)
 
-OUR_CONFIG = "sarm.json"
 FORMAT_NAME = "sarm-dashboard"
 FORMAT_VERSION = 1
 SARM_FIELDS = ("sae_latent_size", "sae_k", "sae_hidden_state_source_layer")
@@ -63,14 +71,11 @@ def load_sarm(
     ``device="cuda"`` with ``dtype=torch.bfloat16`` runs the backbone in bf16; the
     standardisation, SAE and head always run in float32.
     """
-    from sarm.cachedir import default_model_dir as model_dir
-    from sarm.constants import DEFAULT_MODEL as DEMO_NAME
-
     resolve_device(device)
     name = str(path_or_name)
-    if name == DEMO_NAME:
-        path = model_dir()
-        if not (path / OUR_CONFIG).is_file():
+    if name == DEFAULT_MODEL:
+        path = default_model_dir()
+        if not (path / SARM_CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"the demo SARM is not built yet ({path}); run `sarm build-demo` first"
             )
@@ -84,18 +89,18 @@ def load_sarm(
 
 
 def _load_dir(path: Path, device, dtype, max_length) -> SARM:
-    if (path / OUR_CONFIG).is_file():
+    if (path / SARM_CONFIG_FILE).is_file():
         return _load_ours(path, device, dtype, max_length)
-    if (path / "config.json").is_file():
+    if (path / RELEASED_CONFIG_FILE).is_file():
         return load_released(path, device, dtype, max_length)
-    raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor config.json")
+    raise FileNotFoundError(f"{path} holds neither {SARM_CONFIG_FILE} nor {RELEASED_CONFIG_FILE}")
 
 
 def _download(repo_id: str) -> Path:
     """Fetch a released checkpoint from the hub (data files only, never code)."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", OUR_CONFIG, "sae/*", "backbone/*"]
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", f"{SAE_DIR}/*", f"{BACKBONE_DIR}/*"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # hub errors come in many classes
@@ -144,8 +149,8 @@ def load_released(
 ) -> SARM:
     """Load a checkpoint in the released Llama-SARM layout without running its code."""
     path = Path(path)
-    config = _read_json(path / "config.json")
-    params = sarm_params(config, str(path / "config.json"))
+    config = _read_json(path / RELEASED_CONFIG_FILE)
+    params = sarm_params(config, str(path / RELEASED_CONFIG_FILE))
     layer = params["sae_hidden_state_source_layer"]
     files = safetensors_files(path)
     keys = _keys_by_file(files)
@@ -158,7 +163,7 @@ def load_released(
             f"{path}: sae.encoder.weight has {sae.cfg.d_sae} latents but config says "
             f"sae_latent_size={params['sae_latent_size']}"
         )
-    head = LinearHead.from_tensors(tensors, where=str(path))
+    head = Head.from_tensors(tensors, where=str(path))
     meta = SAEMeta(
         k=params["sae_k"],
         use_activation=params["use_activation"],
@@ -238,8 +243,8 @@ def save_sarm(sarm: SARM, directory: str | Path, include_backbone: bool = False)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     backbone_ref = _backbone_reference(sarm.backbone, directory, include_backbone)
-    save_sae(sarm.sae, directory / "sae", sarm.sae_meta)
-    sarm.head.save(directory / HEAD_FILE, {"head_hash": sarm.head.hash()})
+    save_sae(sarm.sae, directory / SAE_DIR, sarm.sae_meta)
+    sarm.head.save(directory / HEAD_WEIGHTS_FILE, {"head_hash": sarm.head.hash()})
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -248,42 +253,42 @@ def save_sarm(sarm: SARM, directory: str | Path, include_backbone: bool = False)
             "layer": sarm.layer,
             "max_length": sarm.backbone.max_length,
         },
-        "sae": "sae",
-        "head": HEAD_FILE,
+        "sae": SAE_DIR,
+        "head": HEAD_WEIGHTS_FILE,
         "fingerprint": sarm.fingerprint(),
     }
-    tmp = directory / (OUR_CONFIG + ".tmp")
+    tmp = directory / (SARM_CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(directory / OUR_CONFIG)
+    tmp.replace(directory / SARM_CONFIG_FILE)
     return directory
 
 
 def _backbone_reference(backbone: Backbone, directory: Path, include: bool) -> str:
     if include:
-        target = directory / "backbone"
+        target = directory / BACKBONE_DIR
         backbone.model.save_pretrained(str(target))
         backbone.tokenizer.save_pretrained(str(target))
-        return "backbone"
+        return BACKBONE_DIR
     local = Path(backbone.name)
     return str(local.resolve()) if local.exists() else backbone.name
 
 
 def _load_ours(path: Path, device, dtype, max_length) -> SARM:
-    manifest = _read_json(path / OUR_CONFIG)
+    manifest = _read_json(path / SARM_CONFIG_FILE)
     if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path / OUR_CONFIG} is not a {FORMAT_NAME} checkpoint")
+        raise ValueError(f"{path / SARM_CONFIG_FILE} is not a {FORMAT_NAME} checkpoint")
     if int(manifest.get("version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{path} was written by a newer version (format {manifest['version']}); upgrade sarm"
         )
     bb = manifest["backbone"]
-    included = path / "backbone"  # save_sarm(include_backbone=True) names it "backbone"
-    source = str(included) if bb["name"] == "backbone" and included.is_dir() else bb["name"]
+    included = path / BACKBONE_DIR  # what save_sarm(include_backbone=True) writes
+    source = str(included) if bb["name"] == BACKBONE_DIR and included.is_dir() else bb["name"]
     backbone = load_backbone(
         source, int(bb["layer"]), device, dtype, max_length or int(bb.get("max_length", 2048))
     )
-    sae, meta = load_sae(path / manifest.get("sae", "sae"))
-    head = LinearHead.load(path / manifest.get("head", HEAD_FILE))
+    sae, meta = load_sae(path / manifest.get("sae", SAE_DIR))
+    head = Head.load(path / manifest.get("head", HEAD_WEIGHTS_FILE))
     return SARM(backbone, sae, head, meta, source={"layout": "sarm", "path": str(path)})
 
 

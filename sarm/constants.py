@@ -23,6 +23,8 @@ SAE_DIR = "sae"
 BACKBONE_DIR = "backbone"
 #: the dense baseline head written beside a trained head
 BASELINE_HEAD_FILE = "dense_baseline.safetensors"
+#: a trained head's summary, config and per-epoch history (JSON)
+HEAD_TRAIN_FILE = "head_train.json"
 
 # ----------------------------------------------------------------- store files
 #: a shard part's description (model binding, data fingerprint, chunks)

@@ -28,7 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from sarm.constants import NO_SUBSET
 from sarm.types import GROUP_KINDS, PreferenceGroup
 
 __all__ = [
@@ -47,11 +49,11 @@ __all__ = [
     "per_subset_accuracy",
     "rmbench_accuracy",
     "rmbench_matrix",
+    "subset_names",
 ]
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "normal", "hard")
 RMBENCH_STYLES: tuple[str, ...] = ("concise", "detailed", "markdown")
-NO_SUBSET = "(none)"
 RowKey = tuple[str, str, int]
 RowOf = Callable[[str, str, int], int] | Mapping[RowKey, int]
 _KIND_CODE = {kind: code for code, kind in enumerate(GROUP_KINDS)}
@@ -178,34 +180,93 @@ class PairIndex:
         )  # fmt: skip
 
     @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> PairIndex:
+        """Every (chosen, rejected) comparison of an examples frame (the one constructor).
+
+        ``frame`` has one row per response with ``group_index, group_id, role,
+        response_index, kind`` and optionally ``subset`` (missing or empty: the
+        subset :data:`NO_SUBSET`) and ``row`` (the response's position in the
+        reward vectors the index is applied to; default: its position in the
+        frame). Groups are numbered in ``group_index`` order and named by their
+        first ``group_id``; ``single`` groups count as groups but give no pairs.
+        Pairs come group by group, then chosen index, then rejected index.
+        """
+        f = _checked_frame(frame)
+        _, group = np.unique(f["group_index"].to_numpy(), return_inverse=True)
+        first = np.unique(group, return_index=True)[1]
+        subsets = subset_names(f)
+        names = sorted(set(subsets))
+        rows = f["row"].to_numpy(np.int64) if "row" in f else np.arange(len(f), dtype=np.int64)
+        cols = pd.DataFrame(
+            {
+                "row": rows,
+                "group": group,
+                "role": f["role"].to_numpy(),
+                "index": f["response_index"].to_numpy(np.int64),
+                "kind": f["kind"].map(_KIND_CODE).to_numpy(np.int64),
+                "subset": subsets.map({n: i for i, n in enumerate(names)}).to_numpy(np.int64),
+            }
+        )
+        cols = cols[cols["kind"] != _KIND_CODE["single"]]
+        chosen, rejected = cols[cols["role"] == "chosen"], cols[cols["role"] == "rejected"]
+        pairs = chosen.merge(rejected, on="group", suffixes=("_c", "_r"))
+        pairs = pairs.sort_values(["group", "index_c", "index_r"], kind="stable")
+        return cls(
+            chosen_row=pairs["row_c"].to_numpy(np.int64),
+            rejected_row=pairs["row_r"].to_numpy(np.int64),
+            group=pairs["group"].to_numpy(np.int64),
+            subset=pairs["subset_c"].to_numpy(np.int64),
+            subset_names=tuple(names),
+            kind=pairs["kind_c"].to_numpy(np.int64),
+            chosen_index=pairs["index_c"].to_numpy(np.int64),
+            rejected_index=pairs["index_r"].to_numpy(np.int64),
+            group_ids=tuple(str(g) for g in f["group_id"].to_numpy()[first]),
+        )
+
+    @classmethod
     def from_groups(cls, groups: Sequence[PreferenceGroup], row_of: RowOf) -> PairIndex:
-        """One entry per comparison in ``groups`` (``single`` groups give none).
+        """:meth:`from_frame` on ``groups``, with reward rows from ``row_of``.
 
         ``row_of`` maps ``(group_id, role, index)`` to the response's position in
-        the reward vector, as a mapping or a callable.
+        the reward vector, as a mapping or a callable; ``single`` groups need none.
         """
         lookup = _row_lookup(row_of)
         _check_unique_ids(groups)
-        subset_names = sorted({g.subset or NO_SUBSET for g in groups})
-        subset_code = {name: code for code, name in enumerate(subset_names)}
-        cols: dict[str, list[int]] = {k: [] for k in _COLUMNS}
-        for code, g in enumerate(groups):
-            _append_group(cols, code, g, lookup, subset_code[g.subset or NO_SUBSET])
-        return cls(
-            **{k: np.asarray(v, dtype=np.int64) for k, v in cols.items()},
-            subset_names=tuple(subset_names), group_ids=tuple(g.group_id for g in groups),
-        )  # fmt: skip
+        return cls.from_frame(pd.DataFrame(_group_rows(groups, lookup), columns=_GROUP_COLUMNS))
 
 
-_COLUMNS = (
-    "chosen_row",
-    "rejected_row",
-    "group",
-    "subset",
-    "kind",
-    "chosen_index",
-    "rejected_index",
-)
+FRAME_COLUMNS = ("group_index", "group_id", "role", "response_index", "kind")
+_GROUP_COLUMNS = (*FRAME_COLUMNS, "subset", "row")
+
+
+def subset_names(frame: pd.DataFrame) -> pd.Series:
+    """The ``subset`` column with missing or empty subsets named :data:`NO_SUBSET`."""
+    if "subset" not in frame:
+        return pd.Series(NO_SUBSET, index=frame.index, dtype=object)
+    sub = frame["subset"].astype(object).where(frame["subset"].notna(), None)
+    return sub.map(lambda s: s if isinstance(s, str) and s else NO_SUBSET)
+
+
+def _checked_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in FRAME_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"examples frame lacks columns {missing}; use store.examples_frame()")
+    bad = sorted(set(frame["kind"]) - set(GROUP_KINDS))
+    if bad:
+        raise ValueError(f"examples frame has unknown kinds {bad}; allowed: {list(GROUP_KINDS)}")
+    return frame.reset_index(drop=True)
+
+
+def _group_rows(groups: Sequence[PreferenceGroup], lookup) -> list[tuple]:
+    """One frame row per response (a placeholder row for a ``single`` group)."""
+    rows = []
+    for code, g in enumerate(groups):
+        if g.kind == "single":
+            rows.append((code, g.group_id, "single", 0, g.kind, g.subset, -1))
+            continue
+        for role, i, _ in g.responses():
+            rows.append((code, g.group_id, role, i, g.kind, g.subset, lookup(g.group_id, role, i)))
+    return rows
 
 
 def _row_lookup(row_of: RowOf) -> Callable[[str, str, int], int]:
@@ -232,19 +293,6 @@ def _check_unique_ids(groups: Sequence[PreferenceGroup]) -> None:
         if g.group_id in seen:
             raise ValueError(f"duplicate group_id {g.group_id!r}: rewards are keyed by group id")
         seen.add(g.group_id)
-
-
-def _append_group(cols, code: int, g: PreferenceGroup, lookup, subset: int) -> None:
-    if g.kind == "single":
-        return
-    chosen = [lookup(g.group_id, "chosen", i) for i in range(len(g.chosen))]
-    rejected = [lookup(g.group_id, "rejected", j) for j in range(len(g.rejected))]
-    for i, c_row in enumerate(chosen):
-        for j, r_row in enumerate(rejected):
-            for name, value in zip(
-                _COLUMNS, (c_row, r_row, code, subset, _KIND_CODE[g.kind], i, j), strict=True
-            ):
-                cols[name].append(value)
 
 
 # ------------------------------------------------------------------- metrics

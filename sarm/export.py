@@ -1,7 +1,7 @@
 """Handing over an edited reward head.
 
-A :class:`HeadEdit` is a base head (a saved version) plus weight overrides.
-It exports as
+An edit is a :class:`~sarm.head.Head` with weight overrides on a named base
+head (a saved version). It exports as
 
 - the head alone: ``head.safetensors`` (``score.weight [1, m]``, ``score.bias``
   when non-zero) and ``head_manifest.json`` saying what it was derived from
@@ -10,8 +10,8 @@ It exports as
 - a complete checkpoint in our layout (:func:`sarm.checkpoints.save_sarm`) that
   ``load_sarm`` reads and that scores exactly as the edit was previewed.
 
-Override values are rounded to float32 on the way in, the precision of the
-stored head, so the preview computed from them and the exported head agree
+The head rounds override values to float32 on the way in, the precision of
+the stored head, so the preview computed from them and the exported head agree
 bit for bit.
 """
 
@@ -24,19 +24,19 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from safetensors.torch import save
 
-from sarm.head import HEAD_FILE, LinearHead
+from sarm.checkpoints import load_sarm, save_sarm
+from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
+from sarm.head import Head
+from sarm.model import SARM
 
-if TYPE_CHECKING:
-    from sarm.model import SARM
-
-MANIFEST_FILE = "head_manifest.json"
+MANIFEST_FILE = HEAD_MANIFEST_FILE
 MANIFEST_FORMAT = "sarm-head-edit"
 MANIFEST_VERSION = 1
 
@@ -52,73 +52,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def as_weight(value: object, what: str = "weight") -> float:
-    """``value`` as a finite float rounded to float32 (the head's precision)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    out = float(np.float32(value))
-    if not math.isfinite(out):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return out
-
-
-@dataclass(frozen=True)
-class HeadEdit:
-    """Weight overrides ``{feature: new weight}`` on top of a named base head.
-
-    Overrides equal to the base weight are dropped, so ``overrides`` lists
-    exactly the changed features.
-    """
-
-    base_name: str
-    base_weights: np.ndarray = field(repr=False)
-    bias: float = 0.0
-    overrides: Mapping[int, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        w = np.asarray(self.base_weights, dtype=np.float32)
-        if w.ndim != 1 or not w.size:
-            raise ValueError(f"base weights must be a non-empty 1-D array, got shape {w.shape}")
-        if not np.isfinite(w).all():
-            raise ValueError("base weights contain NaN or infinity")
-        clean: dict[int, float] = {}
-        for fid, value in dict(self.overrides).items():
-            if isinstance(fid, bool) or not isinstance(fid, (int, np.integer)):
-                raise ValueError(f"feature ids must be integers, got {fid!r}")
-            if not 0 <= int(fid) < w.size:
-                raise ValueError(f"feature id {fid} is out of range 0..{w.size - 1}")
-            new = as_weight(value, f"weight of feature {fid}")
-            if new != float(w[int(fid)]):
-                clean[int(fid)] = new
-        w = w.copy()
-        w.flags.writeable = False
-        object.__setattr__(self, "base_weights", w)
-        object.__setattr__(self, "bias", float(self.bias))
-        object.__setattr__(self, "overrides", dict(sorted(clean.items())))
-
-    @property
-    def d_sae(self) -> int:
-        return int(self.base_weights.size)
-
-    def weights(self) -> np.ndarray:
-        """The edited weights (float32)."""
-        w = self.base_weights.copy()
-        for fid, value in self.overrides.items():
-            w[fid] = value
-        return w
-
-    def head(self) -> LinearHead:
-        return LinearHead(self.weights(), self.bias)
-
-    def base_head(self) -> LinearHead:
-        return LinearHead(self.base_weights.copy(), self.bias)
-
-    def changes(self) -> list[tuple[int, float, float]]:
-        """``(feature, old, new)`` for every changed weight, largest ``|new - old|`` first."""
-        rows = [(f, float(self.base_weights[f]), v) for f, v in self.overrides.items()]
-        return sorted(rows, key=lambda r: (-abs(r[2] - r[1]), r[0]))
 
 
 def model_info(model: SARM) -> dict[str, dict[str, Any]]:
@@ -141,7 +74,7 @@ def model_info(model: SARM) -> dict[str, dict[str, Any]]:
 
 
 def edit_manifest(
-    edit: HeadEdit,
+    edit: Head,
     info: Mapping[str, Mapping[str, Any]],
     *,
     labels: Mapping[int, str] | None = None,
@@ -153,15 +86,20 @@ def edit_manifest(
 ) -> dict[str, Any]:
     """The JSON manifest of an exported head (see the module docstring)."""
     labels = labels or {}
-    head, parent = edit.head(), edit.base_head()
+    head, parent = edit.applied(), edit.base()
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": dict(info.get("base_model", {})),
         "sae": dict(info.get("sae", {})),
-        "parent_head": {"name": edit.base_name, "hash": parent.hash(), "bias": parent.bias},
-        "head": {"file": HEAD_FILE, "hash": head.hash(), "bias": head.bias, "d_sae": head.size},
+        "parent_head": {"name": edit.name, "hash": parent.hash(), "bias": parent.bias},
+        "head": {
+            "file": HEAD_WEIGHTS_FILE,
+            "hash": head.hash(),
+            "bias": head.bias,
+            "d_sae": head.size,
+        },
         "changes": [
             {
                 "feature_id": f,
@@ -180,14 +118,11 @@ def edit_manifest(
     }
 
 
-def head_files(edit: HeadEdit, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+def head_files(edit: Head, manifest: Mapping[str, Any]) -> dict[str, bytes]:
     """``{"head.safetensors": ..., "head_manifest.json": ...}`` as bytes (for downloads)."""
-    from safetensors.torch import save
-
-    head = edit.head()
-    meta = {"head_hash": head.hash(), "parent_head_hash": edit.base_head().hash()}
+    meta = {"head_hash": edit.hash(), "parent_head_hash": edit.base().hash()}
     return {
-        HEAD_FILE: save(head.to_tensors(), metadata=meta),
+        HEAD_WEIGHTS_FILE: save(edit.to_tensors(), metadata=meta),
         MANIFEST_FILE: (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode(),
     }
 
@@ -221,7 +156,7 @@ def check_output_dir(text: str, *, must_be_new: bool = True) -> Path:
     return path
 
 
-def write_head(edit: HeadEdit, manifest: Mapping[str, Any], directory: str | Path) -> list[Path]:
+def write_head(edit: Head, manifest: Mapping[str, Any], directory: str | Path) -> list[Path]:
     """Write ``head.safetensors`` and ``head_manifest.json`` into a new or empty directory."""
     target = check_output_dir(str(directory))
     target.mkdir(exist_ok=True)
@@ -234,18 +169,16 @@ def write_head(edit: HeadEdit, manifest: Mapping[str, Any], directory: str | Pat
     return written
 
 
-def edited_model(model: SARM, edit: HeadEdit) -> SARM:
+def edited_model(model: SARM, edit: Head) -> SARM:
     """A new SARM sharing ``model``'s backbone and SAE, with the edited head (``model`` unchanged)."""
-    from sarm.model import SARM
-
-    if edit.d_sae != model.d_sae:
-        raise ValueError(f"the edit has {edit.d_sae} weights; the model's SAE has {model.d_sae}")
-    return SARM(model.backbone, model.sae, edit.head(), model.sae_meta, source=model.source)
+    if edit.size != model.d_sae:
+        raise ValueError(f"the edit has {edit.size} weights; the model's SAE has {model.d_sae}")
+    return SARM(model.backbone, model.sae, edit.applied(), model.sae_meta, source=model.source)
 
 
 def write_checkpoint(
     model: SARM,
-    edit: HeadEdit,
+    edit: Head,
     manifest: Mapping[str, Any],
     directory: str | Path,
     *,
@@ -256,8 +189,6 @@ def write_checkpoint(
     Written into a temporary sibling directory and renamed into place, so a
     failed export leaves nothing behind.
     """
-    from sarm.checkpoints import save_sarm
-
     target = check_output_dir(str(directory))
     edited = edited_model(model, edit)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -274,7 +205,7 @@ def write_checkpoint(
 
 
 def checkpoint_zip(
-    model: SARM, edit: HeadEdit, manifest: Mapping[str, Any], name: str = "sarm-edited"
+    model: SARM, edit: Head, manifest: Mapping[str, Any], name: str = "sarm-edited"
 ) -> bytes:
     """The checkpoint of :func:`write_checkpoint` (without the backbone) as a zip archive."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,8 +222,6 @@ def checkpoint_rewards(
     directory: str | Path, conversations: Sequence[Sequence[dict]]
 ) -> np.ndarray:
     """Load an exported checkpoint with ``load_sarm`` and score ``conversations``."""
-    from sarm.checkpoints import load_sarm
-
     model = load_sarm(directory)
     scores = model.score_batch([list(c) for c in conversations])
     return np.asarray([s.reward for s in scores], dtype=np.float64)
@@ -308,8 +237,6 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "MANIFEST_FILE",
-    "HeadEdit",
-    "as_weight",
     "check_output_dir",
     "checkpoint_rewards",
     "checkpoint_zip",

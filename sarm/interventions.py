@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
-from sarm.sparse import SparseLatents
+from sarm.head import rewards
+from sarm.latents import SparseLatents
 
 if TYPE_CHECKING:
     from sarm.model import Score
@@ -226,7 +227,9 @@ def steer_latents(latents: SparseLatents, interventions: Sequence[Intervention])
         if not item.on_weights:
             hit = np.isin(latents.indices, np.asarray(item.features))
             values[hit] = item.apply(values[hit])
-    return SparseLatents(latents.indptr, latents.indices, values, latents.d_sae)
+    return SparseLatents(
+        latents.indptr, latents.indices, values, latents.d_sae, latents.example_ids
+    )
 
 
 def fold_into_head(weight: np.ndarray, interventions: Sequence[Intervention]) -> np.ndarray:
@@ -259,14 +262,14 @@ def shifted_rewards(
 ) -> np.ndarray:
     """Rewards under the interventions, updated from the touched columns only (float64).
 
-    ``base_rewards`` (``latents.rewards(weight, bias)``) may be passed to skip
+    ``base_rewards`` (:func:`sarm.head.rewards` of ``weight``) may be passed to skip
     recomputing it; it is not modified.
     """
     w = _weight_vector(weight)
     if len(w) != latents.d_sae:
         raise ValueError(f"weight has {len(w)} entries, the latents have {latents.d_sae}")
     items = _checked(interventions, latents.d_sae)
-    out = latents.rewards(w, bias) if base_rewards is None else _base(base_rewards, latents.n)
+    out = rewards(latents, w, bias) if base_rewards is None else _base(base_rewards, latents.n)
     edited = edit_weights(w, items)
     for f in touched_features(items):
         rows, vals = latents.column(int(f))
@@ -295,6 +298,7 @@ def preview_score(score: Score, weight: np.ndarray, interventions: Sequence[Inte
     acts = {
         f: float(steer_values(f, np.array([a]), items)[0]) for f, a in score.activations.items()
     }
-    contributions = {f: float(edited[f] * a) for f, a in acts.items()}
-    reward = math.fsum(contributions.values()) + score.bias
-    return dataclasses.replace(score, reward=reward, contributions=contributions, activations=acts)
+    # float64 what-if values (steered activations are not float32 latents): c_i = w_i z_i
+    terms = {f: float(edited[f] * a) for f, a in acts.items()}
+    reward = math.fsum(terms.values()) + score.bias
+    return dataclasses.replace(score, reward=reward, contributions=terms, activations=acts)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float, Int
 
-__all__ = ["SparseLatents"]
+__all__ = ["PooledLatents", "SparseLatents"]
 
 
 @dataclass(eq=False)
@@ -179,3 +179,46 @@ def _frozen(values: object, dtype: type) -> np.ndarray:
 
 def _is_sorted(ids: np.ndarray) -> bool:
     return len(ids) < 2 or bool(np.all(np.diff(ids) > 0))
+
+
+@dataclass(eq=False)
+class PooledLatents:
+    """What one pass of a SARM over many conversations returns, in input order.
+
+    ``latents`` holds ``z_T`` of every conversation; ``rewards`` are the head's
+    rewards of those latents; ``hidden`` is the standardised ``u_T`` when it
+    was asked for (for dense baselines), from the same forward pass.
+    """
+
+    latents: SparseLatents
+    rewards: Float[np.ndarray, " n"]
+    n_tokens: Int[np.ndarray, " n"]
+    truncated: np.ndarray
+    hidden: Float[np.ndarray, "n d"] | None = None
+
+    def __post_init__(self) -> None:
+        n = self.latents.n
+        self.rewards = np.asarray(self.rewards, dtype=np.float64)
+        self.n_tokens = np.asarray(self.n_tokens, dtype=np.int64)
+        self.truncated = np.asarray(self.truncated, dtype=bool)
+        for name in ("rewards", "n_tokens", "truncated"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"PooledLatents.{name} must have {n} entries (one per row)")
+        if self.hidden is not None and len(self.hidden) != n:
+            raise ValueError(f"PooledLatents.hidden must have {n} rows")
+
+    @property
+    def n(self) -> int:
+        return self.latents.n
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> PooledLatents:
+        """The results of ``rows`` (in the order given)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        hidden = None if self.hidden is None else self.hidden[rows]
+        return PooledLatents(
+            self.latents.take(rows),
+            self.rewards[rows],
+            self.n_tokens[rows],
+            self.truncated[rows],
+            hidden,
+        )

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 from sae_lens.saes.sae import SAE
 
 from sarm.backbones import Backbone, EncodedBatch
-from sarm.head import LinearHead
+from sarm.head import Head
+from sarm.latents import PooledLatents, SparseLatents
 from sarm.saes import SAEMeta, check_finite, sarm_encode, standardize
 from sarm.types import Conversation, check_conversation, pair_conversation
 
@@ -54,26 +56,14 @@ class Score:
 
 
 @dataclass
-class PooledLatents:
-    """Sparse pooled latents ``z_T`` for a list of conversations, in input order."""
-
-    rewards: np.ndarray  # float64 [N]
-    n_tokens: np.ndarray  # int64 [N]
-    truncated: np.ndarray  # bool [N]
-    indices: list[np.ndarray]  # int32 per example
-    values: list[np.ndarray]  # float32 per example
-    hidden: np.ndarray | None = None  # standardised u_T [N, d] when asked for
-
-
-@dataclass
 class TokenLatents:
     """Per-token sparse latents ``z_t`` for one conversation."""
 
     tokens: list[str]
     token_ids: list[int]
-    values: torch.Tensor  # [T, k]
-    indices: torch.Tensor  # [T, k]
-    reward_trajectory: np.ndarray  # r_t = w . z_t + b, [T]
+    values: Float[torch.Tensor, "T k"]
+    indices: Int[torch.Tensor, "T k"]
+    reward_trajectory: Float[np.ndarray, " T"]  # r_t = w . z_t + b
 
 
 @dataclass
@@ -82,8 +72,8 @@ class TokenActivations:
 
     tokens: list[str]
     feature_ids: list[int]
-    values: np.ndarray  # [T, F]
-    reward_trajectory: np.ndarray  # [T]
+    values: Float[np.ndarray, "T F"]
+    reward_trajectory: Float[np.ndarray, " T"]
 
 
 class SARM:
@@ -93,7 +83,7 @@ class SARM:
         self,
         backbone: Backbone,
         sae: SAE,
-        head: LinearHead,
+        head: Head,
         sae_meta: SAEMeta,
         source: dict | None = None,
     ):
@@ -117,7 +107,6 @@ class SARM:
         self.sae_meta = sae_meta
         self.source = dict(source or {})
         self._sae_hash: str | None = None
-        self._w = head.weight.to(backbone.device)
 
     # ------------------------------------------------------------------ properties
 
@@ -137,12 +126,11 @@ class SARM:
     def tokenizer(self):
         return self.backbone.tokenizer
 
-    def set_head(self, head: LinearHead) -> None:
+    def set_head(self, head: Head) -> None:
         """Swap the reward head (same number of latents)."""
         if head.size != self.d_sae:
             raise ValueError(f"head has {head.size} weights, the SAE has {self.d_sae} latents")
         self.head = head
-        self._w = head.weight.to(self.backbone.device)
 
     def sae_hash(self) -> str:
         """Content hash of the SAE (weights, k, activation rule), computed once."""
@@ -172,9 +160,10 @@ class SARM:
     def _encode(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return sarm_encode(self.sae, u, self.k, self.sae_meta.use_activation)
 
-    def _rewards(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """``w . z + b`` per row, summed in float64 like the contributions."""
-        return (values.double() * self._w[indices].double()).sum(-1) + self.head.bias
+    def _sparse(self, values: torch.Tensor, indices: torch.Tensor) -> SparseLatents:
+        """TopK output rows ``[B, k]`` as sparse latents (the kept non-zeros)."""
+        v = values.float().cpu().numpy()
+        return SparseLatents.from_topk(v, indices.cpu().numpy(), self.d_sae)
 
     @torch.inference_mode()
     def _pooled_u(self, batch: EncodedBatch) -> torch.Tensor:
@@ -222,28 +211,20 @@ class SARM:
         dense baselines), from the same forward pass.
         """
         n = len(conversations)
-        out = PooledLatents(
-            rewards=np.zeros(n, np.float64),
-            n_tokens=np.zeros(n, np.int64),
-            truncated=np.zeros(n, bool),
-            indices=[np.empty(0, np.int32)] * n,
-            values=[np.empty(0, np.float32)] * n,
-            hidden=np.zeros((n, self.backbone.d_model), np.float32) if return_hidden else None,
-        )
+        indices: list[np.ndarray] = [np.empty(0, np.int32)] * n
+        values: list[np.ndarray] = [np.empty(0, np.float32)] * n
+        n_tokens, truncated = np.zeros(n, np.int64), np.zeros(n, bool)
+        hidden = np.zeros((n, self.backbone.d_model), np.float32) if return_hidden else None
         for idx, batch in self._sorted_batches(conversations, batch_size, progress):
             u = self._pooled_u(batch)
-            values, indices = self._encode(u)
-            rewards = self._rewards(values, indices).cpu().numpy()
-            v, ix = values.float().cpu().numpy(), indices.cpu().numpy().astype(np.int32)
-            if out.hidden is not None:
-                out.hidden[idx] = u.float().cpu().numpy()
+            rows = self._sparse(*self._encode(u))
+            if hidden is not None:
+                hidden[idx] = u.float().cpu().numpy()
             for j, i in enumerate(idx):
-                keep = v[j] != 0
-                out.rewards[i] = rewards[j]
-                out.n_tokens[i] = batch.lengths[j]
-                out.truncated[i] = batch.truncated[j] > 0
-                out.indices[i], out.values[i] = ix[j][keep], v[j][keep]
-        return out
+                indices[i], values[i] = rows.row(j)
+                n_tokens[i], truncated[i] = batch.lengths[j], batch.truncated[j] > 0
+        latents = SparseLatents.from_rows(indices, values, self.d_sae)
+        return PooledLatents(latents, self.head.rewards(latents), n_tokens, truncated, hidden)
 
     def score(
         self,
@@ -266,26 +247,33 @@ class SARM:
         convs = [to_conversation(item, f"item {i}") for i, item in enumerate(items)]
         scores: list[Score | None] = [None] * len(convs)
         for idx, batch in self._sorted_batches(convs, batch_size, progress):
-            values, indices = self._pooled(batch)
+            rows = self._sparse(*self._pooled(batch))
+            contributions, rewards = self.head.contributions(rows), self.head.rewards(rows)
             for j, i in enumerate(idx):
-                scores[i] = self._make_score(convs[i], batch, j, values[j], indices[j])
+                lo, hi = rows.indptr[j], rows.indptr[j + 1]
+                scores[i] = self._make_score(
+                    convs[i], batch, j, rows.row(j), contributions[lo:hi], rewards[j]
+                )
         return scores  # type: ignore[return-value]
 
     def _make_score(
-        self, conv: Conversation, batch: EncodedBatch, row: int, values, indices
+        self,
+        conv: Conversation,
+        batch: EncodedBatch,
+        row: int,
+        active: tuple[np.ndarray, np.ndarray],
+        contributions: np.ndarray,
+        reward: float,
     ) -> Score:
-        v = values.double().cpu()
-        ix = indices.cpu()
-        w = self.head.weight.double()[ix]
-        keep = v != 0
-        contrib = {int(i): float(c) for i, c in zip(ix[keep], (v * w)[keep], strict=True)}
-        acts = {int(i): float(a) for i, a in zip(ix[keep], v[keep], strict=True)}
+        features, activations = active
         ids = batch.input_ids[row, : batch.lengths[row]].tolist()
         return Score(
-            reward=float(sum(contrib.values()) + self.head.bias),
+            reward=float(reward),
             bias=self.head.bias,
-            contributions=contrib,
-            activations=acts,
+            contributions=dict(zip(features.tolist(), contributions.tolist(), strict=True)),
+            activations=dict(
+                zip(features.tolist(), activations.astype(float).tolist(), strict=True)
+            ),
             tokens=self.backbone.encoder.tokens(ids),
             token_ids=ids,
             truncated=batch.truncated[row] > 0,
@@ -306,32 +294,19 @@ class SARM:
             token_ids=ids,
             values=values.float().cpu(),
             indices=indices.cpu(),
-            reward_trajectory=self._rewards(values, indices).cpu().numpy(),
+            reward_trajectory=self.head.rewards(self._sparse(values, indices)),
         )
 
     def token_activations(
         self, conversation: ScoreInput, feature_ids: Sequence[int]
     ) -> TokenActivations:
         """Activations ``z_{t,i}`` of ``feature_ids`` at every token (0 where not kept)."""
-        fids = [self._check_feature(f) for f in feature_ids]
+        fids = [self.head.check_feature(f) for f in feature_ids]
         lat = self.token_latents(conversation)
         target = torch.tensor(fids, dtype=lat.indices.dtype)
         match = lat.indices.unsqueeze(-1) == target  # [T, k, F]
         values = (lat.values.unsqueeze(-1) * match).sum(dim=1)
         return TokenActivations(lat.tokens, fids, values.numpy(), lat.reward_trajectory)
-
-    def _check_feature(self, fid: int) -> int:
-        if isinstance(fid, bool) or not isinstance(fid, (int, np.integer)):
-            raise ValueError(f"feature ids must be integers, got {fid!r}")
-        if not 0 <= int(fid) < self.d_sae:
-            raise ValueError(f"feature id {fid} is out of range 0..{self.d_sae - 1}")
-        return int(fid)
-
-    def save(self, directory, include_backbone: bool = False):
-        """Write this SARM in our layout (see :mod:`sarm.checkpoints`)."""
-        from sarm.checkpoints import save_sarm
-
-        return save_sarm(self, directory, include_backbone=include_backbone)
 
 
 def to_conversation(item: ScoreInput, what: str = "input") -> Conversation:

@@ -22,8 +22,10 @@ import torch
 from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAE
 
+from sarm.constants import SAE_META_FILE
+
 SARM_EPS = 1e-6
-SARM_META_FILE = "sarm_sae.json"
+
 RELEASED_KEYS = ("pre_bias", "latent_bias", "encoder.weight", "decoder.weight")
 
 
@@ -165,7 +167,7 @@ def save_sae(sae: SAE, directory: str | Path, meta: SAEMeta, extra: dict | None 
     directory = Path(directory)
     sae.save_model(directory)
     payload = meta.to_dict() | (extra or {})
-    _write_json(directory / SARM_META_FILE, payload)
+    _write_json(directory / SAE_META_FILE, payload)
     return directory
 
 
@@ -175,7 +177,7 @@ def load_sae(directory: str | Path, device: str = "cpu") -> tuple[SAE, SAEMeta]:
     if not (directory / "cfg.json").is_file():
         raise FileNotFoundError(f"no sae-lens SAE at {directory} (cfg.json missing)")
     sae = SAE.load_from_disk(directory, device=str(device))
-    meta_path = directory / SARM_META_FILE
+    meta_path = directory / SAE_META_FILE
     if meta_path.is_file():
         meta = SAEMeta.from_dict(json.loads(meta_path.read_text()))
     else:

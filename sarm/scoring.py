@@ -8,22 +8,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from sarm.evaluate import EvalReport, PairIndex, evaluate_arrays
-from sarm.head import LinearHead
-from sarm.sparse import SparseLatents
-from sarm.types import Conversation, PreferenceGroup
+from sarm.head import Head
+from sarm.latents import SparseLatents
+from sarm.types import Conversation, PreferenceGroup, responses_of
 
 RowKey = tuple[str, str, int]
 
 
 def response_rows(groups: Sequence[PreferenceGroup]) -> tuple[list[RowKey], list[Conversation]]:
     """Every response of every group as ``(group_id, role, index)`` and its conversation."""
-    keys: list[RowKey] = []
-    convs: list[Conversation] = []
-    for g in groups:
-        for role, i, text in g.responses():
-            keys.append((g.group_id, role, i))
-            convs.append(g.conversation(text))
-    return keys, convs
+    responses = responses_of(groups)
+    return [r.key for r in responses], [r.conversation() for r in responses]
+
+
+def response_conversations(
+    groups: Sequence[PreferenceGroup],
+) -> tuple[list[Conversation], dict[RowKey, int]]:
+    """Every response as a conversation, and its row: ``(group_id, role, i) -> row``.
+
+    The row mapping is what :meth:`sarm.evaluate.PairIndex.from_groups` takes.
+    """
+    keys, conversations = response_rows(groups)
+    if not conversations:
+        raise ValueError("the data holds no responses")
+    return conversations, {key: row for row, key in enumerate(keys)}
 
 
 @dataclass
@@ -54,10 +62,18 @@ def score_groups(
     """Run ``model`` once over every response in ``groups``."""
     keys, convs = response_rows(groups)
     pooled = model.pooled_latents(convs, batch_size, progress, return_hidden=return_hidden)
-    latents = SparseLatents.from_rows(pooled.indices, pooled.values, model.d_sae)
     return ScoredResponses(
-        keys, pooled.rewards, latents, pooled.n_tokens, pooled.truncated, pooled.hidden
+        keys, pooled.rewards, pooled.latents, pooled.n_tokens, pooled.truncated, pooled.hidden
     )
+
+
+def dense_rewards(head: Head, hidden: np.ndarray) -> np.ndarray:
+    """A dense baseline head's rewards over ``u_T [n, d]`` (the head's weights are ``[d]``)."""
+    if head.size != hidden.shape[1]:
+        raise ValueError(
+            f"the baseline head has {head.size} weights but the hidden size is {hidden.shape[1]}"
+        )
+    return head.rewards(SparseLatents.from_dense(hidden))
 
 
 def evaluate_model(
@@ -65,7 +81,7 @@ def evaluate_model(
     groups: Sequence[PreferenceGroup],
     batch_size: int = 8,
     progress: bool = True,
-    baseline: LinearHead | None = None,
+    baseline: Head | None = None,
 ) -> tuple[EvalReport, EvalReport | None]:
     """Metrics of ``model`` on ``groups``, and of a dense ``baseline`` head on ``u_T``.
 
@@ -77,10 +93,5 @@ def evaluate_model(
     report = evaluate_arrays(scored.rewards, index, n_groups=len(groups))
     if baseline is None:
         return report, None
-    if baseline.size != scored.hidden.shape[1]:
-        raise ValueError(
-            f"the baseline head has {baseline.size} weights but the hidden size is "
-            f"{scored.hidden.shape[1]}"
-        )
-    base_r = scored.hidden.astype(np.float64) @ baseline.weight.double().numpy() + baseline.bias
+    base_r = dense_rewards(baseline, scored.hidden)
     return report, evaluate_arrays(base_r, index, n_groups=len(groups))

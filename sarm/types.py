@@ -97,3 +97,82 @@ class PreferenceGroup:
         return [("chosen", i, r) for i, r in enumerate(self.chosen)] + [
             ("rejected", i, r) for i, r in enumerate(self.rejected)
         ]
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response of a preference dataset, numbered in data order.
+
+    ``example_id`` numbers the responses of all groups in order (group order,
+    then :meth:`PreferenceGroup.responses` order); ``group_index`` is the
+    group's position. This is what gets scored, and what a feature store row
+    is made from.
+    """
+
+    example_id: int
+    group_index: int
+    group_id: str
+    role: str
+    response_index: int
+    kind: str
+    subset: str | None
+    target: float | None
+    prompt: str
+    response: str
+    prompt_messages: tuple[Message, ...]
+
+    def conversation(self) -> Conversation:
+        """The scored conversation: the prompt turns, then the response."""
+        return [dict(m) for m in self.prompt_messages] + [
+            {"role": "assistant", "content": self.response}
+        ]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """``(group_id, role, response_index)``: the response within its dataset."""
+        return (self.group_id, self.role, self.response_index)
+
+
+def responses_of(groups: Sequence[PreferenceGroup]) -> list[Response]:
+    """Every response of every group, numbered in data order (group ids must be unique)."""
+    seen: dict[str, int] = {}
+    out: list[Response] = []
+    for g_index, group in enumerate(groups):
+        if not isinstance(group, PreferenceGroup):
+            raise ValueError(
+                f"data[{g_index}] must be a PreferenceGroup, got {type(group).__name__}"
+            )
+        if group.group_id in seen:
+            raise ValueError(
+                f"data[{g_index}]: group_id {group.group_id!r} already used by "
+                f"data[{seen[group.group_id]}]; group ids must be unique"
+            )
+        seen[group.group_id] = g_index
+        responses = group.responses()
+        if not responses:
+            raise ValueError(f"data[{g_index}] (group {group.group_id!r}) has no responses")
+        for role, r_index, text in responses:
+            out.append(_response(len(out), g_index, group, role, r_index, text))
+    return out
+
+
+def _response(
+    eid: int, g_index: int, group: PreferenceGroup, role: str, r_index: int, text: str
+) -> Response:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"data[{g_index}] (group {group.group_id!r}): {role} response {r_index} is empty"
+        )
+    return Response(
+        example_id=eid,
+        group_index=g_index,
+        group_id=group.group_id,
+        role=role,
+        response_index=r_index,
+        kind=group.kind,
+        subset=group.subset,
+        target=None if group.label is None else float(group.label),
+        prompt=group.prompt_text,
+        response=text,
+        prompt_messages=tuple(dict(m) for m in group.prompt),
+    )

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sarm.evaluate import NO_SUBSET, PairIndex
+from sarm.constants import NO_SUBSET
+from sarm.evaluate import PairIndex
+from sarm.head import rewards
+from sarm.latents import SparseLatents
 from sarm.shift.rows import _weights
-from sarm.sparse import SparseLatents
-from sarm.types import GROUP_KINDS
 
 if TYPE_CHECKING:
-    from feature_store import FeatureStore
     from sarm.types import PreferenceGroup
 
 STORE_SOURCE = "store"
@@ -56,17 +56,6 @@ class ShiftData:
         return self.latents.n
 
     @classmethod
-    def from_store(
-        cls, store: FeatureStore, weight: np.ndarray | None = None, bias: float | None = None
-    ) -> ShiftData:
-        """Every example of a feature store; the store's ingest head unless given."""
-        matrix = store.latent_matrix()
-        latents = SparseLatents(matrix.indptr, matrix.feature_ids, matrix.values, matrix.d_sae)
-        frame = store.examples_frame().assign(source=STORE_SOURCE)
-        w, b = store.head_weights()
-        return cls(latents, frame, w if weight is None else weight, b if bias is None else bias)
-
-    @classmethod
     def from_scored(
         cls, scored: Any, groups: Sequence[PreferenceGroup], weight: np.ndarray,
         bias: float = 0.0, source: str = "data",
@@ -97,39 +86,26 @@ class ShiftData:
             np.concatenate([p.latents.indices for p in parts]),
             np.concatenate([p.latents.values for p in parts]),
             sizes.pop(),
-        )
+        )  # rows renumbered 0..n-1: example ids are only unique within a part
         frame = pd.concat([p.examples[list(EXAMPLE_COLUMNS)] for p in parts], ignore_index=True)
         return cls(latents, frame, parts[0].weight, parts[0].bias)
 
     def rewards(self) -> np.ndarray:
-        return self.latents.rewards(self.weight, self.bias)
+        return rewards(self.latents, self.weight, self.bias)
 
 
 def _pair_index(frame: pd.DataFrame) -> PairIndex:
-    """Every chosen x rejected comparison within a group (``single`` groups give none)."""
+    """Every chosen x rejected comparison within a group (``single`` groups give none).
+
+    A group is a ``(source, group_id)``; it is named ``source/group_id`` when
+    several sources are loaded.
+    """
     key = frame["source"].astype(str) + "\x1f" + frame["group_id"].astype(str)
-    group_code, group_ids = pd.factorize(key)
-    subset_names = sorted(frame["subset"].astype(str).unique())
-    table = pd.DataFrame(
-        {
-            "row": np.arange(len(frame)), "group": group_code, "role": frame["role"].to_numpy(),
-            "index": frame["response_index"].to_numpy(dtype=np.int64),
-            "subset": pd.Categorical(frame["subset"].astype(str), subset_names).codes,
-            "kind": frame["kind"].map({k: c for c, k in enumerate(GROUP_KINDS)}).to_numpy(),
-        }
-    )  # fmt: skip
-    pairs = table[table.role == "chosen"].merge(
-        table[table.role == "rejected"][["group", "row", "index"]], on="group", suffixes=("", "_r")
+    group_index, keys = pd.factorize(key)
+    names = np.asarray(_group_names(keys, frame["source"].nunique() > 1), dtype=object)
+    return PairIndex.from_frame(
+        frame.assign(group_index=group_index, group_id=names[group_index] if len(names) else [])
     )
-    pairs = pairs.sort_values(["group", "index", "index_r"], kind="stable")
-    return PairIndex(
-        chosen_row=pairs["row"].to_numpy(np.int64), rejected_row=pairs["row_r"].to_numpy(np.int64),
-        group=pairs["group"].to_numpy(np.int64), subset=pairs["subset"].to_numpy(np.int64),
-        subset_names=tuple(subset_names), kind=pairs["kind"].to_numpy(np.int64),
-        chosen_index=pairs["index"].to_numpy(np.int64),
-        rejected_index=pairs["index_r"].to_numpy(np.int64),
-        group_ids=_group_names(group_ids, frame["source"].nunique() > 1),
-    )  # fmt: skip
 
 
 def _group_names(keys: pd.Index, with_source: bool) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
+from sarm.latents import SparseLatents
 from sarm.shift.rows import _disjoint, _mask, _weights, as_rows
-from sarm.sparse import SparseLatents
 
 Direction = Literal["target", "complement", "both"]
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
@@ -31,7 +31,7 @@ class _SetSums:
 
     @classmethod
     def of(cls, latents: SparseLatents, mask: np.ndarray) -> _SetSums:
-        sel = mask[latents.row_ids()]
+        sel = mask[latents.row_ids]
         idx, vals = latents.indices[sel], latents.values[sel].astype(np.float64)
         d = latents.d_sae
         return cls(
@@ -52,7 +52,7 @@ def _consistency(
     """Fraction of target rows whose activation lies strictly on the target side of
     the complement mean (inactive rows count with activation 0)."""
     mask = _mask(target, latents.n)
-    sel = mask[latents.row_ids()]
+    sel = mask[latents.row_ids]
     idx, vals = latents.indices[sel], latents.values[sel].astype(np.float64)
     side = np.sign(diff)
     ok = (np.sign(vals - mean_c[idx]) == side[idx]) & (side[idx] != 0)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from sarm.evaluate import PairIndex, pair_correct
+from sarm.head import rewards
 from sarm.interventions import Intervention, shifted_rewards
+from sarm.latents import SparseLatents
 from sarm.shift.rows import _disjoint, _mask, _weights, as_rows
-from sarm.sparse import SparseLatents
 
 ZERO_CHANGE = 1e-12  # mean |delta r| at or below this counts as "unchanged"
 
@@ -185,7 +186,7 @@ def evaluate_shift(
     if pair_index.n_rows > n:
         raise ValueError(f"pair_index uses row {pair_index.n_rows - 1}; the latents have {n}")
     if base_rewards is None:
-        before = latents.rewards(_weights(weight, latents.d_sae), bias)
+        before = rewards(latents, _weights(weight, latents.d_sae), bias)
     else:
         before = np.asarray(base_rewards, dtype=np.float64)
         if before.shape != (n,):

@@ -77,7 +77,7 @@ def _split(arg: str) -> list[str]:
 def _feature_rows(data: ShiftData, ids: Sequence[int]) -> np.ndarray:
     hit = np.isin(data.latents.indices, np.asarray(ids, dtype=np.int64))
     out = np.zeros(data.n, dtype=bool)
-    out[data.latents.row_ids()[hit]] = True
+    out[data.latents.row_ids[hit]] = True
     return out
 
 

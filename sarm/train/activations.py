@@ -8,11 +8,9 @@ sae-lens's trainer pulls fixed-size batches from an iterator. Two providers feed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 import torch
-
-from sarm.types import Conversation, PreferenceGroup
 
 
 def check_activations(x: object, d_in: int, where: str) -> torch.Tensor:
@@ -126,18 +124,3 @@ def streamed_batches(
 def _shuffled(parts: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
     x = torch.cat(parts)
     return x[torch.randperm(x.shape[0], generator=generator)]
-
-
-def response_conversations(
-    groups: Sequence[PreferenceGroup],
-) -> tuple[list[Conversation], dict[tuple[str, str, int], int]]:
-    """Every response of ``groups`` as a conversation, and its row: ``(group_id, role, i) -> row``.
-
-    The row mapping is what :meth:`sarm.evaluate.PairIndex.from_groups` takes.
-    """
-    from sarm.scoring import response_rows
-
-    keys, conversations = response_rows(groups)
-    if not conversations:
-        raise ValueError("the data holds no responses")
-    return conversations, {key: row for row, key in enumerate(keys)}

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sarm.head import LinearHead
+from sarm.constants import HEAD_TRAIN_FILE, HEAD_WEIGHTS_FILE
+from sarm.head import Head
 from sarm.train.latents import LatentRows, as_latent_rows
 from sarm.train.pairs import _group_ids, _Pairs, check_pairs, split_pairs
 from sarm.train.pairs import pair_groups as pair_groups
@@ -117,8 +118,8 @@ class HeadTrainResult:
     n_val_pairs: int
     config: HeadTrainConfig = field(default_factory=HeadTrainConfig)
 
-    def to_head(self) -> LinearHead:
-        return LinearHead(self.weight, self.bias)
+    def to_head(self) -> Head:
+        return Head(self.weight, self.bias)
 
     def summary(self) -> dict[str, Any]:
         """Best-epoch figures, for printing and for ``head_train.json``."""
@@ -135,7 +136,7 @@ class HeadTrainResult:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``head.safetensors`` (``score.weight [1, m]``) and ``head_train.json``."""
-        path = self.to_head().save(Path(directory) / "head.safetensors")
+        path = self.to_head().save(Path(directory) / HEAD_WEIGHTS_FILE)
         self.save_history(directory)
         return path
 
@@ -148,9 +149,9 @@ class HeadTrainResult:
             "config": self.config.to_dict(),
             "history": self.history,
         }
-        tmp = directory / "head_train.json.tmp"
+        tmp = directory / (HEAD_TRAIN_FILE + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
-        return tmp.replace(directory / "head_train.json")
+        return tmp.replace(directory / HEAD_TRAIN_FILE)
 
 
 # --------------------------------------------------------------------------- training

@@ -28,7 +28,8 @@ from sae_lens import SAETrainer, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import SAE
 
-from sarm.saes import SARM_META_FILE, SAEMeta, load_sae, make_topk_sae, save_sae
+from sarm.constants import SAE_META_FILE
+from sarm.saes import SAEMeta, load_sae, make_topk_sae, save_sae
 from sarm.train.activations import (
     check_activations,
     collect,
@@ -155,7 +156,7 @@ class TrainedSAE:
 def load_trained_sae(directory: str | Path, device: str = "cpu") -> tuple[SAE, dict[str, Any]]:
     """Load a saved SAE and the full ``sarm_sae.json`` (metrics and train config included)."""
     sae, meta = load_sae(directory, device=device)
-    path = Path(directory) / SARM_META_FILE
+    path = Path(directory) / SAE_META_FILE
     data = json.loads(path.read_text()) if path.is_file() else meta.to_dict()
     return sae, data
 
