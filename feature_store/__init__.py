@@ -7,6 +7,7 @@
 
 from feature_store.binding import Binding
 from feature_store.chunks import ChunkData, write_chunk
+from feature_store.connection import Connection
 from feature_store.errors import (
     HeadVersionError,
     NotCachedError,
@@ -20,10 +21,11 @@ from feature_store.errors import (
 from feature_store.heads import HeadVersion
 from feature_store.ingest import IngestReport, ingest
 from feature_store.labels import LABEL_SOURCES, LabelVersion
-from feature_store.plan import Chunk, PlannedExample, Shard, plan_examples
-from feature_store.queries import FEATURE_ORDERS, LatentMatrix, StoredExample
+from feature_store.plan import Chunk, Shard
+from feature_store.queries import FEATURE_ORDERS, StoredExample
 from feature_store.schema import latest_version
 from feature_store.shards import ingest_shard, merge_parts
+from feature_store.source import CachedLatents, LatentSource, TokenSource
 from feature_store.stats import StatsConfig
 from feature_store.store import FeatureStore
 from feature_store.tokens import TokenHighlights
@@ -32,16 +34,17 @@ __all__ = [
     "FEATURE_ORDERS",
     "LABEL_SOURCES",
     "Binding",
+    "CachedLatents",
     "Chunk",
     "ChunkData",
+    "Connection",
     "FeatureStore",
     "HeadVersion",
     "HeadVersionError",
     "IngestReport",
     "LabelVersion",
-    "LatentMatrix",
+    "LatentSource",
     "NotCachedError",
-    "PlannedExample",
     "Shard",
     "StatsConfig",
     "StoreBusyError",
@@ -52,10 +55,10 @@ __all__ = [
     "StoreVersionError",
     "StoredExample",
     "TokenHighlights",
+    "TokenSource",
     "ingest",
     "ingest_shard",
     "latest_version",
     "merge_parts",
-    "plan_examples",
     "write_chunk",
 ]

@@ -11,19 +11,19 @@ import logging
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from feature_store.chunks import insert_arrow
+from feature_store.connection import Connection
 from feature_store.errors import StoreMismatchError
-from feature_store.heads import INGEST_HEAD
 from feature_store.meta import MODEL_KEYS, put_meta
+from feature_store.queries import head_weights
+from feature_store.source import LatentSource
 from feature_store.validate import check_int
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
+from sarm.constants import INGEST_HEAD
+from sarm.head import Head
 
 logger = logging.getLogger(__name__)
 FINGERPRINT_KEYS: tuple[str, ...] = (*MODEL_KEYS, "head")
@@ -31,12 +31,15 @@ FINGERPRINT_KEYS: tuple[str, ...] = (*MODEL_KEYS, "head")
 
 @dataclass(frozen=True)
 class Binding:
-    """Model, head and dataset identity of an ingest."""
+    """Model, head and dataset identity of an ingest.
+
+    ``head`` is the ingest head: every stored reward is ``head.rewards`` of the
+    stored latents.
+    """
 
     fingerprint: dict[str, str]
     d_sae: int
-    head_weights: np.ndarray = field(repr=False)
-    head_bias: float
+    head: Head = field(repr=False)
     data_fingerprint: str
     n_examples: int
     chunk_size: int
@@ -52,27 +55,30 @@ class Binding:
         check_int(self.d_sae, "d_sae", low=1)
         check_int(self.n_examples, "n_examples", low=1)
         check_int(self.chunk_size, "chunk_size", low=1)
-        w = np.asarray(self.head_weights, dtype=np.float32)
-        if w.shape != (self.d_sae,):
-            raise ValueError(f"head weights must have shape ({self.d_sae},), got {w.shape}")
-        object.__setattr__(self, "head_weights", w)
-        object.__setattr__(self, "head_bias", float(self.head_bias))
+        if not isinstance(self.head, Head):
+            raise TypeError(f"the ingest head must be a sarm.head.Head, got {type(self.head)}")
+        if self.head.size != self.d_sae:
+            raise ValueError(f"head weights must have shape ({self.d_sae},), got {self.head.size}")
+        object.__setattr__(self, "head", self.head.applied())
 
     @classmethod
-    def from_sarm(
-        cls, sarm: Any, data_fingerprint: str, n_examples: int, chunk_size: int, source: str = ""
+    def from_source(
+        cls,
+        source: LatentSource,
+        data_fingerprint: str,
+        n_examples: int,
+        chunk_size: int,
+        data_source: str = "",
     ) -> Binding:
-        weights = sarm.head.weight.detach().float().cpu().numpy().reshape(-1)
-        bias = float(getattr(sarm.head, "bias", 0.0) or 0.0)
+        """The binding of an ingest from ``source`` (its fingerprint and head)."""
         return cls(
-            dict(sarm.fingerprint()),
-            int(sarm.d_sae),
-            weights,
-            bias,
+            dict(source.fingerprint()),
+            int(source.d_sae),
+            source.head,
             data_fingerprint,
             n_examples,
             chunk_size,
-            source,
+            data_source,
         )
 
     def meta(self) -> dict[str, str]:
@@ -80,7 +86,7 @@ class Binding:
         return {
             **self.fingerprint,
             "d_sae": str(self.d_sae),
-            "head_bias": repr(self.head_bias),
+            "head_bias": repr(self.head.bias),
             "data_fingerprint": self.data_fingerprint,
             "n_examples": str(self.n_examples),
             "chunk_size": str(self.chunk_size),
@@ -92,8 +98,7 @@ class Binding:
         return cls(
             {k: meta[k] for k in FINGERPRINT_KEYS},
             int(meta["d_sae"]),
-            head_weights,
-            float(meta["head_bias"]),
+            Head(head_weights, float(meta["head_bias"]), name=INGEST_HEAD),
             meta["data_fingerprint"],
             int(meta["n_examples"]),
             int(meta["chunk_size"]),
@@ -102,59 +107,59 @@ class Binding:
 
     def head_table(self) -> pa.Table:
         return pa.table(
-            {"feature_id": np.arange(self.d_sae, dtype=np.int32), "weight": self.head_weights}
+            {"feature_id": np.arange(self.d_sae, dtype=np.int32), "weight": self.head.weight}
         )
 
     def same_head(self, other: Binding) -> bool:
-        return self.head_bias == other.head_bias and np.array_equal(
-            self.head_weights, other.head_weights
+        return self.head.bias == other.head.bias and np.array_equal(
+            self.head.weight, other.head.weight
         )
 
 
-def stored_binding(store: FeatureStore) -> Binding | None:
-    """The binding recorded in the store, or None for a fresh store."""
-    meta = store.meta()
+def stored_binding(conn: Connection) -> Binding | None:
+    """The binding recorded in the conn, or None for a fresh store."""
+    meta = conn.meta()
     if "data_fingerprint" not in meta:
         return None
-    weights, _ = store.head_weights()
+    weights, _ = head_weights(conn)
     return Binding.from_meta(meta, weights)
 
 
-def bind(store: FeatureStore, wanted: Binding) -> Binding:
-    """Record ``wanted`` in a fresh store, or check it against the stored binding.
+def bind(conn: Connection, wanted: Binding) -> Binding:
+    """Record ``wanted`` in a fresh conn, or check it against the stored binding.
 
     Returns the binding in force: the stored one when the store already had one
     (its chunk size and ingest head win, with a warning when they differ).
     """
-    current = stored_binding(store)
+    current = stored_binding(conn)
     if current is None:
-        _write_binding(store, wanted)
+        _write_binding(conn, wanted)
         return wanted
-    store.check_model(wanted.fingerprint)
+    conn.check_model(wanted.fingerprint)
     if current.d_sae != wanted.d_sae:
         raise StoreMismatchError(
-            f"store {store.path} has d_sae {current.d_sae}, the model {wanted.d_sae}"
+            f"store {conn.path} has d_sae {current.d_sae}, the model {wanted.d_sae}"
         )
     if (
         current.data_fingerprint != wanted.data_fingerprint
         or current.n_examples != wanted.n_examples
     ):
         raise StoreMismatchError(
-            f"store {store.path} indexes a different dataset ({current.n_examples} examples, "
+            f"store {conn.path} indexes a different dataset ({current.n_examples} examples, "
             f"fingerprint {current.data_fingerprint}) than the one given ({wanted.n_examples} "
             f"examples, fingerprint {wanted.data_fingerprint}); use a new store path"
         )
     if current.chunk_size != wanted.chunk_size:
         warnings.warn(
-            f"store {store.path} was started with chunk_size {current.chunk_size}; resuming with it",
+            f"store {conn.path} was started with chunk_size {current.chunk_size}; resuming with it",
             stacklevel=2,
         )
     return replace(current, source=current.source or wanted.source)
 
 
-def _write_binding(store: FeatureStore, binding: Binding) -> None:
+def _write_binding(conn: Connection, binding: Binding) -> None:
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with store.write("recording the model binding") as cur:
+    with conn.write("recording the model binding") as cur:
         put_meta(cur, {**binding.meta(), "created_at": now.isoformat(), "complete": "false"})
         insert_arrow(cur, "head_weights", binding.head_table())
         cur.execute(
@@ -162,9 +167,9 @@ def _write_binding(store: FeatureStore, binding: Binding) -> None:
             [
                 INGEST_HEAD,
                 f"head used to index this store ({binding.fingerprint['head']})",
-                binding.head_bias,
-                binding.head_weights.tolist(),
+                binding.head.bias,
+                binding.head.weight.tolist(),
                 now,
             ],
         )
-    logger.info("feature store %s bound to %s", store.path, binding.fingerprint)
+    logger.info("feature store %s bound to %s", conn.path, binding.fingerprint)

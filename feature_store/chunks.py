@@ -10,18 +10,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feature_store.connection import Connection
 from feature_store.errors import StoreError
-from feature_store.plan import Chunk, PlannedExample
+from feature_store.plan import Chunk
 from feature_store.sqlutil import fetch_one
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
+from sarm.latents import SparseLatents
+from sarm.types import Response
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -75,38 +74,29 @@ class ChunkData:
             raise StoreError(f"chunk {chunk.index} has latents of examples outside the chunk")
 
     @classmethod
-    def from_arrays(
+    def from_results(
         cls,
-        examples: Sequence[PlannedExample],
+        examples: Sequence[Response],
+        latents: SparseLatents,
         rewards: np.ndarray,
         n_tokens: np.ndarray,
         truncated: np.ndarray,
-        indices: Sequence[np.ndarray],
-        values: Sequence[np.ndarray],
-        d_sae: int,
     ) -> ChunkData:
-        """Validate model outputs and lay them out as rows (latents sorted by feature id)."""
-        _check_outputs(examples, rewards, indices, values, d_sae)
+        """Lay a chunk's model results out as rows (latents sorted by feature id)."""
+        n = len(examples)
+        if not (len(rewards) == len(n_tokens) == len(truncated) == latents.n == n):
+            raise StoreError(f"the model returned results for {latents.n} of {n} examples")
+        bad = ~np.isfinite(np.asarray(rewards, dtype=np.float64))
+        if bad.any():
+            ex = examples[int(np.argmax(bad))]
+            raise StoreError(
+                f"example {ex.example_id} (group {ex.group_id!r}, {ex.role} "
+                f"{ex.response_index}): non-finite reward {rewards[int(np.argmax(bad))]}"
+            )
         return cls(
             _examples_table(examples, rewards, n_tokens, truncated),
-            _latents_table(examples, indices, values),
+            _latents_table(examples, latents),
         )
-
-
-def _check_outputs(examples, rewards, indices, values, d_sae: int) -> None:
-    n = len(examples)
-    if not (len(rewards) == len(indices) == len(values) == n):
-        raise StoreError(f"the model returned results for {len(rewards)} of {n} examples")
-    for ex, reward, idx, val in zip(examples, rewards, indices, values, strict=True):
-        where = f"example {ex.example_id} (group {ex.group_id!r}, {ex.role} {ex.response_index})"
-        if not np.isfinite(reward):
-            raise StoreError(f"{where}: the model returned a non-finite reward {reward}")
-        if len(idx) != len(val):
-            raise StoreError(f"{where}: {len(idx)} latent indices but {len(val)} values")
-        if len(idx) and (np.min(idx) < 0 or np.max(idx) >= d_sae):
-            raise StoreError(f"{where}: latent index outside 0..{d_sae - 1}")
-        if not np.isfinite(val).all():
-            raise StoreError(f"{where}: non-finite latent activation")
 
 
 def _examples_table(examples, rewards, n_tokens, truncated) -> pa.Table:
@@ -131,36 +121,30 @@ def _examples_table(examples, rewards, n_tokens, truncated) -> pa.Table:
     return pa.table(columns, schema=EXAMPLES_SCHEMA)
 
 
-def _latents_table(examples, indices, values) -> pa.Table:
-    ids, feats, acts = [], [], []
-    for ex, idx, val in zip(examples, indices, values, strict=True):
-        idx = np.asarray(idx, dtype=np.int32)
-        order = np.argsort(idx, kind="stable")
-        ids.append(np.full(len(idx), ex.example_id, dtype=np.int64))
-        feats.append(idx[order])
-        acts.append(np.asarray(val, dtype=np.float32)[order])
-    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+def _latents_table(examples: Sequence[Response], latents: SparseLatents) -> pa.Table:
+    ids = np.array([e.example_id for e in examples], dtype=np.int64)[latents.row_ids]
+    order = np.lexsort((latents.indices, latents.row_ids))
     return pa.table(
         {
-            "example_id": cat(ids, np.int64),
-            "feature_id": cat(feats, np.int32),
-            "activation": cat(acts, np.float32),
+            "example_id": ids[order],
+            "feature_id": latents.indices[order],
+            "activation": latents.values[order],
         },
         schema=LATENTS_SCHEMA,
     )
 
 
-def committed_chunks(store: FeatureStore) -> set[int]:
+def committed_chunks(conn: Connection) -> set[int]:
     """Indices of the chunks already stored."""
-    with store.read("reading ingest progress") as cur:
+    with conn.read("reading ingest progress") as cur:
         return {r[0] for r in cur.execute("SELECT chunk_index FROM ingest_chunks").fetchall()}
 
 
-def write_chunk(store: FeatureStore, chunk: Chunk, data: ChunkData) -> bool:
+def write_chunk(conn: Connection, chunk: Chunk, data: ChunkData) -> bool:
     """Commit one chunk atomically; False (and nothing written) if it is already stored."""
     data.check_ids(chunk)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with store.write(f"committing chunk {chunk.index}") as cur:
+    with conn.write(f"committing chunk {chunk.index}") as cur:
         if fetch_one(cur, "SELECT 1 FROM ingest_chunks WHERE chunk_index = ?", [chunk.index]):
             return False
         insert_arrow(cur, "examples", data.examples)

@@ -11,17 +11,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from feature_store import labels
+from feature_store.connection import Connection
 from feature_store.errors import HeadVersionError
 from feature_store.sqlutil import fetch_one, small_frame
 from feature_store.validate import check_finite, check_str
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
 
 _NAME = re.compile(r"^[\w][\w .:@+-]{0,99}$")
 INGEST_HEAD = "ingest"
@@ -74,7 +72,7 @@ class HeadVersion:
 
 
 def save_head(
-    store: FeatureStore,
+    conn: Connection,
     name: str,
     weights: Sequence[float] | np.ndarray,
     bias: float = 0.0,
@@ -86,13 +84,13 @@ def save_head(
 ) -> HeadVersion:
     """Save a new head version; HeadVersionError if the name is taken or the shape is wrong."""
     head = HeadVersion(name, np.asarray(weights), bias, parent, note, author, dict(metrics or {}))
-    d_sae = store.d_sae
+    d_sae = conn.d_sae
     if d_sae is not None and head.d_sae != d_sae:
         raise HeadVersionError(
             f"head {name!r} has {head.d_sae} weights; this store's SAE has {d_sae} latents"
         )
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with store.write(f"saving head version {name!r}") as cur:
+    with conn.write(f"saving head version {name!r}") as cur:
         _check_names(cur, head)
         cur.execute(
             "INSERT INTO head_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,9 +119,9 @@ def _check_names(cur, head: HeadVersion) -> None:
         raise HeadVersionError(f"parent head version {head.parent!r} does not exist")
 
 
-def head_versions(store: FeatureStore) -> pd.DataFrame:
+def head_versions(conn: Connection) -> pd.DataFrame:
     """``name, parent, note, author, created_at, bias, d_sae, n_nonzero`` plus one column per metric."""
-    with store.read("listing head versions") as cur:
+    with conn.read("listing head versions") as cur:
         frame = small_frame(
             cur,
             """SELECT name, parent, note, author, created_at, bias, len(weights) AS d_sae,
@@ -134,10 +132,10 @@ def head_versions(store: FeatureStore) -> pd.DataFrame:
     return pd.concat([frame, metrics.add_prefix("metric_")], axis=1)
 
 
-def load_head(store: FeatureStore, name: str) -> HeadVersion:
+def load_head(conn: Connection, name: str) -> HeadVersion:
     """The saved head version ``name``; HeadVersionError if there is none."""
     check_name(name)
-    with store.read(f"loading head version {name!r}") as cur:
+    with conn.read(f"loading head version {name!r}") as cur:
         row = fetch_one(
             cur,
             """SELECT name, parent, note, author, metrics, bias, weights, created_at
@@ -145,7 +143,7 @@ def load_head(store: FeatureStore, name: str) -> HeadVersion:
             [name],
         )
     if row is None:
-        raise HeadVersionError(f"head version {name!r} does not exist in {store.path}")
+        raise HeadVersionError(f"head version {name!r} does not exist in {conn.path}")
     name_, parent, note, author, metrics, bias, weights, created_at = row
     return HeadVersion(
         name_,
@@ -159,13 +157,13 @@ def load_head(store: FeatureStore, name: str) -> HeadVersion:
     )
 
 
-def diff_heads(store: FeatureStore, a: str, b: str) -> pd.DataFrame:
+def diff_heads(conn: Connection, a: str, b: str) -> pd.DataFrame:
     """Features whose weight differs from ``a`` to ``b``, largest |change| first.
 
     Columns ``feature_id, weight_a, weight_b, delta, label``; the biases are in
     ``frame.attrs["bias_a"]`` and ``frame.attrs["bias_b"]``.
     """
-    head_a, head_b = load_head(store, a), load_head(store, b)
+    head_a, head_b = load_head(conn, a), load_head(conn, b)
     if head_a.d_sae != head_b.d_sae:
         raise HeadVersionError(f"head versions {a!r} and {b!r} have different sizes")
     changed = np.flatnonzero(head_a.weights != head_b.weights)
@@ -174,7 +172,7 @@ def diff_heads(store: FeatureStore, a: str, b: str) -> pd.DataFrame:
     frame = pd.DataFrame({"feature_id": changed, "weight_a": wa, "weight_b": wb, "delta": wb - wa})
     frame = frame.sort_values(["delta"], key=np.abs, ascending=False, kind="stable")
     frame = frame.reset_index(drop=True)
-    names = store.labels_for(changed.tolist())
+    names = labels.labels_for(conn, changed.tolist())
     frame["label"] = [names.get(int(f)) for f in frame["feature_id"]]
     frame.attrs.update(bias_a=head_a.bias, bias_b=head_b.bias)
     return frame

@@ -12,20 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
+from feature_store import stats
 from feature_store.binding import Binding, bind
 from feature_store.chunks import ChunkData, committed_chunks, write_chunk
+from feature_store.connection import Connection
 from feature_store.errors import StoreError
-from feature_store.plan import Chunk, PlannedExample, data_fingerprint, make_chunks, plan_examples
+from feature_store.plan import Chunk, data_fingerprint, make_chunks
+from feature_store.source import LatentSource
 from feature_store.validate import check_int
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
-    from sarm.types import PreferenceGroup
+from sarm.types import PreferenceGroup, Response, responses_of
 
 logger = logging.getLogger(__name__)
 
@@ -61,48 +59,35 @@ class IngestReport:
 
 
 def compute_chunk(
-    sarm: Any,
-    examples: Sequence[PlannedExample],
-    binding: Binding,
-    batch_size: int = 8,
-    *,
-    rewards_from_binding: bool = False,
+    source: LatentSource, examples: Sequence[Response], binding: Binding, batch_size: int = 8
 ) -> ChunkData:
     """Score one chunk with one ``pooled_latents`` call (it batches by length itself).
 
-    With ``rewards_from_binding`` (the model's head is not the store's ingest
-    head) rewards are recomputed from the latents under the store's head.
+    Stored rewards are always the store's ingest head applied to the latents,
+    whatever head the source itself carries.
     """
-    pooled = sarm.pooled_latents([e.conversation() for e in examples], batch_size=batch_size)
-    indices = [np.asarray(i) for i in pooled.indices]
-    values = [np.asarray(v) for v in pooled.values]
-    rewards = np.asarray(pooled.rewards, dtype=np.float64)
-    if rewards_from_binding:
-        w = binding.head_weights.astype(np.float64)
-        rewards = np.array(
-            [float(v.astype(np.float64) @ w[i]) for i, v in zip(indices, values, strict=True)]
+    pooled = source.pooled_latents([e.conversation() for e in examples], batch_size=batch_size)
+    if pooled.n != len(examples):
+        raise StoreError(f"the model returned results for {pooled.n} of {len(examples)} examples")
+    if pooled.latents.d_sae != binding.d_sae:
+        raise StoreError(
+            f"the model's latents have d_sae {pooled.latents.d_sae}, the store {binding.d_sae}"
         )
-        rewards += binding.head_bias
-    return ChunkData.from_arrays(
-        examples,
-        rewards,
-        np.asarray(pooled.n_tokens),
-        np.asarray(pooled.truncated),
-        indices,
-        values,
-        binding.d_sae,
+    rewards = binding.head.rewards(pooled.latents)
+    return ChunkData.from_results(
+        examples, pooled.latents, rewards, pooled.n_tokens, pooled.truncated
     )
 
 
-def pending_chunks(store: FeatureStore, binding: Binding) -> list[Chunk]:
+def pending_chunks(conn: Connection, binding: Binding) -> list[Chunk]:
     """Chunks of the bound dataset that are not committed yet."""
-    done = committed_chunks(store)
+    done = committed_chunks(conn)
     return [c for c in make_chunks(binding.n_examples, binding.chunk_size) if c.index not in done]
 
 
 def ingest(
-    store: FeatureStore,
-    sarm: Any,
+    conn: Connection,
+    sarm: LatentSource,
     groups: Sequence[PreferenceGroup],
     *,
     batch_size: int = 8,
@@ -117,14 +102,13 @@ def ingest(
     ``on_chunk(chunk)`` is called after each chunk commits (for progress displays).
     """
     check_int(batch_size, "batch_size", low=1)
-    plan = plan_examples(groups)
+    plan = responses_of(groups)
     if not plan:
         raise ValueError("the dataset has no examples to index")
-    wanted = Binding.from_sarm(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
-    binding = bind(store, wanted)
-    other_head = not binding.same_head(wanted)
+    wanted = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
+    binding = bind(conn, wanted)
     start = time.perf_counter()
-    todo = pending_chunks(store, binding)
+    todo = pending_chunks(conn, binding)
     n_tokens = 0
     with tqdm(
         total=len(plan),
@@ -134,33 +118,27 @@ def ingest(
         disable=not progress,
     ) as bar:
         for chunk in todo:
-            data = compute_chunk(
-                sarm,
-                plan[chunk.start : chunk.stop],
-                binding,
-                batch_size,
-                rewards_from_binding=other_head,
-            )
-            write_chunk(store, chunk, data)
+            data = compute_chunk(sarm, plan[chunk.start : chunk.stop], binding, batch_size)
+            write_chunk(conn, chunk, data)
             n_tokens += data.n_tokens
             bar.update(chunk.size)
             if on_chunk is not None:
                 on_chunk(chunk)
-    finish(store, binding, top_n)
+    finish(conn, binding, top_n)
     return IngestReport(
         len(plan),
         sum(c.size for c in todo),
         n_tokens,
         time.perf_counter() - start,
-        store.size_bytes(),
+        conn.size_bytes(),
     )
 
 
-def finish(store: FeatureStore, binding: Binding, top_n: int = 20) -> None:
+def finish(conn: Connection, binding: Binding, top_n: int = 20) -> None:
     """Mark the ingest complete, recompute statistics and checkpoint the file."""
-    missing = [c.index for c in pending_chunks(store, binding)]
+    missing = [c.index for c in pending_chunks(conn, binding)]
     if missing:
-        raise StoreError(f"cannot finish {store.path}: chunks {missing[:20]} are not stored yet")
-    store.set_meta({"complete": "true"})
-    store.refresh_stats(top_n=top_n)
-    store.checkpoint()
+        raise StoreError(f"cannot finish {conn.path}: chunks {missing[:20]} are not stored yet")
+    conn.set_meta({"complete": "true"})
+    stats.refresh_stats(conn, top_n=top_n)
+    conn.checkpoint()

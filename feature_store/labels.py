@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import pandas as pd
 
+from feature_store.connection import Connection
 from feature_store.sqlutil import fetch_one, large_frame, small_frame
 from feature_store.validate import check_feature_id, check_int, check_str
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
 
 LabelSource = Literal["human", "auto", "llm", "import"]
 LABEL_SOURCES: tuple[str, ...] = get_args(LabelSource)
@@ -54,7 +52,7 @@ class LabelVersion:
 
 
 def set_label(
-    store: FeatureStore,
+    conn: Connection,
     feature_id: int,
     label: str,
     description: str = "",
@@ -63,9 +61,9 @@ def set_label(
 ) -> int:
     """Append a label version for ``feature_id``; returns the new ``label_id``."""
     version = LabelVersion(feature_id, label, description, author, source)  # type: ignore[arg-type]
-    check_feature_id(version.feature_id, store.d_sae)
+    check_feature_id(version.feature_id, conn.d_sae)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with store.write(f"labelling feature {version.feature_id}") as cur:
+    with conn.write(f"labelling feature {version.feature_id}") as cur:
         row = fetch_one(
             cur,
             """INSERT INTO labels (feature_id, label, description, author, source, created_at)
@@ -82,10 +80,10 @@ def set_label(
     return int(row[0])
 
 
-def label_history(store: FeatureStore, feature_id: int) -> pd.DataFrame:
+def label_history(conn: Connection, feature_id: int) -> pd.DataFrame:
     """Every version of ``feature_id``'s label, newest first."""
-    fid = check_feature_id(feature_id, store.d_sae)
-    with store.read("reading label history") as cur:
+    fid = check_feature_id(feature_id, conn.d_sae)
+    with conn.read("reading label history") as cur:
         return small_frame(
             cur,
             f"SELECT {HISTORY_COLUMNS} FROM labels WHERE feature_id = ? ORDER BY label_id DESC",
@@ -93,14 +91,14 @@ def label_history(store: FeatureStore, feature_id: int) -> pd.DataFrame:
         )
 
 
-def search_labels(store: FeatureStore, text: str, limit: int = 100) -> pd.DataFrame:
+def search_labels(conn: Connection, text: str, limit: int = 100) -> pd.DataFrame:
     """Features whose latest label or description contains ``text`` (case-insensitive).
 
     Label matches come first, then description-only matches, each by feature id.
     """
     query = check_str(text, "search text", max_chars=500, allow_empty=False)
     limit = check_int(limit, "limit", low=1, high=100_001)
-    with store.read("searching labels") as cur:
+    with conn.read("searching labels") as cur:
         return small_frame(
             cur,
             """SELECT l.feature_id, l.label, l.description, l.author, l.source, l.created_at,
@@ -115,23 +113,23 @@ def search_labels(store: FeatureStore, text: str, limit: int = 100) -> pd.DataFr
         )
 
 
-def labels_frame(store: FeatureStore, *, all_versions: bool = False) -> pd.DataFrame:
+def labels_frame(conn: Connection, *, all_versions: bool = False) -> pd.DataFrame:
     """The latest non-empty label of every feature, or every version ever written."""
     sql = (
         f"SELECT {HISTORY_COLUMNS} FROM labels ORDER BY label_id"
         if all_versions
         else f"SELECT {HISTORY_COLUMNS} FROM latest_labels WHERE label <> '' ORDER BY feature_id"
     )
-    with store.read("listing labels") as cur:
+    with conn.read("listing labels") as cur:
         return large_frame(cur, sql)
 
 
-def labels_for(store: FeatureStore, feature_ids: Sequence[int]) -> dict[int, str]:
+def labels_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
     """``{feature_id: latest label}`` for those of ``feature_ids`` that have a label."""
     ids = [check_int(f, "feature_ids[]", low=0) for f in feature_ids]
     if not ids:
         return {}
-    with store.read("reading labels") as cur:
+    with conn.read("reading labels") as cur:
         rows = cur.execute(
             """SELECT feature_id, label FROM latest_labels
                WHERE label <> '' AND list_contains($ids::INTEGER[], feature_id)""",

@@ -12,101 +12,30 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from feature_store.validate import check_int
-
-if TYPE_CHECKING:
-    from sarm.types import Conversation, PreferenceGroup
+from sarm.types import Response
 
 
-@dataclass(frozen=True)
-class PlannedExample:
-    """One response to score, with everything the ``examples`` table stores about it."""
-
-    example_id: int
-    group_index: int
-    group_id: str
-    role: str
-    response_index: int
-    kind: str
-    subset: str | None
-    target: float | None
-    prompt: str
-    response: str
-    prompt_messages: tuple[dict[str, str], ...]
-
-    def conversation(self) -> Conversation:
-        return [dict(m) for m in self.prompt_messages] + [
-            {"role": "assistant", "content": self.response}
-        ]
-
-    def key(self) -> list[object]:
-        """What identifies the example's content (hashed into the data fingerprint)."""
-        return [
-            self.group_id,
-            self.role,
-            self.response_index,
-            self.kind,
-            self.subset,
-            self.target,
-            list(self.prompt_messages),
-            self.response,
-        ]
+def example_key(example: Response) -> list[object]:
+    """What identifies an example's content (hashed into the data fingerprint)."""
+    return [
+        example.group_id,
+        example.role,
+        example.response_index,
+        example.kind,
+        example.subset,
+        example.target,
+        list(example.prompt_messages),
+        example.response,
+    ]
 
 
-def plan_examples(groups: Sequence[PreferenceGroup]) -> list[PlannedExample]:
-    """Every response of every group, numbered in data order."""
-    from sarm.types import PreferenceGroup  # importing sarm loads torch: only when ingesting
-
-    seen: dict[str, int] = {}
-    plan: list[PlannedExample] = []
-    for g_index, group in enumerate(groups):
-        if not isinstance(group, PreferenceGroup):
-            raise ValueError(
-                f"data[{g_index}] must be a PreferenceGroup, got {type(group).__name__}"
-            )
-        if group.group_id in seen:
-            raise ValueError(
-                f"data[{g_index}]: group_id {group.group_id!r} already used by data[{seen[group.group_id]}]; "
-                "group ids must be unique"
-            )
-        seen[group.group_id] = g_index
-        responses = group.responses()
-        if not responses:
-            raise ValueError(f"data[{g_index}] (group {group.group_id!r}) has no responses")
-        for role, r_index, text in responses:
-            plan.append(_planned(len(plan), g_index, group, role, r_index, text))
-    return plan
-
-
-def _planned(
-    eid: int, g_index: int, group: PreferenceGroup, role: str, r_index: int, text: str
-) -> PlannedExample:
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(
-            f"data[{g_index}] (group {group.group_id!r}): {role} response {r_index} is empty"
-        )
-    return PlannedExample(
-        example_id=eid,
-        group_index=g_index,
-        group_id=group.group_id,
-        role=role,
-        response_index=r_index,
-        kind=group.kind,
-        subset=group.subset,
-        target=None if group.label is None else float(group.label),
-        prompt=group.prompt_text,
-        response=text,
-        prompt_messages=tuple(dict(m) for m in group.prompt),
-    )
-
-
-def data_fingerprint(plan: Sequence[PlannedExample]) -> str:
+def data_fingerprint(plan: Sequence[Response]) -> str:
     """sha256 (16 hex digits) of the planned examples' content, in order."""
     digest = hashlib.sha256()
     for example in plan:
-        digest.update(json.dumps(example.key(), ensure_ascii=False).encode("utf-8"))
+        digest.update(json.dumps(example_key(example), ensure_ascii=False).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()[:16]
 

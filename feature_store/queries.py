@@ -6,19 +6,18 @@ Python is the ORDER BY clause, picked from the fixed :data:`FEATURE_ORDERS`.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from feature_store.connection import Connection
 from feature_store.sqlutil import fetch_one, large_frame, small_frame
 from feature_store.validate import check_feature_id, check_finite, check_int, check_str
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
+from sarm.latents import SparseLatents
+from sarm.types import Response
 
 #: sort keys accepted by ``features(order_by=...)`` and the SQL they stand for
 FEATURE_ORDERS: dict[str, str] = {
@@ -80,7 +79,7 @@ def _filters(
 
 
 def features(
-    store: FeatureStore,
+    conn: Connection,
     *,
     order_by: str = "abs_contribution",
     descending: bool = True,
@@ -109,12 +108,12 @@ def features(
         "LIMIT $limit OFFSET $offset"
     )
     fetch = small_frame if params["limit"] is not None and params["limit"] <= 5000 else large_frame
-    with store.read("listing features") as cur:
+    with conn.read("listing features") as cur:
         return fetch(cur, sql, params)
 
 
 def count_features(
-    store: FeatureStore,
+    conn: Connection,
     *,
     min_frequency: float | None = None,
     max_frequency: float | None = None,
@@ -124,32 +123,32 @@ def count_features(
 ) -> int:
     """Number of features matching the same filters as :func:`features`."""
     params = _filters(min_frequency, max_frequency, labelled, feature_ids, search)
-    with store.read("counting features") as cur:
+    with conn.read("counting features") as cur:
         return int(fetch_one(cur, f"SELECT count(*) {FEATURE_FILTER}", params)[0])
 
 
-def feature(store: FeatureStore, feature_id: int) -> dict[str, Any]:
+def feature(conn: Connection, feature_id: int) -> dict[str, Any]:
     """One feature's row of :func:`features` as a dict."""
-    fid = check_feature_id(feature_id, store.d_sae)
-    frame = features(store, feature_ids=[fid], limit=1)
+    fid = check_feature_id(feature_id, conn.d_sae)
+    frame = features(conn, feature_ids=[fid], limit=1)
     if frame.empty:
         raise LookupError(f"feature {fid} has no statistics; run refresh_stats() after ingest")
     return frame.iloc[0].to_dict()
 
 
-def _stored_top_n(store: FeatureStore) -> int:
-    return int(store.meta().get("stats_top_n", 0))
+def _stored_top_n(conn: Connection) -> int:
+    return int(conn.meta().get("stats_top_n", 0))
 
 
-def top_examples(store: FeatureStore, feature_id: int, limit: int = 20) -> pd.DataFrame:
+def top_examples(conn: Connection, feature_id: int, limit: int = 20) -> pd.DataFrame:
     """The ``limit`` examples where ``feature_id`` is most active, strongest first.
 
     Served from the precomputed selection when ``limit`` is within the top-N
     computed by ``refresh_stats``; otherwise ranked from the latents table.
     """
-    fid = check_feature_id(feature_id, store.d_sae)
+    fid = check_feature_id(feature_id, conn.d_sae)
     limit = check_int(limit, "limit", low=1, high=MAX_ROWS + 1)
-    if limit <= _stored_top_n(store):
+    if limit <= _stored_top_n(conn):
         picked = """SELECT rank, example_id, activation FROM feature_examples
             WHERE feature_id = $fid AND band = 0 AND rank <= $limit"""
     else:
@@ -158,33 +157,32 @@ def top_examples(store: FeatureStore, feature_id: int, limit: int = 20) -> pd.Da
             FROM latents WHERE feature_id = $fid
             ORDER BY activation DESC, example_id LIMIT $limit"""
     sql = f"""WITH picked AS ({picked})
-        SELECT p.rank, p.example_id, p.activation, p.activation * w.weight AS contribution,
-               {EXAMPLE_COLUMNS}
+        SELECT p.rank, p.example_id, p.activation, c.contribution, {EXAMPLE_COLUMNS}
         FROM picked p JOIN examples e USING (example_id)
-        LEFT JOIN head_weights w ON w.feature_id = $fid
+        LEFT JOIN contributions c ON c.example_id = p.example_id AND c.feature_id = $fid
         ORDER BY p.rank"""
-    with store.read("ranking top examples") as cur:
+    with conn.read("ranking top examples") as cur:
         return small_frame(cur, sql, {"fid": fid, "limit": limit})
 
 
-def quantile_examples(store: FeatureStore, feature_id: int) -> pd.DataFrame:
+def quantile_examples(conn: Connection, feature_id: int) -> pd.DataFrame:
     """Examples sampled from lower activation quantiles (band 1 = just below the top)."""
-    fid = check_feature_id(feature_id, store.d_sae)
-    sql = f"""SELECT p.band, p.rank, p.example_id, p.activation,
-               p.activation * w.weight AS contribution, {EXAMPLE_COLUMNS}
+    fid = check_feature_id(feature_id, conn.d_sae)
+    sql = f"""SELECT p.band, p.rank, p.example_id, p.activation, c.contribution,
+               {EXAMPLE_COLUMNS}
         FROM feature_examples p JOIN examples e USING (example_id)
-        LEFT JOIN head_weights w ON w.feature_id = $fid
+        LEFT JOIN contributions c ON c.example_id = p.example_id AND c.feature_id = $fid
         WHERE p.feature_id = $fid AND p.band > 0
         ORDER BY p.band, p.rank"""
-    with store.read("reading quantile examples") as cur:
+    with conn.read("reading quantile examples") as cur:
         return small_frame(cur, sql, {"fid": fid})
 
 
-def feature_histogram(store: FeatureStore, feature_id: int) -> pd.DataFrame:
+def feature_histogram(conn: Connection, feature_id: int) -> pd.DataFrame:
     """Histogram of ``feature_id``'s non-zero activations: ``bin, lo, hi, count``."""
-    fid = check_feature_id(feature_id, store.d_sae)
-    n_bins = int(store.meta().get("stats_hist_bins", 0))
-    with store.read("reading a histogram") as cur:
+    fid = check_feature_id(feature_id, conn.d_sae)
+    n_bins = int(conn.meta().get("stats_hist_bins", 0))
+    with conn.read("reading a histogram") as cur:
         bounds = fetch_one(
             cur,
             "SELECT min_activation, max_activation FROM feature_stats WHERE feature_id = ? AND n_active > 0",
@@ -206,42 +204,25 @@ def feature_histogram(store: FeatureStore, feature_id: int) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class StoredExample:
-    """One stored response: texts, ids, reward and its active features.
+class StoredExample(Response):
+    """One stored response: its :class:`~sarm.types.Response` fields, reward and features.
 
     ``features`` has ``feature_id, activation, weight, contribution, label``,
     sorted by |contribution|, largest first.
     """
 
-    example_id: int
-    group_id: str
-    group_index: int
-    role: str
-    response_index: int
-    kind: str
-    subset: str | None
-    target: float | None
-    prompt: str
-    response: str
-    prompt_messages: list[dict[str, str]]
-    reward: float
-    n_tokens: int
-    truncated: bool
-    features: pd.DataFrame = field(repr=False)
-
-    def conversation(self) -> list[dict[str, str]]:
-        """The scored conversation: prompt turns, then the response."""
-        return [dict(m) for m in self.prompt_messages] + [
-            {"role": "assistant", "content": self.response}
-        ]
+    reward: float = 0.0
+    n_tokens: int = 0
+    truncated: bool = False
+    features: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
-def example(store: FeatureStore, example_id: int) -> StoredExample:
+def example(conn: Connection, example_id: int) -> StoredExample:
     """The example with ``example_id``; LookupError if there is none."""
     eid = check_int(example_id, "example_id", low=0)
-    with store.read("reading an example") as cur:
+    with conn.read("reading an example") as cur:
         cur.execute(
-            """SELECT example_id, group_id, group_index, role, response_index, kind, subset,
+            """SELECT example_id, group_index, group_id, role, response_index, kind, subset,
                       target, prompt, response, prompt_messages, reward, n_tokens, truncated
                FROM examples WHERE example_id = ?""",
             [eid],
@@ -249,26 +230,25 @@ def example(store: FeatureStore, example_id: int) -> StoredExample:
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
         if not rows:
-            raise LookupError(f"example {eid} is not in feature store {store.path}")
+            raise LookupError(f"example {eid} is not in feature store {conn.path}")
         feats = small_frame(
             cur,
-            """SELECT x.feature_id, x.activation, w.weight, x.activation * w.weight AS contribution,
+            """SELECT c.feature_id, c.activation, c.weight, c.contribution,
                       nullif(l.label, '') AS label
-               FROM latents x LEFT JOIN head_weights w USING (feature_id)
-               LEFT JOIN latest_labels l USING (feature_id)
-               WHERE x.example_id = ?
-               ORDER BY abs(contribution) DESC, x.feature_id""",
+               FROM contributions c LEFT JOIN latest_labels l USING (feature_id)
+               WHERE c.example_id = ?
+               ORDER BY abs(c.contribution) DESC, c.feature_id""",
             [eid],
         )
     values = dict(zip(names, rows[0], strict=True))
-    values["prompt_messages"] = json.loads(values["prompt_messages"])
+    values["prompt_messages"] = tuple(json.loads(values["prompt_messages"]))
     return StoredExample(**values, features=feats)
 
 
-def examples_frame(store: FeatureStore, *, with_text: bool = False) -> pd.DataFrame:
+def examples_frame(conn: Connection, *, with_text: bool = False) -> pd.DataFrame:
     """Every example ordered by id: ids, role, subset, kind, target, reward, tokens."""
     text = ", prompt, response" if with_text else ""
-    with store.read("listing examples") as cur:
+    with conn.read("listing examples") as cur:
         return large_frame(
             cur,
             f"""SELECT example_id, group_index, group_id, role, response_index, kind, subset,
@@ -277,47 +257,9 @@ def examples_frame(store: FeatureStore, *, with_text: bool = False) -> pd.DataFr
         )
 
 
-@dataclass(frozen=True)
-class LatentMatrix:
-    """The pooled latents of every example as CSR arrays, rows ordered by example_id.
-
-    Row ``r`` (example ``example_ids[r]``) holds ``feature_ids[indptr[r]:indptr[r+1]]``
-    with activations ``values[...]``.
-    """
-
-    example_ids: np.ndarray
-    indptr: np.ndarray
-    feature_ids: np.ndarray
-    values: np.ndarray
-    d_sae: int
-
-    def __post_init__(self) -> None:
-        if self.indptr.shape != (len(self.example_ids) + 1,):
-            raise ValueError("indptr must have one entry more than example_ids")
-        if len(self.feature_ids) != len(self.values) or self.indptr[-1] != len(self.values):
-            raise ValueError("feature_ids and values must both have indptr[-1] entries")
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.example_ids)
-
-    @functools.cached_property
-    def row_index(self) -> np.ndarray:
-        """The row of every non-zero (``np.repeat`` of the row numbers), computed once."""
-        return np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
-
-    def rewards(self, weights: np.ndarray, bias: float = 0.0) -> np.ndarray:
-        """``w . z + b`` for every row, in float64."""
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (self.d_sae,):
-            raise ValueError(f"weights must have shape ({self.d_sae},), got {w.shape}")
-        terms = self.values.astype(np.float64) * w[self.feature_ids]
-        return np.bincount(self.row_index, weights=terms, minlength=self.n_rows) + bias
-
-
-def latent_matrix(store: FeatureStore) -> LatentMatrix:
-    """Bulk read of all pooled latents (CSR, ordered by example_id, then feature_id)."""
-    with store.read("reading latents") as cur:
+def latent_matrix(conn: Connection) -> SparseLatents:
+    """Bulk read of all pooled latents: rows ordered by example_id, then feature_id."""
+    with conn.read("reading latents") as cur:
         ids = cur.execute("SELECT example_id FROM examples ORDER BY example_id").fetchnumpy()
         nz = cur.execute("SELECT example_id, feature_id, activation FROM latents").fetchnumpy()
     example_ids = np.asarray(ids["example_id"], dtype=np.int64)
@@ -328,7 +270,7 @@ def latent_matrix(store: FeatureStore) -> LatentMatrix:
         order = np.lexsort((feats, rows))
         rows, feats, values = rows[order], feats[order], values[order]
     indptr = np.append(np.searchsorted(rows, example_ids), len(rows)).astype(np.int64)
-    return LatentMatrix(example_ids, indptr, feats, values, store.d_sae or 0)
+    return SparseLatents(indptr, feats, values, conn.d_sae or 1, example_ids)
 
 
 def _is_sorted(rows: np.ndarray, feats: np.ndarray) -> bool:
@@ -338,18 +280,18 @@ def _is_sorted(rows: np.ndarray, feats: np.ndarray) -> bool:
     return bool(np.all((d_row > 0) | ((d_row == 0) & (d_feat > 0))))
 
 
-def head_weights(store: FeatureStore) -> tuple[np.ndarray, float]:
+def head_weights(conn: Connection) -> tuple[np.ndarray, float]:
     """The ingest head: dense float32 weights ``[d_sae]`` and its bias."""
-    with store.read("reading head weights") as cur:
+    with conn.read("reading head weights") as cur:
         got = cur.execute("SELECT weight FROM head_weights ORDER BY feature_id").fetchnumpy()
-    return np.asarray(got["weight"], dtype=np.float32), float(store.meta().get("head_bias", 0.0))
+    return np.asarray(got["weight"], dtype=np.float32), float(conn.meta().get("head_bias", 0.0))
 
 
-def search_examples(store: FeatureStore, text: str, limit: int = 1000) -> np.ndarray:
+def search_examples(conn: Connection, text: str, limit: int = 1000) -> np.ndarray:
     """Ids of examples whose prompt or response contains ``text`` (case-insensitive, literal)."""
     query = check_str(text, "search text", max_chars=500, allow_empty=False)
     limit = check_int(limit, "limit", low=1, high=MAX_ROWS + 1)
-    with store.read("searching examples") as cur:
+    with conn.read("searching examples") as cur:
         got = cur.execute(
             """SELECT example_id FROM examples
                WHERE contains(lower(prompt), lower($q)) OR contains(lower(response), lower($q))
@@ -359,12 +301,12 @@ def search_examples(store: FeatureStore, text: str, limit: int = 1000) -> np.nda
     return np.asarray([row[0] for row in got], dtype=np.int64)
 
 
-def example_texts(store: FeatureStore, example_ids: list[int]) -> pd.DataFrame:
+def example_texts(conn: Connection, example_ids: list[int]) -> pd.DataFrame:
     """``example_id, prompt, response`` of the given examples (at most 5,000), by id."""
     ids = [check_int(e, "example_ids[]", low=0) for e in example_ids]
     if len(ids) > 5000:
         raise ValueError(f"ask for at most 5000 examples at once, got {len(ids)}")
-    with store.read("reading example texts") as cur:
+    with conn.read("reading example texts") as cur:
         return small_frame(
             cur,
             """SELECT example_id, prompt, response FROM examples
@@ -373,12 +315,12 @@ def example_texts(store: FeatureStore, example_ids: list[int]) -> pd.DataFrame:
         )
 
 
-def revision(store: FeatureStore) -> tuple[int, int]:
+def revision(conn: Connection) -> tuple[int, int]:
     """``(newest label id, number of head versions)``: changes whenever either is added.
 
     Readers that cache label- or head-dependent results key their caches on it.
     """
-    with store.read("reading the store revision") as cur:
+    with conn.read("reading the store revision") as cur:
         row = fetch_one(
             cur,
             """SELECT (SELECT coalesce(max(label_id), 0) FROM labels),

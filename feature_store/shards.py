@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,17 +25,15 @@ from tqdm.auto import tqdm
 
 from feature_store.binding import Binding, bind
 from feature_store.chunks import EXAMPLES_SCHEMA, LATENTS_SCHEMA, ChunkData, write_chunk
+from feature_store.connection import Connection
 from feature_store.errors import StoreError, StoreMismatchError
 from feature_store.ingest import compute_chunk, finish, pending_chunks
-from feature_store.plan import Chunk, Shard, data_fingerprint, make_chunks, plan_examples
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
-    from sarm.types import PreferenceGroup
+from feature_store.plan import Chunk, Shard, data_fingerprint, make_chunks
+from feature_store.source import LatentSource
+from sarm.constants import SHARD_HEAD_FILE, SHARD_MANIFEST_FILE
+from sarm.types import PreferenceGroup, responses_of
 
 logger = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-HEAD_FILE = "head.parquet"
 FORMAT_VERSION = 1
 
 
@@ -59,7 +56,7 @@ def _atomic_text(text: str, path: Path) -> None:
 def write_manifest(parts: Path, binding: Binding) -> None:
     """Record the binding in ``parts``, or check it against the one already there."""
     manifest = {"format": FORMAT_VERSION, **binding.meta()}
-    path = parts / MANIFEST
+    path = parts / SHARD_MANIFEST_FILE
     if path.exists():
         existing = read_binding(parts)
         theirs = {k: v for k, v in existing.meta().items() if k != "source"}
@@ -69,13 +66,13 @@ def write_manifest(parts: Path, binding: Binding) -> None:
             raise StoreMismatchError(f"{path} was written for a different run (differs in {diff})")
         return
     parts.mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(binding.head_table(), parts / HEAD_FILE)
+    _atomic_parquet(binding.head_table(), parts / SHARD_HEAD_FILE)
     _atomic_text(json.dumps(manifest, indent=2), path)
 
 
 def read_binding(parts: Path) -> Binding:
     """The binding recorded by the workers that wrote ``parts``."""
-    path = parts / MANIFEST
+    path = parts / SHARD_MANIFEST_FILE
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found: is {parts} a parts directory written by `sarm index --shard`?"
@@ -83,13 +80,13 @@ def read_binding(parts: Path) -> Binding:
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT_VERSION:
         raise StoreError(f"{path}: unsupported parts format {manifest.get('format')!r}")
-    head = pq.read_table(parts / HEAD_FILE)
+    head = pq.read_table(parts / SHARD_HEAD_FILE)
     order = np.argsort(head["feature_id"].to_numpy())
     return Binding.from_meta(manifest, head["weight"].to_numpy()[order])
 
 
 def ingest_shard(
-    sarm: Any,
+    sarm: LatentSource,
     groups: Sequence[PreferenceGroup],
     parts: str | Path,
     shard: Shard,
@@ -101,10 +98,10 @@ def ingest_shard(
 ) -> int:
     """Compute this worker's chunks into ``parts``; returns how many it computed now."""
     parts = Path(parts)
-    plan = plan_examples(groups)
+    plan = responses_of(groups)
     if not plan:
         raise ValueError("the dataset has no examples to index")
-    binding = Binding.from_sarm(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
+    binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
     write_manifest(parts, binding)
     mine = [c for c in make_chunks(len(plan), chunk_size) if shard.owns(c)]
     todo = [c for c in mine if not _part(parts, c.index, "examples").exists()]
@@ -130,7 +127,7 @@ def _read_chunk(parts: Path, chunk: Chunk) -> ChunkData:
 
 
 def merge_parts(
-    store: FeatureStore, parts: str | Path, *, top_n: int = 20, progress: bool = True
+    conn: Connection, parts: str | Path, *, top_n: int = 20, progress: bool = True
 ) -> int:
     """Load every chunk in ``parts`` into ``store`` (resumable); returns chunks merged now.
 
@@ -145,9 +142,9 @@ def merge_parts(
             f"{parts} lacks {len(missing)} of {len(chunks)} chunks (first: {missing[:10]}); "
             "wait for every shard worker to finish"
         )
-    binding = bind(store, binding)
-    todo = pending_chunks(store, binding)
+    binding = bind(conn, binding)
+    todo = pending_chunks(conn, binding)
     for chunk in tqdm(todo, unit="chunk", desc="merging", disable=not progress):
-        write_chunk(store, chunk, _read_chunk(parts, chunk))
-    finish(store, binding, top_n)
+        write_chunk(conn, chunk, _read_chunk(parts, chunk))
+    finish(conn, binding, top_n)
     return len(todo)

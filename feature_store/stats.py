@@ -19,14 +19,11 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
+from feature_store.connection import Connection
 from feature_store.errors import StoreError
 from feature_store.meta import put_meta
 from feature_store.validate import check_int
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +122,14 @@ class StatsConfig:
 
 
 def refresh_stats(
-    store: FeatureStore, top_n: int = 20, bands: int = 4, per_band: int = 3, hist_bins: int = 20
+    conn: Connection, top_n: int = 20, bands: int = 4, per_band: int = 3, hist_bins: int = 20
 ) -> StatsConfig:
     """Recompute every feature table in one transaction (readers see old or new, never half)."""
     config = StatsConfig(top_n, bands, per_band, hist_bins)
-    d_sae = store.d_sae
+    d_sae = conn.d_sae
     if d_sae is None:
-        raise StoreError(f"feature store {store.path} has no model bound yet; ingest data first")
-    with store.write("refreshing feature statistics") as cur:
+        raise StoreError(f"feature store {conn.path} has no model bound yet; ingest data first")
+    with conn.write("refreshing feature statistics") as cur:
         for table in ("feature_stats", "feature_histograms", "feature_examples"):
             cur.execute(f"DELETE FROM {table}")
         cur.execute(FEATURE_STATS_SQL, {"d_sae": d_sae})

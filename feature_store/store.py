@@ -1,271 +1,32 @@
 """The :class:`FeatureStore`: one DuckDB file holding an indexed dataset.
 
-One store object may be shared by many threads (Streamlit sessions): each
-thread reads through its own cursor, and writes are serialised by a lock and
-run in a transaction, so concurrent writers lose nothing and readers never see
-half a write. Every ``duckdb.Error`` leaves this module as a :class:`StoreError`.
+A thin facade: the lifecycle, transactions and metadata come from
+:class:`~feature_store.connection.Connection`; every other method hands the
+connection to one function of :mod:`~feature_store.queries`,
+:mod:`~feature_store.stats`, :mod:`~feature_store.labels`,
+:mod:`~feature_store.heads` or :mod:`~feature_store.tokens`. Those modules take
+a connection, never the store, so nothing calls back into this class.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from feature_store import heads, labels, queries, stats, tokens
-from feature_store.errors import (
-    StoreBusyError,
-    StoreError,
-    StoreMismatchError,
-    StoreNotFoundError,
-    StoreReadOnlyError,
-)
-from feature_store.meta import MODEL_KEYS, put_meta
-from feature_store.schema import check_version, current_version, migrate
-from feature_store.sqlutil import fetch_one
-
-if TYPE_CHECKING:
-    from feature_store.heads import HeadVersion
-    from feature_store.queries import LatentMatrix, StoredExample
-    from feature_store.tokens import TokenHighlights
-
-logger = logging.getLogger(__name__)
+from feature_store.connection import Connection
+from feature_store.heads import HeadVersion
+from feature_store.queries import StoredExample
+from feature_store.source import TokenSource
+from feature_store.tokens import TokenHighlights
+from sarm.latents import SparseLatents
 
 
-def wrap_duckdb_error(exc: duckdb.Error, what: str, path: Path) -> StoreError:
-    """The store's own error for a DuckDB failure during ``what``."""
-    text = str(exc)
-    if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
-        return StoreBusyError(
-            f"{what}: feature store {path} is open for writing in another process; "
-            f"close it there or open this one with read_only=True ({text})"
-        )
-    return StoreError(f"{what} failed on feature store {path}: {text}")
-
-
-class FeatureStore:
+class FeatureStore(Connection):
     """An indexed dataset in DuckDB. Create with :meth:`FeatureStore.open`."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
-        self._con: duckdb.DuckDBPyConnection | None = con
-        self._path = path
-        self._read_only = read_only
-        self._lock = threading.RLock()
-        self._local = threading.local()
-        self._meta: dict[str, str] | None = None
-        self._writes = 0  # bumped after every write, so a racing read never caches stale meta
-
-    # ---------------------------------------------------------------- lifecycle
-    @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> FeatureStore:
-        """Open (creating or migrating it if needed) the store at ``path``.
-
-        ``read_only=True`` never creates or migrates, and lets several processes
-        read the same file at once.
-        """
-        path = Path(path).expanduser()
-        if path.is_dir():
-            raise StoreError(f"feature store path {path} is a directory; give a .duckdb file path")
-        if read_only and not path.exists():
-            raise StoreNotFoundError(
-                f"feature store {path} does not exist; build it with `sarm index`"
-            )
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise wrap_duckdb_error(exc, "opening", path) from exc
-        try:
-            _prepare_schema(con, read_only)
-        except duckdb.Error as exc:
-            con.close()
-            raise wrap_duckdb_error(exc, "reading the schema", path) from exc
-        except BaseException:
-            con.close()
-            raise
-        return cls(con, path, read_only)
-
-    def close(self) -> None:
-        """Close the store (and every thread's cursor). Safe to call twice."""
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-
-    def __enter__(self) -> FeatureStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        mode = "read-only" if self._read_only else "read-write"
-        return f"FeatureStore({str(self._path)!r}, {mode})"
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
-
-    @property
-    def closed(self) -> bool:
-        return self._con is None
-
-    # ------------------------------------------------------------ cursors, guards
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        con = self._con
-        if con is None:
-            raise StoreError(f"feature store {self._path} is closed")
-        cur = getattr(self._local, "cursor", None)
-        if cur is None or getattr(self._local, "owner", None) is not con:
-            cur = con.cursor()
-            self._local.cursor, self._local.owner = cur, con
-        return cur
-
-    @contextmanager
-    def read(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """This thread's cursor, with DuckDB errors turned into StoreError."""
-        cur = self._cursor()
-        try:
-            yield cur
-        except duckdb.Error as exc:
-            raise wrap_duckdb_error(exc, what, self._path) from exc
-
-    @contextmanager
-    def write(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor inside one transaction, holding the store's write lock."""
-        if self._read_only:
-            raise StoreReadOnlyError(
-                f"{what}: feature store {self._path} was opened read-only; "
-                "open it without read_only=True to change it"
-            )
-        with self._lock:
-            cur = self._cursor()
-            try:
-                cur.begin()
-                try:
-                    yield cur
-                    cur.commit()
-                except BaseException:
-                    _rollback(cur)
-                    raise
-                finally:
-                    self._writes += 1
-                    self._meta = None
-            except duckdb.Error as exc:
-                raise wrap_duckdb_error(exc, what, self._path) from exc
-
-    # -------------------------------------------------------------------- meta
-    def meta(self) -> dict[str, str]:
-        """Every metadata entry (model fingerprint, d_sae, data source, ...).
-
-        Cached until this object's next write (no other process can write
-        while this one has the file open).
-        """
-        cached, writes = self._meta, self._writes
-        if cached is None:
-            with self.read("reading metadata") as cur:
-                cached = dict(cur.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
-            if writes == self._writes:
-                self._meta = cached
-        return dict(cached)
-
-    def set_meta(self, values: Mapping[str, object]) -> None:
-        """Insert or replace metadata entries in one transaction."""
-        with self.write("writing metadata") as cur:
-            put_meta(cur, values)
-
-    def schema_version(self) -> int:
-        with self.read("reading the schema version") as cur:
-            return current_version(cur)
-
-    @property
-    def d_sae(self) -> int | None:
-        """Number of SAE latents, once a model has been bound (else None)."""
-        value = self.meta().get("d_sae")
-        return int(value) if value is not None else None
-
-    def fingerprint(self) -> dict[str, str] | None:
-        """The model fingerprint the store was built with (None while empty)."""
-        meta = self.meta()
-        if "backbone" not in meta:
-            return None
-        return {key: meta[key] for key in (*MODEL_KEYS, "head")}
-
-    def check_model(self, fingerprint: Mapping[str, str]) -> None:
-        """Raise StoreMismatchError unless ``fingerprint`` is the store's backbone/layer/SAE.
-
-        A different head only triggers a warning: stored latents stay valid and
-        rewards can be recomputed from them under any head.
-        """
-        stored = self.fingerprint()
-        if stored is None:
-            return
-        diffs = [k for k in MODEL_KEYS if str(fingerprint.get(k)) != stored[k]]
-        if diffs:
-            detail = ", ".join(
-                f"{k}: store {stored[k]!r} vs model {fingerprint.get(k)!r}" for k in diffs
-            )
-            raise StoreMismatchError(
-                f"feature store {self._path} was built with a different model ({detail}); "
-                "use a new store path for this model"
-            )
-        if str(fingerprint.get("head")) != stored["head"]:
-            warnings.warn(
-                f"feature store {self._path} was built with head {stored['head']}, the model's "
-                f"head is {fingerprint.get('head')}; stored rewards use the store's head",
-                stacklevel=2,
-            )
-
-    def size_bytes(self) -> int:
-        """Bytes on disk (database file plus write-ahead log)."""
-        wal = self._path.with_name(self._path.name + ".wal")
-        return sum(p.stat().st_size for p in (self._path, wal) if p.exists())
-
-    def summary(self) -> dict[str, Any]:
-        """Counts, model fingerprint and size, for status lines and the app's header."""
-        with self.read("summarising") as cur:
-            n_examples, n_latents = fetch_one(
-                cur, "SELECT (SELECT count(*) FROM examples), (SELECT count(*) FROM latents)"
-            )
-            n_labelled = fetch_one(cur, "SELECT count(*) FROM latest_labels WHERE label <> ''")[0]
-        meta = self.meta()
-        size = self.size_bytes()
-        return {
-            "path": str(self._path),
-            "schema_version": self.schema_version(),
-            "n_examples": int(n_examples),
-            "n_latents": int(n_latents),
-            "n_labelled_features": int(n_labelled),
-            "d_sae": int(meta["d_sae"]) if "d_sae" in meta else None,
-            "fingerprint": self.fingerprint(),
-            "complete": meta.get("complete") == "true",
-            "source": meta.get("source"),
-            "size_bytes": size,
-            "bytes_per_1000_examples": size * 1000 / n_examples if n_examples else None,
-        }
-
-    def checkpoint(self) -> None:
-        """Fold the write-ahead log into the database file."""
-        if self._read_only:
-            return
-        try:
-            with self._lock, self.read("checkpointing") as cur:
-                cur.execute("CHECKPOINT")
-        except StoreError as exc:  # an optimisation only: the WAL is folded in on close
-            logger.warning("%s", exc)
 
     # ------------------------------------------------------------------ queries
     def features(self, **kwargs: Any) -> pd.DataFrame:
@@ -300,8 +61,8 @@ class FeatureStore:
         """Every example's ids, role, subset and reward (texts on request)."""
         return queries.examples_frame(self, with_text=with_text)
 
-    def latent_matrix(self) -> LatentMatrix:
-        """All pooled latents as CSR arrays ordered by example_id."""
+    def latent_matrix(self) -> SparseLatents:
+        """All pooled latents, rows ordered by example_id (``example_ids`` names them)."""
         return queries.latent_matrix(self)
 
     def head_weights(self) -> tuple[np.ndarray, float]:
@@ -384,27 +145,18 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ tokens
     def token_activations(
-        self, example_id: int, feature_ids: Sequence[int], sarm: Any | None = None
+        self, example_id: int, feature_ids: Sequence[int], sarm: TokenSource | None = None
     ) -> TokenHighlights:
         """Per-token activations of ``feature_ids`` on an example (cached)."""
         return tokens.token_activations(self, example_id, feature_ids, sarm)
 
     def warm_token_cache(
-        self, sarm: Any, feature_ids: Sequence[int], per_feature: int = 5, *, progress: bool = True
+        self,
+        sarm: TokenSource,
+        feature_ids: Sequence[int],
+        per_feature: int = 5,
+        *,
+        progress: bool = True,
     ) -> int:
         """Precompute highlights for the top ``per_feature`` examples of ``feature_ids``."""
         return tokens.warm_token_cache(self, sarm, feature_ids, per_feature, progress=progress)
-
-
-def _prepare_schema(con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
-    if read_only:
-        check_version(current_version(con), writable=False)
-    else:
-        migrate(con)
-
-
-def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
-    try:
-        cur.rollback()
-    except duckdb.Error:
-        logger.debug("rollback after a failed write also failed", exc_info=True)

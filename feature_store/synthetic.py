@@ -17,9 +17,12 @@ from tqdm.auto import tqdm
 from feature_store.binding import Binding, bind
 from feature_store.chunks import ChunkData, write_chunk
 from feature_store.ingest import finish
-from feature_store.plan import data_fingerprint, make_chunks, plan_examples
+from feature_store.plan import data_fingerprint, make_chunks
 from feature_store.store import FeatureStore
 from feature_store.validate import check_int
+from sarm.head import Head
+from sarm.latents import SparseLatents
+from sarm.types import PreferenceGroup, responses_of
 
 logger = logging.getLogger(__name__)
 _WORDS = [
@@ -59,8 +62,6 @@ class SyntheticSpec:
 
 def synthetic_groups(spec: SyntheticSpec) -> list:
     """``n_pairs`` pair groups over three subsets, with short generated texts."""
-    from sarm.types import PreferenceGroup
-
     rng = np.random.default_rng(spec.seed)
     words = rng.choice(_WORDS, size=(spec.n_pairs, 3, 6))
     subsets = ("chat", "safety", "code")
@@ -110,39 +111,30 @@ def store_from_arrays(
 ) -> FeatureStore:
     """A complete store from given latents (one row of ``indices``/``values`` per response).
 
-    Rewards are ``values . weights[indices] + bias``; token counts are a
+    Rewards are the head's rewards of the latents; token counts are a
     character-based stand-in. Returns the store open.
     """
-    plan = plan_examples(groups)
+    plan = responses_of(groups)
     if not len(indices) == len(values) == len(plan):
         raise ValueError(f"give latents for all {len(plan)} responses, got {len(indices)}")
-    w = np.asarray(weights, dtype=np.float32)
-    rewards = (
-        np.array(
-            [
-                float(np.asarray(v, np.float64) @ w[np.asarray(i)].astype(np.float64))
-                for i, v in zip(indices, values, strict=True)
-            ]
-        )
-        + bias
-    )
+    head = Head(weights, bias)
+    latents = SparseLatents.from_rows(list(indices), list(values), head.size)
+    rewards = head.rewards(latents)
     fingerprint = {"backbone": "synthetic", "layer": "0", "sae": sae, "head": "synthetic"}
     binding = Binding(
-        fingerprint, len(w), w, bias, data_fingerprint(plan), len(plan), chunk_size, "synthetic"
+        fingerprint, head.size, head, data_fingerprint(plan), len(plan), chunk_size, "synthetic"
     )
     store = FeatureStore.open(path)
     bind(store, binding)
     tokens = np.array([len(e.prompt) + len(e.response) for e in plan]) // 4
     for chunk in tqdm(make_chunks(len(plan), chunk_size), desc="synthetic", disable=not progress):
-        s = slice(chunk.start, chunk.stop)
-        data = ChunkData.from_arrays(
-            plan[s],
-            rewards[s],
-            tokens[s],
+        rows = np.arange(chunk.start, chunk.stop)
+        data = ChunkData.from_results(
+            plan[chunk.start : chunk.stop],
+            latents.take(rows),
+            rewards[rows],
+            tokens[rows],
             np.zeros(chunk.size, bool),
-            list(indices[s]),
-            list(values[s]),
-            len(w),
         )
         write_chunk(store, chunk, data)
     finish(store, binding, top_n)

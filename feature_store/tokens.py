@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from feature_store import queries
+from feature_store.connection import Connection
 from feature_store.errors import NotCachedError, StoreError
+from feature_store.source import TokenSource
 from feature_store.sqlutil import fetch_one
 from feature_store.validate import check_feature_id, check_int
-
-if TYPE_CHECKING:
-    from feature_store.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 MAX_FEATURES = 256
@@ -55,10 +54,10 @@ class TokenHighlights:
         return self.values[:, self.feature_ids.index(feature_id)]
 
 
-def _check_ids(store: FeatureStore, feature_ids: Sequence[int]) -> list[int]:
+def _check_ids(conn: Connection, feature_ids: Sequence[int]) -> list[int]:
     if isinstance(feature_ids, (str, bytes)) or not isinstance(feature_ids, Sequence):
         raise ValueError("feature_ids must be a list of feature ids")
-    d_sae = store.d_sae
+    d_sae = conn.d_sae
     ids = list(dict.fromkeys(check_feature_id(f, d_sae) for f in feature_ids))
     if not 0 < len(ids) <= MAX_FEATURES:
         raise ValueError(f"give between 1 and {MAX_FEATURES} feature ids, got {len(ids)}")
@@ -66,9 +65,9 @@ def _check_ids(store: FeatureStore, feature_ids: Sequence[int]) -> list[int]:
 
 
 def _cached(
-    store: FeatureStore, eid: int, ids: list[int]
+    conn: Connection, eid: int, ids: list[int]
 ) -> tuple[tuple | None, dict[int, np.ndarray]]:
-    with store.read("reading cached token activations") as cur:
+    with conn.read("reading cached token activations") as cur:
         head_row = fetch_one(
             cur, "SELECT tokens, trajectory, head FROM token_cache WHERE example_id = ?", [eid]
         )
@@ -81,7 +80,7 @@ def _cached(
 
 
 def token_activations(
-    store: FeatureStore, example_id: int, feature_ids: Sequence[int], sarm: Any | None = None
+    conn: Connection, example_id: int, feature_ids: Sequence[int], sarm: TokenSource | None = None
 ) -> TokenHighlights:
     """Cached per-token activations, computing (and caching) the missing ones with ``sarm``.
 
@@ -89,8 +88,8 @@ def token_activations(
     computes but does not cache.
     """
     eid = check_int(example_id, "example_id", low=0)
-    ids = _check_ids(store, feature_ids)
-    head_row, cached = _cached(store, eid, ids)
+    ids = _check_ids(conn, feature_ids)
+    head_row, cached = _cached(conn, eid, ids)
     missing = [f for f in ids if f not in cached]
     if head_row is None or missing:
         if sarm is None:
@@ -98,7 +97,7 @@ def token_activations(
                 f"per-token activations of example {eid} for features {missing or ids} are not "
                 "cached; pass a loaded SARM (sarm=...) to compute them"
             )
-        head_row, computed = _compute(store, sarm, eid, missing or ids[:1], head_row)
+        head_row, computed = _compute(conn, sarm, eid, missing or ids[:1], head_row)
         cached.update(computed)
     tokens, trajectory, head = head_row
     values = np.stack([cached[f] for f in ids], axis=1).astype(np.float32)
@@ -106,11 +105,11 @@ def token_activations(
 
 
 def _compute(
-    store: FeatureStore, sarm: Any, eid: int, ids: list[int], head_row: tuple | None
+    conn: Connection, sarm: TokenSource, eid: int, ids: list[int], head_row: tuple | None
 ) -> tuple[tuple, dict[int, np.ndarray]]:
     fingerprint = sarm.fingerprint()
-    store.check_model(fingerprint)
-    conversation = store.example(eid).conversation()
+    conn.check_model(fingerprint)
+    conversation = queries.example(conn, eid).conversation()
     result = sarm.token_activations(conversation, ids)
     values = np.asarray(result.values, dtype=np.float32)
     tokens = [str(t) for t in result.tokens]
@@ -130,18 +129,18 @@ def _compute(
             fingerprint["head"],
         )
     computed = {f: values[:, j] for j, f in enumerate(ids)}
-    if store.read_only:
+    if conn.read_only:
         logger.debug("read-only store: token activations of example %d not cached", eid)
     else:
-        _store_cache(store, eid, head_row, computed)
+        _store_cache(conn, eid, head_row, computed)
     return head_row, computed
 
 
 def _store_cache(
-    store: FeatureStore, eid: int, head_row: tuple, computed: dict[int, np.ndarray]
+    conn: Connection, eid: int, head_row: tuple, computed: dict[int, np.ndarray]
 ) -> None:
     tokens, trajectory, head = head_row
-    with store.write(f"caching token activations of example {eid}") as cur:
+    with conn.write(f"caching token activations of example {eid}") as cur:
         cur.execute(
             "INSERT OR IGNORE INTO token_cache VALUES (?, ?, ?, ?)",
             [eid, list(tokens), list(trajectory), head],
@@ -153,8 +152,8 @@ def _store_cache(
 
 
 def warm_token_cache(
-    store: FeatureStore,
-    sarm: Any,
+    conn: Connection,
+    sarm: TokenSource,
     feature_ids: Sequence[int],
     per_feature: int = 5,
     *,
@@ -169,15 +168,15 @@ def warm_token_cache(
 
     check_int(per_feature, "per_feature", low=1, high=1001)
     wanted: dict[int, list[int]] = {}
-    for fid in dict.fromkeys(check_feature_id(f, store.d_sae) for f in feature_ids):
-        for eid in store.top_examples(fid, per_feature)["example_id"]:
+    for fid in dict.fromkeys(check_feature_id(f, conn.d_sae) for f in feature_ids):
+        for eid in queries.top_examples(conn, fid, per_feature)["example_id"]:
             wanted.setdefault(int(eid), []).append(fid)
     done = 0
     for eid, fids in tqdm(wanted.items(), desc="highlights", unit="ex", disable=not progress):
         for start in range(0, len(fids), MAX_FEATURES):
-            head_row, cached = _cached(store, eid, fids[start : start + MAX_FEATURES])
+            head_row, cached = _cached(conn, eid, fids[start : start + MAX_FEATURES])
             missing = [f for f in fids[start : start + MAX_FEATURES] if f not in cached]
             if missing or head_row is None:
-                _compute(store, sarm, eid, missing or fids[:1], head_row)
+                _compute(conn, sarm, eid, missing or fids[:1], head_row)
                 done += 1
     return done

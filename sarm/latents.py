@@ -132,10 +132,13 @@ class SparseLatents:
 
     def take(self, rows: Sequence[int] | np.ndarray) -> SparseLatents:
         """The latents of ``rows`` (in the order given), keeping their example ids."""
-        rows = np.asarray(rows, dtype=np.int64)
-        parts = [self.row(int(r)) for r in rows]
-        return SparseLatents.from_rows(
-            [p[0] for p in parts], [p[1] for p in parts], self.d_sae, self.example_ids[rows]
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        pos = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseLatents(
+            indptr, self.indices[pos], self.values[pos], self.d_sae, self.example_ids[rows]
         )
 
     @functools.cached_property

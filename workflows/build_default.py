@@ -30,15 +30,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
+from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
+from feature_store import CachedLatents, FeatureStore, ingest
 from sarm import cachedir as paths
-from sarm.constants import DEFAULT_LAYER, EMBEDDED_BACKBONE
+from sarm.backbones import load_backbone
+from sarm.checkpoints import save_sarm
+from sarm.constants import (
+    BASELINE_HEAD_FILE,
+    DEFAULT_BUILD_MANIFEST,
+    DEFAULT_LAYER,
+    EMBEDDED_BACKBONE,
+    SARM_CONFIG_FILE,
+)
+from sarm.data import save_jsonl
+from sarm.datasets.demo import generate_demo_data
+from sarm.evaluate import PairIndex, evaluate_arrays
+from sarm.head import Head
+from sarm.latents import PooledLatents, SparseLatents
+from sarm.model import SARM
+from sarm.saes import SAEMeta, sarm_encode, standardize
+from sarm.scoring import dense_rewards, response_rows
+from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
+from sarm.train.sae import SAETrainConfig, train_sae
 
 logger = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
+MANIFEST = DEFAULT_BUILD_MANIFEST
 Progress = Callable[[str, float], None]
 
 
@@ -112,7 +132,7 @@ def is_built(config: DemoConfig | None = None) -> bool:
         manifest
         and manifest.get("config_key") == cfg.key()
         and manifest.get("complete")
-        and (paths.default_model_dir() / "sarm.json").is_file()
+        and (paths.default_model_dir() / SARM_CONFIG_FILE).is_file()
         and paths.default_store_path().is_file()
     )
 
@@ -130,9 +150,9 @@ def _write_manifest(root: Path, payload: dict) -> None:
 class DemoActivations:
     """Outputs of the single backbone pass over every demo response."""
 
-    pooled_u: torch.Tensor  # [n_responses, d] standardised u_T of every response
-    n_tokens: torch.Tensor  # [n_responses]
-    truncated: torch.Tensor  # [n_responses] bool
+    pooled_u: Float[torch.Tensor, "n d"]  # standardised u_T of every response
+    n_tokens: Int[torch.Tensor, " n"]
+    truncated: Bool[torch.Tensor, " n"]
 
     def save(self, path: Path) -> None:
         tensors = {k: v.contiguous() for k, v in asdict(self).items()}
@@ -151,10 +171,6 @@ def collect_activations(
     backbone, conversations: Sequence, batch_size: int, progress: bool = True
 ) -> DemoActivations:
     """Pooled ``u_T`` of every conversation, batched by length (one forward per batch)."""
-    from tqdm.auto import tqdm
-
-    from sarm.saes import standardize
-
     enc = backbone.encoder
     rows = [enc.token_ids(c) for c in conversations]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
@@ -201,38 +217,35 @@ class DemoBuilder:
         return out
 
     def run(self) -> DemoReport:
-        from sarm.backbones import load_backbone
-
         self.root.mkdir(parents=True, exist_ok=True)
         data = self._step("data", 0.0, self._data)
-        backbone = self._step(
-            "backbone", 0.05,
-            lambda: load_backbone(EMBEDDED_BACKBONE, self.cfg.layer,
-                                  max_length=self.cfg.max_length),
-        )  # fmt: skip
+        backbone = self._step("backbone", 0.05, self._backbone)
         groups = data.train + data.test
         self.n_train_responses = sum(len(g.responses()) for g in data.train)
         acts = self._step("activations", 0.1, lambda: self._activations(backbone, data))
         sae = self._step("sae", 0.45, lambda: self._train_sae(acts, backbone.d_model))
         model = self._step("head", 0.75, lambda: self._train_heads(backbone, sae, data, acts))
         self._step("save model", 0.85, lambda: self._save_model(model))
-        self._step("store", 0.9, lambda: self._index(model, groups, acts))
-        report = DemoReport(self.root, paths.default_model_dir(), paths.default_store_path(),
-                            self.metrics, self.seconds)  # fmt: skip
-        _write_manifest(self.root, {
-            "config": asdict(self.cfg), "config_key": self.cfg.key(), "complete": True,
-            "metrics": self.metrics, "seconds": self.seconds,
-        })  # fmt: skip
+        self._step("store", 0.9, lambda: self._index(model, groups))
+        report = DemoReport(
+            self.root,
+            paths.default_model_dir(),
+            paths.default_store_path(),
+            self.metrics,
+            self.seconds,
+        )
+        manifest = {"config": asdict(self.cfg), "config_key": self.cfg.key(), "complete": True}
+        _write_manifest(self.root, {**manifest, "metrics": self.metrics, "seconds": self.seconds})
         if self.on_step:
             self.on_step("done", 1.0)
         return report
 
     # -- steps -----------------------------------------------------------------
 
-    def _data(self):
-        from sarm.data import save_jsonl
-        from sarm.datasets.demo import generate_demo_data
+    def _backbone(self):
+        return load_backbone(EMBEDDED_BACKBONE, self.cfg.layer, max_length=self.cfg.max_length)
 
+    def _data(self):
         data = generate_demo_data(seed=self.cfg.seed, n_pairs=self.cfg.n_pairs)
         save_jsonl(data.train, self.root / "data" / "train.jsonl")
         save_jsonl(data.test, self.root / "data" / "test.jsonl")
@@ -242,8 +255,6 @@ class DemoBuilder:
         path = self.root / f"activations-{self.cfg.key()}.safetensors"
         if path.is_file():
             return DemoActivations.load(path)
-        from sarm.scoring import response_rows
-
         _, convs = response_rows(data.train + data.test)
         acts = collect_activations(backbone, convs, self.cfg.forward_batch_size, self.progress)
         for old in self.root.glob("activations-*.safetensors"):
@@ -252,46 +263,52 @@ class DemoBuilder:
         return acts
 
     def _train_sae(self, acts: DemoActivations, d_in: int):
-        from sarm.train.sae import SAETrainConfig, train_sae
-
         x = acts.pooled_u[: self.n_train_responses]  # the train split only
         cfg = SAETrainConfig(
-            d_sae=self.cfg.d_sae, k=self.cfg.k, mode="last", n_epochs=self.cfg.sae_epochs,
-            lr=self.cfg.sae_lr, seed=self.cfg.seed,
-        )  # fmt: skip
+            d_sae=self.cfg.d_sae,
+            k=self.cfg.k,
+            mode="last",
+            n_epochs=self.cfg.sae_epochs,
+            lr=self.cfg.sae_lr,
+            seed=self.cfg.seed,
+        )
         trained = train_sae(x, d_in, cfg, progress=self.progress)
         self.metrics["sae"] = {k: round(float(v), 4) for k, v in trained.metrics.items()}
         self.metrics["sae"]["n_train_samples"] = int(x.shape[0])
         return trained
 
     def _train_heads(self, backbone, trained, data, acts: DemoActivations):
-        from sarm.head import LinearHead
-        from sarm.model import SARM
-        from sarm.saes import SAEMeta, sarm_encode
-        from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
-
-        meta = SAEMeta(k=self.cfg.k, mode="last", backbone=EMBEDDED_BACKBONE,
-                       layer=self.cfg.layer)  # fmt: skip
-        model = SARM(backbone, trained.sae, LinearHead(torch.zeros(self.cfg.d_sae)), meta)
+        meta = SAEMeta(k=self.cfg.k, mode="last", backbone=EMBEDDED_BACKBONE, layer=self.cfg.layer)
+        model = SARM(backbone, trained.sae, Head(torch.zeros(self.cfg.d_sae)), meta)
         with torch.inference_mode():
             values, indices = sarm_encode(model.sae, acts.pooled_u, self.cfg.k)
-        self.pooled = (indices.numpy().astype(np.int32), values.float().numpy())
         n = self.n_train_responses
         train_idx, test_idx = _pair_indices(data.train), _pair_indices(data.test, offset=n)
         cfg = HeadTrainConfig(l1=self.cfg.head_l1, seed=self.cfg.seed)
         sarm_head = train_bt_head(
-            (indices[:n], values[:n]), train_idx.chosen_row, train_idx.rejected_row, cfg,
-            n_features=self.cfg.d_sae, groups=train_idx.group,
-        )  # fmt: skip
-        dense = train_dense_baseline(
-            acts.pooled_u[:n], train_idx.chosen_row, train_idx.rejected_row, cfg,
+            (indices[:n], values[:n]),
+            train_idx.chosen_row,
+            train_idx.rejected_row,
+            cfg,
+            n_features=self.cfg.d_sae,
             groups=train_idx.group,
-        )  # fmt: skip
+        )
+        dense = train_dense_baseline(
+            acts.pooled_u[:n],
+            train_idx.chosen_row,
+            train_idx.rejected_row,
+            cfg,
+            groups=train_idx.group,
+        )
         model.set_head(sarm_head.to_head())
+        latents = SparseLatents.from_topk(values.float().numpy(), indices.numpy(), model.d_sae)
+        self.pooled = PooledLatents(
+            latents, model.head.rewards(latents), acts.n_tokens.numpy(), acts.truncated.numpy()
+        )
         self.dense_head = dense.to_head()
         self.metrics["head"] = sarm_head.summary()
         self.metrics["baseline"] = dense.summary()
-        self.metrics["test"] = _test_metrics(model, self.pooled, dense, acts, test_idx)
+        self.metrics["test"] = _test_metrics(self.pooled, self.dense_head, acts, test_idx)
         return model
 
     def _save_model(self, model) -> None:
@@ -299,19 +316,15 @@ class DemoBuilder:
         tmp = target.with_name(target.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        model.save(tmp)
-        self.dense_head.save(tmp / "dense_baseline.safetensors", {"kind": "dense baseline on u_T"})
+        save_sarm(model, tmp)
+        self.dense_head.save(tmp / BASELINE_HEAD_FILE, {"kind": "dense baseline on u_T"})
         if target.exists():
             shutil.rmtree(target)
         tmp.replace(target)
 
-    def _index(self, model, groups, acts: DemoActivations) -> None:
-        from feature_store import FeatureStore
-        from feature_store.ingest import ingest
-        from sarm.scoring import response_rows
-
+    def _index(self, model: SARM, groups) -> None:
         _, convs = response_rows(groups)
-        memo = PrecomputedLatents(model, convs, self.pooled, acts)
+        memo = CachedLatents(model.fingerprint(), model.head, convs, self.pooled)
         store_path = paths.default_store_path()
         tmp = store_path.with_name(store_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -325,25 +338,19 @@ class DemoBuilder:
         tmp.replace(store_path)
 
 
-def _pair_indices(groups, offset: int = 0):
+def _pair_indices(groups, offset: int = 0) -> PairIndex:
     """PairIndex over rows numbered in ``response_rows`` order, starting at ``offset``."""
-    from sarm.evaluate import PairIndex
-    from sarm.scoring import response_rows
-
     keys, _ = response_rows(groups)
     return PairIndex.from_groups(groups, {k: offset + i for i, k in enumerate(keys)})
 
 
-def _test_metrics(model, pooled, dense, acts: DemoActivations, test_idx) -> dict:
+def _test_metrics(
+    pooled: PooledLatents, dense: Head, acts: DemoActivations, test_idx: PairIndex
+) -> dict:
     """Held-out accuracy of the SARM head and the dense baseline, overall and per category."""
-    from sarm.evaluate import evaluate_arrays
-    from sarm.sparse import SparseLatents
-
-    latents = SparseLatents.from_rows(list(pooled[0]), list(pooled[1]), model.d_sae)
-    sarm_r = latents.rewards(model.head.weight.numpy(), model.head.bias)
-    base_r = acts.pooled_u.double().numpy() @ dense.weight.double().numpy()
+    base_r = dense_rewards(dense, acts.pooled_u.numpy())
     out = {}
-    for name, rewards in (("sarm", sarm_r), ("baseline", base_r)):
+    for name, rewards in (("sarm", pooled.rewards), ("baseline", base_r)):
         rep = evaluate_arrays(rewards, test_idx).to_dict()
         out[name] = {
             "pairwise_accuracy": rep["pairwise_accuracy"],
@@ -351,46 +358,6 @@ def _test_metrics(model, pooled, dense, acts: DemoActivations, test_idx) -> dict
             "per_subset": {k: v["accuracy"] for k, v in rep["per_subset"].items()},
         }
     return out
-
-
-class PrecomputedLatents:
-    """A SARM whose ``pooled_latents`` answers from results computed earlier.
-
-    The demo computes every pooled latent in its single backbone pass; indexing
-    them must not run the backbone again. Conversations not in the table fall
-    through to the real model. Everything else is the wrapped model's.
-    """
-
-    def __init__(self, model, conversations, pooled, acts: DemoActivations):
-        self._model = model
-        self._rows = {_conv_key(c): i for i, c in enumerate(conversations)}
-        self._indices, self._values = pooled
-        self._acts = acts
-        w = model.head.weight.double().numpy()
-        self._rewards = (self._values.astype(np.float64) * w[self._indices]).sum(1)
-        self._rewards += model.head.bias
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def pooled_latents(self, conversations, batch_size: int = 8, progress: bool = False):
-        from sarm.model import PooledLatents
-
-        rows = [self._rows.get(_conv_key(c)) for c in conversations]
-        if any(r is None for r in rows):
-            return self._model.pooled_latents(conversations, batch_size, progress)
-        keep = [self._values[r] != 0 for r in rows]
-        return PooledLatents(
-            rewards=self._rewards[rows],
-            n_tokens=self._acts.n_tokens.numpy()[rows].astype(np.int64),
-            truncated=self._acts.truncated.numpy()[rows],
-            indices=[self._indices[r][m] for r, m in zip(rows, keep, strict=True)],
-            values=[self._values[r][m] for r, m in zip(rows, keep, strict=True)],
-        )
-
-
-def _conv_key(conversation) -> str:
-    return json.dumps(conversation, sort_keys=True)
 
 
 def build_demo(
