@@ -12,6 +12,7 @@ from pathlib import Path
 
 from helpers import make_tiny_sarm
 
+from sarm.checkpoints import save_sarm
 from sarm.types import PreferenceGroup
 
 TOPICS = ["the weather", "a python bug", "a poem about cats", "tax rules", "a recipe", "chess"]
@@ -59,7 +60,7 @@ def build_app_env(root: Path) -> AppEnv:
     if done.is_file():
         return AppEnv(model_dir, store_path)
     tiny = make_tiny_sarm(root / "released", seed=3, d_sae=64, k=8)
-    tiny.save(model_dir, include_backbone=True)
+    save_sarm(tiny, model_dir, include_backbone=True)
     model = load_sarm(model_dir)
     with FeatureStore.open(store_path) as store:
         ingest(store, model, app_groups(), batch_size=8, chunk_size=16, top_n=5, progress=False)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sarm.latents import PooledLatents, SparseLatents
+
 
 @dataclass(frozen=True)
 class LatentRows:
@@ -44,12 +46,16 @@ def as_latent_rows(x: object, n_features: int | None = None, where: str = "laten
     - a torch sparse (COO/CSR) or scipy sparse matrix;
     - an ``(indices, values)`` pair of ``[n, k]`` arrays, or of per-row lists of
       arrays (ragged), with ``n_features=m``;
-    - a :class:`sarm.model.PooledLatents` (its ``indices``/``values`` lists).
+    - :class:`sarm.latents.SparseLatents`, or the :class:`sarm.latents.PooledLatents`
+      a SARM returns.
     """
+    if isinstance(x, PooledLatents):
+        x = x.latents
+    if isinstance(x, SparseLatents):
+        indptr, cols, data = (torch.from_numpy(a.copy()) for a in (x.indptr, x.indices, x.values))
+        return _from_csr(indptr, cols, data, (x.n, x.d_sae), where)
     if isinstance(x, tuple):
         return _from_topk(x, n_features, where)
-    if isinstance(getattr(x, "indices", None), list):  # sarm.model.PooledLatents
-        return _from_topk((x.indices, x.values), n_features, where)
     if isinstance(x, torch.Tensor) and x.layout != torch.strided:
         return _from_torch_sparse(x, where)
     if hasattr(x, "tocsr"):  # scipy.sparse matrix or array

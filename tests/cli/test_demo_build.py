@@ -10,6 +10,7 @@ import pytest
 
 from sarm import load_sarm
 from sarm.data import resolve_data
+from sarm.head import Head
 from sarm import cachedir as paths
 from sarm.constants import DEFAULT_MODEL
 from workflows.build_default import build_demo, read_manifest
@@ -40,9 +41,8 @@ def test_held_out_figures_are_reproducible(demo):
     """The manifest's test accuracy is what the saved SARM really scores on demo:test."""
     model = load_sarm(DEFAULT_MODEL)
     test = resolve_data("demo:test").groups
-    from sarm.head import LinearHead
 
-    baseline = LinearHead.load(paths.default_model_dir() / "dense_baseline.safetensors")
+    baseline = Head.load(paths.default_model_dir() / "dense_baseline.safetensors")
     report, base = evaluate_model(model, test, batch_size=16, progress=False, baseline=baseline)
     recorded = demo.metrics["test"]
     assert report.n_pairs == recorded["sarm"]["n_pairs"] == len(test)
@@ -71,4 +71,4 @@ def test_store_matches_model(demo):
         store.check_model(model.fingerprint())  # raises StoreMismatchError on a mismatch
         assert store.fingerprint()["sae"] == model.fingerprint()["sae"]
         w, b = store.head_weights()
-        assert np.allclose(w, model.head.weight.numpy()) and b == model.head.bias
+        assert np.allclose(w, model.head.weight) and b == model.head.bias

@@ -10,6 +10,7 @@ from helpers import make_released_checkpoint
 from sarm import load_sarm
 from workflows.cli import main
 from sarm.data import save_jsonl
+from sarm.head import Head
 from sarm.scoring import evaluate_model, score_groups
 from sarm.types import PreferenceGroup
 
@@ -75,12 +76,11 @@ def test_eval_cli_bad_data(ckpt, tmp_path, capsys):
 def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
     import torch
 
-    from sarm.head import LinearHead
     from sarm.saes import standardize
 
     model = load_sarm(ckpt)
     torch.manual_seed(1)
-    base = LinearHead(torch.randn(model.backbone.d_model))
+    base = Head(torch.randn(model.backbone.d_model))
     base.save(tmp_path / "b.safetensors")
     gs = groups()
     _, report = evaluate_model(model, gs, progress=False, baseline=base)

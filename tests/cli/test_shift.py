@@ -26,7 +26,7 @@ from sarm.shift import (
     prepare_shift,
     select_rows,
 )
-from sarm.sparse import SparseLatents
+from sarm.latents import SparseLatents
 from sarm.types import PreferenceGroup
 
 PLANTED = (5, 17, 42)
@@ -370,7 +370,7 @@ def test_preview_of_a_real_score_matches_the_shift(store, sarm):
     items = [Intervention("scale", (active_feature(store),), -2.0)]
     after = shift.evaluate(items).overall.rewards_after
     score = sarm.score("Question 0 about the weather?", "I can't help with that.")
-    preview = preview_score(score, sarm.head.weight.numpy(), items)
+    preview = preview_score(score, sarm.head.weight, items)
     assert preview.reward == pytest.approx(after[0], abs=1e-4)  # example 0 is that response
     assert abs(preview.reward - score.reward) > 1e-3
 

@@ -9,14 +9,15 @@ import pytest
 from sarm.audit import (
     error_feature_margins,
     misranked_pairs,
-    pair_index_from_frame,
     pair_table,
     preview_edit,
     reward_frame,
     subset_accuracy,
 )
 from sarm.evaluate import PairIndex
-from sarm.sparse import RewardEditor, SparseLatents
+from sarm.head import Head
+from sarm.head import rewards as latent_rewards
+from sarm.latents import SparseLatents
 from sarm.types import PreferenceGroup
 
 D_SAE = 12
@@ -56,7 +57,7 @@ def data():
     ids = [np.sort(rng.choice(D_SAE, 4, replace=False)) for _ in range(n)]
     vals = [rng.normal(size=4).astype(np.float32) for _ in range(n)]
     latents = SparseLatents.from_rows(ids, vals, D_SAE)
-    weight = rng.normal(size=D_SAE)
+    weight = rng.normal(size=D_SAE).astype(np.float32)  # a stored head is float32
     return gs, frame, latents, weight
 
 
@@ -69,7 +70,7 @@ def test_pair_index_from_frame_equals_from_groups(data):
         )
     }
     ref = PairIndex.from_groups(gs, rows)
-    got = pair_index_from_frame(frame)
+    got = PairIndex.from_frame(frame)
     for name in (
         "chosen_row",
         "rejected_row",
@@ -83,7 +84,7 @@ def test_pair_index_from_frame_equals_from_groups(data):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
     assert got.subset_names == ref.subset_names and got.group_ids == ref.group_ids
     shuffled = frame.sample(frac=1.0, random_state=0)  # rows are positions, whatever the order
-    again = pair_index_from_frame(shuffled)
+    again = PairIndex.from_frame(shuffled)
     back = shuffled["example_id"].to_numpy()
     assert sorted(zip(back[again.chosen_row], back[again.rejected_row], strict=True)) == sorted(
         zip(ref.chosen_row, ref.rejected_row, strict=True)
@@ -93,9 +94,9 @@ def test_pair_index_from_frame_equals_from_groups(data):
 def test_pair_index_from_frame_rejects_bad_frames(data):
     _, frame, _, _ = data
     with pytest.raises(ValueError, match="lacks columns"):
-        pair_index_from_frame(frame.drop(columns=["role"]))
+        PairIndex.from_frame(frame.drop(columns=["role"]))
     with pytest.raises(ValueError, match="unknown kinds"):
-        pair_index_from_frame(frame.assign(kind="triple"))
+        PairIndex.from_frame(frame.assign(kind="triple"))
 
 
 def brute_pairs(gs, frame, rewards):
@@ -120,8 +121,8 @@ def brute_pairs(gs, frame, rewards):
 
 def test_pair_table_and_misranked(data):
     gs, frame, latents, weight = data
-    rewards = latents.rewards(weight, 0.5)
-    index = pair_index_from_frame(frame)
+    rewards = latent_rewards(latents, weight, 0.5)
+    index = PairIndex.from_frame(frame)
     table = pair_table(rewards, index, frame)
     ref = brute_pairs(gs, frame, rewards)
     assert list(zip(table.group_id, table.chosen_id, table.rejected_id, strict=True)) == [
@@ -138,8 +139,8 @@ def test_pair_table_and_misranked(data):
 
 def test_error_feature_margins_against_dense_reference(data):
     gs, frame, latents, weight = data
-    index = pair_index_from_frame(frame)
-    rewards = latents.rewards(weight, -0.3)
+    index = PairIndex.from_frame(frame)
+    rewards = latent_rewards(latents, weight, -0.3)
     dense = latents.dense().astype(np.float64)
     ref = np.zeros(D_SAE)
     involved = np.zeros(D_SAE)
@@ -149,7 +150,7 @@ def test_error_feature_margins_against_dense_reference(data):
             n_wrong += 1
             ref += weight * (dense[c] - dense[r])
             involved += (dense[c] != 0).astype(float) + (dense[r] != 0)
-    table = error_feature_margins(latents, weight, index, bias=-0.3)
+    table = error_feature_margins(latents, Head(weight, -0.3), index)
     got = dict(zip(table.feature_id, table.margin_sum, strict=True))
     for f in range(D_SAE):
         assert got.get(f, 0.0) == pytest.approx(ref[f], abs=1e-9)
@@ -169,8 +170,8 @@ def test_error_feature_margins_against_dense_reference(data):
 
 def test_reward_frame_and_subset_accuracy(data):
     gs, frame, latents, weight = data
-    index = pair_index_from_frame(frame)
-    before = latents.rewards(weight)
+    index = PairIndex.from_frame(frame)
+    before = latent_rewards(latents, weight)
     after = before + np.linspace(-1, 1, len(before))
     rf = reward_frame(frame, before)
     assert rf["subset"].tolist()[:6] == ["a", "a", "b", "b", "(none)", "(none)"]
@@ -190,14 +191,15 @@ def test_reward_frame_and_subset_accuracy(data):
 
 def test_preview_edit_flips_against_full_recompute(data):
     gs, frame, latents, weight = data
-    index = pair_index_from_frame(frame)
-    editor = RewardEditor(latents, weight, 0.1)
+    index = PairIndex.from_frame(frame)
     overrides = {2: 3.0, 5: -4.0, 7: float(weight[7])}
-    preview = preview_edit(editor, index, overrides)
+    preview = preview_edit(Head(weight, 0.1).edit(overrides), latents, index)
     w2 = weight.copy()
     w2[2], w2[5] = 3.0, -4.0
-    np.testing.assert_allclose(preview.rewards_after, latents.rewards(w2, 0.1), atol=1e-12)
-    np.testing.assert_allclose(preview.rewards_before, latents.rewards(weight, 0.1), atol=1e-12)
+    np.testing.assert_allclose(preview.rewards_after, latent_rewards(latents, w2, 0.1), atol=1e-12)
+    np.testing.assert_allclose(
+        preview.rewards_before, latent_rewards(latents, weight, 0.1), atol=1e-12
+    )
     before = brute_pairs(gs, frame, preview.rewards_before)
     after = brute_pairs(gs, frame, preview.rewards_after)
     flips = [
@@ -218,12 +220,12 @@ def test_a_store_without_pairs():
     p = ({"role": "user", "content": "q"},)
     gs = [PreferenceGroup(f"s{i}", p, (f"x{i}",), kind="single", label=1.0) for i in range(3)]
     frame = frame_of(gs)
-    index = pair_index_from_frame(frame)
+    index = PairIndex.from_frame(frame)
     assert index.n_pairs == 0 and index.group_ids == ("s0", "s1", "s2")
     latents = SparseLatents.from_rows([np.array([1])] * 3, [np.array([0.5], np.float32)] * 3, D_SAE)
-    rewards = latents.rewards(np.ones(D_SAE))
+    rewards = latent_rewards(latents, np.ones(D_SAE))
     assert misranked_pairs(rewards, index, frame).empty
-    assert error_feature_margins(latents, np.ones(D_SAE), index).empty
-    preview = preview_edit(RewardEditor(latents, np.ones(D_SAE)), index, {1: 2.0})
+    assert error_feature_margins(latents, Head(np.ones(D_SAE)), index).empty
+    preview = preview_edit(Head(np.ones(D_SAE)).edit({1: 2.0}), latents, index)
     assert preview.after.pairwise_accuracy is None and preview.per_subset().empty
     assert preview.flipped_table(index, frame).empty

@@ -9,7 +9,7 @@ import torch
 from helpers import make_released_checkpoint
 from safetensors.torch import load_file, save_file
 
-from sarm import LinearHead, load_sarm
+from sarm import Head, load_sarm, save_sarm
 from sarm.saes import sae_from_released, sae_to_released, sarm_decode, sarm_encode
 
 PAIR = ("What is the capital of France?", "Paris is the capital of France.")
@@ -35,7 +35,7 @@ def test_remote_code_is_never_run(tmp_path, monkeypatch):
 
 
 def test_our_layout_round_trip(model, tmp_path):
-    out = model.save(tmp_path / "ours", include_backbone=True)
+    out = save_sarm(model, tmp_path / "ours", include_backbone=True)
     assert (out / "sarm.json").is_file() and (out / "sae" / "cfg.json").is_file()
     again = load_sarm(out)
     assert again.score(*PAIR).reward == pytest.approx(model.score(*PAIR).reward, abs=1e-6)
@@ -43,10 +43,10 @@ def test_our_layout_round_trip(model, tmp_path):
 
 
 def test_our_layout_referencing_backbone(model, ckpt, tmp_path):
-    edited = LinearHead(model.head.weight * 2.0, 0.5)
+    edited = Head(model.head.weight * 2.0, 0.5)
     model_copy = load_sarm(ckpt)
     model_copy.set_head(edited)
-    out = model_copy.save(tmp_path / "ref")
+    out = save_sarm(model_copy, tmp_path / "ref")
     manifest = json.loads((out / "sarm.json").read_text())
     assert manifest["backbone"]["name"] == str(ckpt.resolve())
     again = load_sarm(out)

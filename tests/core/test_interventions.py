@@ -18,7 +18,8 @@ from sarm.interventions import (
     touched_features,
 )
 from sarm.model import Score
-from sarm.sparse import SparseLatents
+from sarm.head import rewards as latent_rewards
+from sarm.latents import SparseLatents
 
 D = 12
 
@@ -151,12 +152,12 @@ def test_mixed_actions_vs_dense(latents, weight):
         z[on, f] = z[on, f] + 1.0 if op == "add" else z[on, f] * 3.0
     expected = dense_rewards(z, w, 0.1)
     np.testing.assert_allclose(shifted_rewards(latents, weight, 0.1, items), expected, atol=1e-9)
-    via_copies = steer_latents(latents, items).rewards(edit_weights(weight, items), 0.1)
+    via_copies = latent_rewards(steer_latents(latents, items), edit_weights(weight, items), 0.1)
     np.testing.assert_allclose(via_copies, expected, atol=1e-5)
 
 
 def test_only_touched_rows_change(latents, weight):
-    base = latents.rewards(weight, 0.2)
+    base = latent_rewards(latents, weight, 0.2)
     kept = base.copy()
     got = shifted_rewards(latents, weight, 0.2, [Intervention("scale", (6,), 4.0)], base)
     assert np.array_equal(base, kept)  # not modified in place
@@ -239,7 +240,9 @@ def test_fold_into_head_equals_steering(latents, weight):
     expected[5] *= -1
     np.testing.assert_allclose(folded, expected)
     np.testing.assert_allclose(
-        latents.rewards(folded, 0.5), shifted_rewards(latents, weight, 0.5, items), atol=1e-9
+        latent_rewards(latents, folded, 0.5),
+        shifted_rewards(latents, weight, 0.5, items),
+        atol=1e-9,
     )
     with pytest.raises(ValueError, match="act_add"):
         fold_into_head(weight, parse_actions(["act_add:1@2"]))
@@ -250,7 +253,7 @@ def test_preview_score(latents, weight):
     ids, vals = latents.row(row)
     acts = {int(f): float(v) for f, v in zip(ids, vals, strict=True)}
     score = Score(
-        reward=float(latents.rewards(weight, 0.25)[row]), bias=0.25,
+        reward=float(latent_rewards(latents, weight, 0.25)[row]), bias=0.25,
         contributions={f: weight[f] * a for f, a in acts.items()}, activations=acts,
         tokens=["a"], token_ids=[1],
     )  # fmt: skip

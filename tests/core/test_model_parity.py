@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from helpers import make_released_checkpoint
@@ -109,7 +111,7 @@ def test_batched_equals_single(model, reference):
 def test_contributions_sum_to_reward(model):
     for score in model.score_batch(CONVERSATIONS):
         assert abs(sum(score.contributions.values()) + score.bias - score.reward) < 1e-9
-        w = model.head.weight.double()
+        w = model.head.weight.astype(np.float64)
         for fid, c in score.contributions.items():
             assert c == pytest.approx(float(w[fid]) * score.activations[fid], rel=1e-9)
 
@@ -122,7 +124,8 @@ def test_pooled_latents_match_scores(model):
     pooled = model.pooled_latents(convs, batch_size=2)
     for i, score in enumerate(model.score_batch(CONVERSATIONS)):
         assert pooled.rewards[i] == pytest.approx(score.reward, abs=1e-5)
-        assert dict(zip(pooled.indices[i].tolist(), pooled.values[i].tolist(), strict=True)) == (
+        indices, values = pooled.latents.row(i)
+        assert dict(zip(indices.tolist(), values.tolist(), strict=True)) == (
             pytest.approx(score.activations, abs=1e-5)
         )
         assert pooled.n_tokens[i] == score.n_tokens

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse
 import torch
 
-from sarm.head import LinearHead
+from sarm.head import Head
 from sarm.train.head import (
     HeadTrainConfig,
     as_latent_rows,
@@ -190,8 +190,8 @@ def test_bias_centres_rewards_and_save_roundtrip(tmp_path):
     res = train_bt_head(x, c, r, HeadTrainConfig(bias=True, max_epochs=30))
     assert (x @ res.weight.numpy() + res.bias).mean() == pytest.approx(0.0, abs=1e-4)
     res.save(tmp_path / "out")
-    head = LinearHead.load(tmp_path / "out" / "head.safetensors")
-    assert torch.equal(head.weight, res.weight) and head.bias == pytest.approx(res.bias)
+    head = Head.load(tmp_path / "out" / "head.safetensors")
+    assert np.array_equal(head.weight, res.weight.numpy()) and head.bias == pytest.approx(res.bias)
     meta = json.loads((tmp_path / "out" / "head_train.json").read_text())
     assert meta["summary"]["best_epoch"] == res.best_epoch
     assert HeadTrainConfig.from_dict(meta["config"]) == res.config
@@ -262,7 +262,7 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
     from workflows.cli import main
     from sarm.data import load_preferences
     from sarm.evaluate import PairIndex, pairwise_accuracy
-    from sarm.train.activations import response_conversations
+    from sarm.scoring import response_conversations
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=40, seed=3)
     out = tmp_path / "sarm"
@@ -281,7 +281,7 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
 
     # the saved SARM scores with the trained head; its accuracy is the training figure
     model = load_sarm(out)
-    assert model.head.hash() == LinearHead.load(out / "head.safetensors").hash()
+    assert model.head.hash() == Head.load(out / "head.safetensors").hash()
     groups = load_preferences(data).groups
     convs, row_of = response_conversations(groups)
     rewards = model.pooled_latents(convs).rewards

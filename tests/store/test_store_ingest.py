@@ -10,8 +10,10 @@ from test_store_stats import reference_stats
 
 from feature_store import FeatureStore, NotCachedError, StoreMismatchError, ingest
 from feature_store.binding import Binding, bind
-from feature_store.plan import data_fingerprint, plan_examples
-from sarm.head import LinearHead
+from feature_store.plan import data_fingerprint
+from sarm.head import rewards as latent_rewards
+from sarm.types import responses_of
+from sarm.head import Head
 from sarm.types import PreferenceGroup
 
 TOPICS = ["the weather", "a python bug", "a poem about cats", "tax rules", "a recipe", "chess"]
@@ -64,7 +66,7 @@ def indexed(sarm, tmp_path_factory):
 def scored(sarm, indexed):
     """Independent reference: every response scored one at a time with SARM.score."""
     _, groups, _ = indexed
-    plan = plan_examples(groups)
+    plan = responses_of(groups)
     return [sarm.score(messages=e.conversation()) for e in plan]
 
 
@@ -111,7 +113,7 @@ def test_stats_equal_pandas_on_scores(indexed, scored, sarm):
         columns=["example_id", "feature_id", "activation"],
     )
     long["role"] = roles[long["example_id"]]
-    ref = reference_stats(long, roles, sarm.head.weight.numpy())
+    ref = reference_stats(long, roles, sarm.head.weight)
     got = store.features(order_by="feature_id", descending=False, limit=None).set_index(
         "feature_id"
     )
@@ -185,11 +187,11 @@ def test_other_model_or_data_is_refused(indexed, tmp_path):
 
 def test_resume_under_another_head_uses_the_store_head(sarm, tmp_path):
     groups = make_groups(4)
-    plan = plan_examples(groups)
+    plan = responses_of(groups)
     store = FeatureStore.open(tmp_path / "heads.duckdb")
-    bind(store, Binding.from_sarm(sarm, data_fingerprint(plan), len(plan), 5))
+    bind(store, Binding.from_source(sarm, data_fingerprint(plan), len(plan), 5))
     original = sarm.head
-    sarm.set_head(LinearHead(original.weight * 2, bias=1.0))
+    sarm.set_head(Head(original.weight * 2, bias=1.0))
     try:
         with pytest.warns(UserWarning, match="stored rewards use the store's head"):
             ingest(store, sarm, groups, chunk_size=5, progress=False)
@@ -199,7 +201,7 @@ def test_resume_under_another_head_uses_the_store_head(sarm, tmp_path):
     weights, bias = store.head_weights()
     np.testing.assert_array_equal(weights, original.weight.numpy())
     np.testing.assert_allclose(
-        store.examples_frame()["reward"], matrix.rewards(weights, bias), rtol=1e-9
+        store.examples_frame()["reward"], latent_rewards(matrix, weights, bias), rtol=1e-9
     )
     store.close()
 

@@ -16,7 +16,7 @@ import pytest
 from helpers import make_tiny_sarm
 
 from feature_store import FeatureStore, ingest
-from sarm import load_sarm
+from sarm import load_sarm, save_sarm
 from sarm.data import load_preferences, save_jsonl
 from sarm.types import PreferenceGroup
 
@@ -86,7 +86,7 @@ def table(path: Path, name: str, order: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    model_dir = make_tiny_sarm(root, seed=3, d_sae=64, k=8).save(root / "saved")
+    model_dir = save_sarm(make_tiny_sarm(root, seed=3, d_sae=64, k=8), root / "saved")
     data = save_jsonl(make_groups(), root / "data.jsonl")
     reference = root / "reference.duckdb"
     with FeatureStore.open(reference) as store:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_store.synthetic import store_from_arrays
+from sarm.head import rewards as latent_rewards
 from sarm.types import PreferenceGroup
 
 D_SAE = 48
@@ -234,14 +235,14 @@ def test_latent_matrix_and_examples(built):
         )
     frame = store.examples_frame()
     assert frame["role"].tolist() == roles.tolist()
-    np.testing.assert_allclose(m.rewards(weights, 0.25), frame["reward"], rtol=1e-12)
+    np.testing.assert_allclose(latent_rewards(m, weights, 0.25), frame["reward"], rtol=1e-12)
     edited = weights.copy()
     edited[3] = 0.0
     manual = [
         float(v.astype(np.float64) @ edited[i].astype(np.float64)) + 0.25
         for i, v in zip(indices, values, strict=True)
     ]
-    np.testing.assert_allclose(m.rewards(edited, 0.25), manual, rtol=1e-12)
+    np.testing.assert_allclose(latent_rewards(m, edited, 0.25), manual, rtol=1e-12)
 
 
 def test_example_record(built):

@@ -67,16 +67,16 @@ def run(args: argparse.Namespace) -> int:
 def _baseline(spec: str, model):
     from pathlib import Path
 
-    from sarm.head import LinearHead
+    from sarm.head import Head
 
     if spec != "auto":
-        return LinearHead.load(spec)
+        return Head.load(spec)
     path = Path(model.source.get("path", "")) / "dense_baseline.safetensors"
     if not path.is_file():
         raise FileNotFoundError(
             f"--baseline: no dense_baseline.safetensors next to the model ({path})"
         )
-    return LinearHead.load(path)
+    return Head.load(path)
 
 
 def _pct(x: float | None) -> str:

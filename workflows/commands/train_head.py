@@ -81,7 +81,7 @@ def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, devic
     import torch
 
     from sarm.backbones import load_backbone
-    from sarm.head import LinearHead
+    from sarm.head import Head
     from sarm.model import SARM
     from sarm.saes import load_sae
 
@@ -93,14 +93,14 @@ def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, devic
             f"{path}/sarm_sae.json names no backbone/layer; pass --backbone and --layer"
         )
     bb = load_backbone(backbone, int(layer), device=device)
-    head = LinearHead(torch.zeros(int(sae.cfg.d_sae)))
+    head = Head(torch.zeros(int(sae.cfg.d_sae)))
     return SARM(bb, sae, head, meta, source={"layout": "sae", "path": str(path)})
 
 
 def run(args: argparse.Namespace) -> int:
     from sarm.data import resolve_data
     from sarm.evaluate import PairIndex
-    from sarm.train.activations import response_conversations
+    from sarm.scoring import response_conversations
     from sarm.train.head import train_bt_head
 
     cfg = config_from_args(args)

@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from sarm.backbones import load_backbone
     from sarm.data import resolve_data
-    from sarm.train.activations import response_conversations
+    from sarm.scoring import response_conversations
     from sarm.train.sae import train_sae
 
     cfg = config_from_args(args)

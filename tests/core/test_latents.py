@@ -1,11 +1,13 @@
-"""Sparse latents and incremental reward edits against dense numpy references."""
+"""Sparse latents, the head's rewards and incremental edits against dense numpy references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sarm.sparse import RewardEditor, SparseLatents
+from sarm.head import Head
+from sarm.head import rewards as latent_rewards
+from sarm.latents import SparseLatents
 
 
 def random_latents(n=50, d=40, k=5, seed=0):
@@ -19,7 +21,7 @@ def test_rewards_match_dense():
     lat, rng = random_latents()
     w = rng.normal(size=lat.d_sae)
     dense = lat.dense().astype(np.float64)
-    assert np.allclose(lat.rewards(w, 0.25), dense @ w + 0.25)
+    assert np.allclose(latent_rewards(lat, w, 0.25), dense @ w + 0.25)
     assert lat.n == 50 and (np.diff(lat.indptr) == 0).any(), "fixture should have empty rows"
 
 
@@ -34,15 +36,15 @@ def test_columns_match_dense():
 
 def test_editor_matches_full_recompute():
     lat, rng = random_latents(seed=2)
-    w = rng.normal(size=lat.d_sae)
-    editor = RewardEditor(lat, w, bias=-1.0)
+    w = rng.normal(size=lat.d_sae).astype(np.float32)  # a stored head is float32
+    head = Head(w, bias=-1.0)
     overrides = {3: 0.0, 7: 2.5, 11: float(w[11])}
     new_w = w.copy()
     for f, v in overrides.items():
         new_w[f] = v
-    assert np.allclose(editor.rewards(overrides), lat.dense() @ new_w - 1.0)
-    assert np.array_equal(editor.weight(overrides), new_w)
-    assert np.array_equal(editor.rewards({}), editor.base_rewards)
+    assert np.allclose(head.edit(overrides).rewards(lat), lat.dense() @ new_w - 1.0)
+    assert np.array_equal(head.edit(overrides).weights, new_w)
+    assert np.array_equal(head.edit({}).rewards(lat), head.rewards(lat))
 
 
 @pytest.mark.parametrize(
