@@ -23,21 +23,25 @@ import numpy as np
 import pandas as pd
 
 from sarm.attribution import TopContributions, top_contributions
-from sarm.audit import pair_index_from_frame, subset_names
-from sarm.evaluate import PairIndex
-from sarm.export import as_weight
+from sarm.cachedir import default_store_path
+from sarm.constants import (
+    DEFAULT_MODEL,
+    MODEL_ENV,
+    RELEASED_CONFIG_FILE,
+    SARM_CONFIG_FILE,
+    STORE_ENV,
+)
+from sarm.evaluate import PairIndex, subset_names
+from sarm.head import Head
 from sarm.interventions import Intervention, parse_actions
+from sarm.latents import SparseLatents
 from sarm.shift import SetSpec
-from sarm.sparse import SparseLatents
 
 if TYPE_CHECKING:
     from feature_store import FeatureStore
     from sarm.shift import ShiftReport
 
-ENV_MODEL = "SARM_MODEL"
-ENV_STORE = "SARM_STORE"
-DEMO_MODEL = "smollm2-demo"
-MODEL_FILES = ("sarm.json", "config.json")
+MODEL_FILES = (SARM_CONFIG_FILE, RELEASED_CONFIG_FILE)
 STORE_SUFFIXES = (".duckdb", ".db")
 
 
@@ -53,7 +57,7 @@ class Sources:
 
     @property
     def is_demo(self) -> bool:
-        return self.model == DEMO_MODEL
+        return self.model == DEFAULT_MODEL
 
 
 def check_model_ref(text: str) -> str:
@@ -61,13 +65,13 @@ def check_model_ref(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("give a model: 'smollm2-demo' or a checkpoint directory")
     text = text.strip()
-    if text == DEMO_MODEL:
+    if text == DEFAULT_MODEL:
         return text
     if "\x00" in text:
         raise ValueError("the model path contains a NUL character")
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise ValueError(f"model {text!r} is neither '{DEMO_MODEL}' nor an existing directory")
+        raise ValueError(f"model {text!r} is neither '{DEFAULT_MODEL}' nor an existing directory")
     if not any((path / f).is_file() for f in MODEL_FILES):
         raise ValueError(
             f"{path} is not a SARM checkpoint: it has neither sarm.json nor config.json"
@@ -93,9 +97,7 @@ def check_store_path(text: str) -> str:
 
 
 def demo_sources() -> Sources:
-    from sarm.cachedir import default_store_path as store_path
-
-    return Sources(DEMO_MODEL, str(store_path()))
+    return Sources(DEFAULT_MODEL, str(default_store_path()))
 
 
 def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
@@ -106,9 +108,9 @@ def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
     """
     env = os.environ if env is None else env
     demo = demo_sources()
-    model = env.get(ENV_MODEL, "").strip() or demo.model
-    store = env.get(ENV_STORE, "").strip() or demo.store
-    return Sources(model, store), bool(env.get(ENV_MODEL) or env.get(ENV_STORE))
+    model = env.get(MODEL_ENV, "").strip() or demo.model
+    store = env.get(STORE_ENV, "").strip() or demo.store
+    return Sources(model, store), bool(env.get(MODEL_ENV) or env.get(STORE_ENV))
 
 
 def check_sources(sources: Sources) -> Sources:
@@ -144,12 +146,11 @@ class Dataset:
 def load_dataset(store: FeatureStore) -> Dataset:
     """Read the examples frame and the pooled latents once; build the pair index."""
     frame = store.examples_frame().reset_index(drop=True)
-    matrix = store.latent_matrix()
-    if not np.array_equal(matrix.example_ids, frame["example_id"].to_numpy()):
+    latents = store.latent_matrix()
+    if not np.array_equal(latents.example_ids, frame["example_id"].to_numpy()):
         raise ValueError(f"store {store.path}: latents and examples disagree on example ids")
-    latents = SparseLatents(matrix.indptr, matrix.feature_ids, matrix.values, matrix.d_sae)
     subsets = tuple(sorted(set(subset_names(frame))))
-    return Dataset(frame, latents, pair_index_from_frame(frame), subsets)
+    return Dataset(frame, latents, PairIndex.from_frame(frame), subsets)
 
 
 # --------------------------------------------------------------------------- one example
@@ -174,24 +175,24 @@ class Explanation:
 
 
 def explain(
-    activations: Mapping[int, float],
-    weights: np.ndarray,
-    bias: float,
-    labels: Mapping[int, str] | None = None,
+    activations: Mapping[int, float], head: Head, labels: Mapping[int, str] | None = None
 ) -> Explanation:
-    """Contributions ``c_i = w_i z_i`` of the active features, and ``r = sum c_i + b``."""
+    """Contributions ``c_i = w_i z_i`` of the active features under ``head``, and its reward."""
     labels = labels or {}
     fids = np.fromiter((int(f) for f in activations), dtype=np.int64, count=len(activations))
-    acts = np.fromiter((float(a) for a in activations.values()), np.float64, len(activations))
-    w = np.asarray(weights, dtype=np.float64)[fids]
-    contrib = acts * w
+    acts = np.fromiter((float(a) for a in activations.values()), np.float32, len(activations))
+    row = SparseLatents.from_rows([fids], [acts], head.size)
+    contrib = head.contributions(row)
     table = pd.DataFrame({
-        "feature_id": fids, "label": [labels.get(int(f), "") for f in fids],
-        "activation": acts, "weight": w, "contribution": contrib,
-    })  # fmt: skip
+        "feature_id": fids,
+        "label": [labels.get(int(f), "") for f in fids],
+        "activation": acts.astype(np.float64),
+        "weight": head.weights[fids].astype(np.float64),
+        "contribution": contrib,
+    })
     order = np.lexsort((fids, -np.abs(contrib)))
     table = table.iloc[order].reset_index(drop=True)
-    return Explanation(float(contrib.sum()) + float(bias), float(bias), table)
+    return Explanation(float(head.rewards(row)[0]), head.bias, table)
 
 
 def pair_deltas(chosen: Explanation, rejected: Explanation) -> pd.DataFrame:
@@ -217,10 +218,9 @@ def feature_track(values: np.ndarray, indices: np.ndarray, feature_id: int) -> n
     return (values * (indices == int(feature_id))).sum(axis=1).astype(np.float64)
 
 
-def trajectory(values: np.ndarray, indices: np.ndarray, weights: np.ndarray, bias: float):
+def trajectory(values: np.ndarray, indices: np.ndarray, head: Head) -> np.ndarray:
     """``r_t = w . z_t + b`` at every token from top-k latents ``[T, k]``."""
-    w = np.asarray(weights, dtype=np.float64)
-    return (np.asarray(values, np.float64) * w[np.asarray(indices)]).sum(axis=1) + float(bias)
+    return head.rewards(SparseLatents.from_topk(values, indices, head.size))
 
 
 def adjust_trajectory(
@@ -357,29 +357,6 @@ def shift_actions(
 def unfoldable(actions: Sequence[Intervention]) -> list[str]:
     """Specs of the actions no linear head can express (``act_add``: it depends on the support)."""
     return [a.spec() for a in actions if a.action == "act_add"]
-
-
-def merge_overrides(
-    base_weights: np.ndarray,
-    overrides: Mapping[int, float],
-    weights: np.ndarray,
-    features: Sequence[int],
-) -> dict[int, float]:
-    """The editor's ``{feature: weight}`` overrides after taking ``weights[f]`` for ``features``.
-
-    Values are rounded to float32 (the head's precision); a weight equal to the
-    base weight drops its override.
-    """
-    base = np.asarray(base_weights, dtype=np.float32)
-    out = {int(f): as_weight(v) for f, v in overrides.items()}
-    for f in features:
-        f = int(f)
-        new = as_weight(float(weights[f]), f"weight of feature {f}")
-        if new == float(base[f]):
-            out.pop(f, None)
-        else:
-            out[f] = new
-    return dict(sorted(out.items()))
 
 
 def selectivity_text(selectivity: float | None) -> tuple[str, str]:

@@ -18,10 +18,12 @@ import streamlit as st
 
 from app import core
 from feature_store import FeatureStore, StoreBusyError, StoreError
-from feature_store.heads import INGEST_HEAD
-from sarm.export import HeadEdit
+from sarm import cachedir
+from sarm.checkpoints import load_sarm
+from sarm.constants import INGEST_HEAD, SARM_CONFIG_FILE
+from sarm.head import Head
+from workflows.build_default import is_built
 from workflows.shift import PreferenceShift, prepare_shift
-from sarm.sparse import RewardEditor
 
 SOURCES = "shared_sources"
 HEAD_BASE = "shared_head_base"
@@ -49,8 +51,6 @@ PAGES = {
 
 @st.cache_resource(show_spinner="Loading the SARM (a few seconds, once) ...", max_entries=3)
 def load_model(ref: str):
-    from sarm import load_sarm
-
     return load_sarm(ref)
 
 
@@ -66,23 +66,20 @@ def open_store(path: str) -> FeatureStore:
 @st.cache_resource(show_spinner="Reading the store's latents (once) ...", max_entries=8)
 def load_dataset(path: str) -> core.Dataset:
     data = core.load_dataset(open_store(path))
-    if data.latents.n:
-        data.latents.column(0)  # build the column index now, so the first edit is instant
+    data.latents.warm()  # build the column index now, so the first edit is instant
     return data
 
 
 @st.cache_resource(max_entries=32)
-def head_version(path: str, name: str) -> tuple[np.ndarray, float]:
-    """Weights and bias of a saved (immutable) head version."""
+def head_version(path: str, name: str) -> Head:
+    """A saved (immutable) head version; cached, so its base rewards are computed once."""
     store = open_store(path)
     if name == INGEST_HEAD and name not in set(store.head_versions()["name"]):
         weights, bias = store.head_weights()
     else:
         version = store.load_head(name)
         weights, bias = version.weights, version.bias
-    weights = np.asarray(weights, dtype=np.float32)
-    weights.flags.writeable = False
-    return weights, float(bias)
+    return Head(weights, bias, name=name)
 
 
 @st.cache_resource(show_spinner="Selecting the target and the complement ...", max_entries=4)
@@ -98,17 +95,10 @@ def preference_shift(
 
     ``label_revision`` only keys the cache: a ``label:`` spec depends on the labels.
     """
-    weights, bias = head_version(path, base)
-    edit = HeadEdit(base, weights, bias, dict(overrides))
+    head = head_version(path, base).edit(dict(overrides))
     return prepare_shift(
-        target, complement, store=open_store(path), weight=edit.weights(), bias=edit.bias
+        target, complement, store=open_store(path), weight=head.weights, bias=head.bias
     )
-
-
-@st.cache_resource(max_entries=32)
-def reward_editor(path: str, name: str) -> RewardEditor:
-    weights, bias = head_version(path, name)
-    return RewardEditor(load_dataset(path).latents, weights, bias)
 
 
 # --------------------------------------------------------------------------- cached queries
@@ -194,34 +184,33 @@ def score_text(model_ref: str, prompt: str, response: str) -> dict:
 
 @dataclass
 class Context:
-    """What every page works on: the model, the store, its arrays and the current head."""
+    """What every page works on: the model, the store, its arrays and the current head.
+
+    ``head`` is the head in use: a saved version (``head.name``) plus the
+    editor's overrides.
+    """
 
     sources: core.Sources
     model: object
     store: FeatureStore
     data: core.Dataset
-    edit: HeadEdit
-    editor: RewardEditor
+    head: Head
     notes: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
         return self.sources.store
 
-    @property
-    def weights(self) -> np.ndarray:
-        return self.edit.weights()
-
-    @property
-    def bias(self) -> float:
-        return self.edit.bias
-
     def revision(self) -> tuple[int, int]:
         return self.store.revision()
 
     def rewards(self) -> np.ndarray:
         """Every example's reward under the current (edited) head."""
-        return self.editor.rewards(self.edit.overrides)
+        return self.head.rewards(self.data.latents)
+
+    def base_rewards(self) -> np.ndarray:
+        """Every example's reward under the saved version the edit starts from."""
+        return self.head.base().rewards(self.data.latents)
 
     def labels(self, feature_ids) -> dict[int, str]:
         ids = tuple(sorted({int(f) for f in feature_ids}))
@@ -235,7 +224,7 @@ class Context:
         acts = dict(
             zip(ex.features["feature_id"].tolist(), ex.features["activation"].tolist(), strict=True)
         )
-        return core.explain(acts, self.weights, self.bias, self.labels(acts))
+        return core.explain(acts, self.head, self.labels(acts))
 
 
 def init_session() -> None:
@@ -284,12 +273,11 @@ def context() -> Context:
         )
     base = st.session_state[HEAD_BASE]
     try:
-        weights, bias = head_version(sources.store, base)
+        head = head_version(sources.store, base).edit(st.session_state[OVERRIDES])
     except StoreError as exc:
         st.session_state[HEAD_BASE] = INGEST_HEAD
         stop_with("error", f"Head version {base!r} could not be loaded ({exc}); back to 'ingest'.")
-    edit = HeadEdit(base, weights, bias, st.session_state[OVERRIDES])
-    return Context(sources, model, store, data, edit, reward_editor(sources.store, base), notes)
+    return Context(sources, model, store, data, head, notes)
 
 
 def set_overrides(overrides: dict[int, float]) -> None:
@@ -327,7 +315,7 @@ def send_to_editor(ctx: Context, weights: np.ndarray, feature_ids) -> dict[int, 
     sliders show the new weights. Returns the new overrides.
     """
     ids = [int(f) for f in feature_ids]
-    overrides = core.merge_overrides(ctx.edit.base_weights, ctx.edit.overrides, weights, ids)
+    overrides = ctx.head.take(weights, ids).overrides
     set_overrides(overrides)
     add_editor_features(ids)
     for f in ids:
@@ -373,13 +361,13 @@ def sidebar_sources() -> core.Sources:
 def sidebar_status(ctx: Context) -> None:
     """Which model, SAE, head version and store are in use."""
     model, fp = ctx.model, ctx.model.fingerprint()
-    n_edits = len(ctx.edit.overrides)
-    head = ctx.edit.base_name + (f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else "")
+    n_edits = len(ctx.head.overrides)
+    head = ctx.head.name + (f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else "")
     sb = st.sidebar
     sb.markdown(
         f"**Model** `{fp['backbone']}` layer {model.layer}  \n"
         f"**SAE** `{fp['sae']}` ({model.d_sae:,} latents, k={model.k})  \n"
-        f"**Head** {head} `{ctx.edit.head().hash()}`  \n"
+        f"**Head** {head} `{ctx.head.hash()}`  \n"
         f"**Store** `{ctx.store.path.name}`: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
@@ -396,13 +384,10 @@ def sidebar_status(ctx: Context) -> None:
 
 def demo_ready(sources: core.Sources | None = None) -> bool:
     """Whether the embedded demo needed by ``sources`` is built."""
-    from sarm import cachedir as paths
-    from workflows.build_default import is_built
-
     sources = sources or current_sources()
-    if str(paths.default_store_path()) == sources.store:
+    if str(cachedir.default_store_path()) == sources.store:
         return is_built()
-    return (paths.default_model_dir() / "sarm.json").is_file()
+    return (cachedir.default_model_dir() / SARM_CONFIG_FILE).is_file()
 
 
 def progress_label(step: str, fraction: float) -> str:

@@ -1,4 +1,9 @@
-"""The preference-shift workflow: load the rows two set specs need, then discover and evaluate."""
+"""The preference-shift workflow over a feature store or data files.
+
+Loads the rows two set specs need (from a store's cached latents, or by
+scoring data with a model), then discovers features and evaluates
+interventions with :mod:`sarm.shift`.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,22 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from feature_store import FeatureStore
+from sarm.data import resolve_data
 from sarm.interventions import Intervention, fold_into_head
+from sarm.scoring import score_groups
 from sarm.shift.data import STORE_SOURCE, ShiftData
 from sarm.shift.discovery import Labels, discover_features
 from sarm.shift.report import ShiftReport, evaluate_shift
 from sarm.shift.rows import _disjoint, as_rows
 from sarm.shift.specs import SetSpec, select_rows
 
-if TYPE_CHECKING:
-    from feature_store import FeatureStore
-
-logger = logging.getLogger(__package__)  # "sarm.shift", as before the split into modules
+logger = logging.getLogger("sarm.shift")  # the name its messages have always had
 
 
 @dataclass(eq=False)
@@ -45,35 +50,56 @@ class PreferenceShift:
     def discover(self, limit: int | None = 10, **kwargs: Any) -> pd.DataFrame:
         """:func:`discover_features` on this target and complement."""
         return discover_features(
-            self.data.latents, self.target, self.complement, weight=self.data.weight,
-            roles=self.data.examples["role"].to_numpy(), labels=self.labels, limit=limit,
+            self.data.latents,
+            self.target,
+            self.complement,
+            weight=self.data.weight,
+            roles=self.data.examples["role"].to_numpy(),
+            labels=self.labels,
+            limit=limit,
             **kwargs,
-        )  # fmt: skip
+        )
 
     def evaluate(self, interventions: Sequence[Intervention]) -> ShiftReport:
         """:func:`evaluate_shift` on this target and complement (milliseconds)."""
         return evaluate_shift(
-            self.data.latents, self.data.weight, self.data.bias, interventions,
-            self.target, self.complement, self.data.pair_index, base_rewards=self.base_rewards,
-        )  # fmt: skip
+            self.data.latents,
+            self.data.weight,
+            self.data.bias,
+            interventions,
+            self.target,
+            self.complement,
+            self.data.pair_index,
+            base_rewards=self.base_rewards,
+        )
 
     def head(self, interventions: Sequence[Intervention]) -> tuple[np.ndarray, float]:
         """The proposed head ``(weights float32, bias)`` (see :func:`fold_into_head`)."""
         return fold_into_head(self.data.weight, interventions).astype(np.float32), self.data.bias
 
 
+def store_shift_data(
+    store: FeatureStore, weight: np.ndarray | None = None, bias: float | None = None
+) -> ShiftData:
+    """Every example of a feature store; the store's ingest head unless given."""
+    frame = store.examples_frame().assign(source=STORE_SOURCE)
+    w, b = store.head_weights()
+    return ShiftData(
+        store.latent_matrix(),
+        frame,
+        w if weight is None else weight,
+        b if bias is None else bias,
+    )
+
+
 def _store_part(store: FeatureStore, model: Any | None) -> ShiftData:
     if model is None:
-        return ShiftData.from_store(store)
+        return store_shift_data(store)
     store.check_model(model.fingerprint())
-    head = model.head
-    return ShiftData.from_store(store, head.weight.numpy(), head.bias)
+    return store_shift_data(store, model.head.weight, model.head.bias)
 
 
 def _scored_part(source: str, model: Any | None, batch_size: int, progress: bool) -> ShiftData:
-    from sarm.data import resolve_data
-    from sarm.scoring import score_groups
-
     if model is None:
         raise ValueError(f"data source {source!r} needs a model to score it")
     loaded = resolve_data(source)
@@ -81,7 +107,7 @@ def _scored_part(source: str, model: Any | None, batch_size: int, progress: bool
         logger.warning("%s: %d malformed rows skipped", source, loaded.n_skipped)
     scored = score_groups(model, loaded.groups, batch_size=batch_size, progress=progress)
     head = model.head
-    return ShiftData.from_scored(scored, loaded.groups, head.weight.numpy(), head.bias, source)
+    return ShiftData.from_scored(scored, loaded.groups, head.weight, head.bias, source)
 
 
 def prepare_shift(

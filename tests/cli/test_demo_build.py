@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
+from sarm import cachedir as paths
 from sarm import load_sarm
+from sarm.constants import DEFAULT_MODEL
 from sarm.data import resolve_data
 from sarm.head import Head
-from sarm import cachedir as paths
-from sarm.constants import DEFAULT_MODEL
-from workflows.build_default import build_demo, read_manifest
 from sarm.scoring import evaluate_model
+from workflows.build_default import build_demo, read_manifest
 
 pytestmark = [
     pytest.mark.slow,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers import make_released_checkpoint
 
 from sarm import load_sarm
-from workflows.cli import main
 from sarm.data import save_jsonl
 from sarm.head import Head
 from sarm.scoring import evaluate_model, score_groups
 from sarm.types import PreferenceGroup
+from workflows.cli import main
 
 
 def groups():
@@ -74,7 +75,6 @@ def test_eval_cli_bad_data(ckpt, tmp_path, capsys):
 
 
 def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
-    import torch
 
     from sarm.saes import standardize
 
@@ -89,7 +89,7 @@ def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
         for role, i, text in g.responses():
             batch = model.backbone.encode([g.conversation(text)])
             u = standardize(model.backbone.hidden_states(batch)[0, -1])
-            rewards[(g.group_id, role, i)] = float(u.double() @ base.weight.double())
+            rewards[(g.group_id, role, i)] = float(u.double() @ torch.from_numpy(base.weight).double())
     pairs = [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("c", 0)]
     correct = [rewards[(g, "chosen", 0)] > rewards[(g, "rejected", j)] for g, j in pairs]
     assert report.pairwise_accuracy == pytest.approx(sum(correct) / 5)

@@ -13,21 +13,20 @@ from helpers import make_released_checkpoint
 
 from feature_store import FeatureStore, ingest
 from sarm import load_sarm
-from workflows.cli import main
 from sarm.data import save_jsonl
 from sarm.evaluate import PairIndex
 from sarm.interventions import Intervention, parse_actions
+from sarm.latents import SparseLatents
 from sarm.scoring import response_rows
 from sarm.shift import (
-    ShiftData,
     discover_features,
     evaluate_shift,
     feature_contrast,
-    prepare_shift,
     select_rows,
 )
-from sarm.latents import SparseLatents
 from sarm.types import PreferenceGroup
+from workflows.cli import main
+from workflows.shift import prepare_shift, store_shift_data
 
 PLANTED = (5, 17, 42)
 D = 64
@@ -289,7 +288,7 @@ def store(store_path):
 
 
 def test_store_data_matches_groups(store):
-    data = ShiftData.from_store(store)
+    data = store_shift_data(store)
     groups = make_groups()
     keys, _ = response_rows(groups)
     expected = PairIndex.from_groups(groups, {k: i for i, k in enumerate(keys)})
@@ -301,7 +300,7 @@ def test_store_data_matches_groups(store):
 
 
 def test_set_specs_over_store(store):
-    data = ShiftData.from_store(store)
+    data = store_shift_data(store)
     frame = store.examples_frame()
     sel = lambda spec, **kw: select_rows(data, spec, base="store", **kw).tolist()  # noqa: E731
     assert sel("subset:refusal") == frame.index[frame.subset == "refusal"].tolist()
@@ -335,7 +334,7 @@ def test_set_specs_over_store(store):
     ],
 )
 def test_set_spec_errors(store, spec, message):
-    data = ShiftData.from_store(store)
+    data = store_shift_data(store)
     search = lambda text: store.search_labels(text)["feature_id"].tolist()  # noqa: E731
     with pytest.raises(ValueError, match=message):
         select_rows(data, spec, base="store", search_labels=search)
@@ -381,7 +380,7 @@ def test_preview_of_a_real_score_matches_the_shift(store, sarm):
 def reference_top(store_path, k: int) -> list[int]:
     """Top-k target features for subset:refusal vs rest, ranked from dense numbers."""
     with FeatureStore.open(store_path, read_only=True) as store:
-        data = ShiftData.from_store(store)
+        data = store_shift_data(store)
         frame = store.examples_frame()
     target = np.flatnonzero(frame.subset == "refusal")
     complement = np.flatnonzero(frame.subset != "refusal")
@@ -407,7 +406,7 @@ def test_cli_json_saves_a_head_version(ckpt, store_path, capsys):
         saved = store.load_head("no-refusal")
         w, b = store.head_weights()
         frame = store.examples_frame()
-        z = ShiftData.from_store(store).latents.dense().astype(np.float64)
+        z = store_shift_data(store).latents.dense().astype(np.float64)
     expected = w.copy()
     expected[top] = 0.0
     assert np.array_equal(saved.weights, expected) and saved.bias == b
@@ -461,8 +460,8 @@ def test_cli_errors(ckpt, store_path, capsys, extra, message):
 
 
 def test_cli_order_choices_match_the_library():
-    from workflows.commands import shift as command
     from sarm.shift import ORDERS
+    from workflows.commands import shift as command
 
     assert command.ORDERS == ORDERS
 

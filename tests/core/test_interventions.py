@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from sarm.head import rewards as latent_rewards
 from sarm.interventions import (
     Intervention,
     edit_weights,
@@ -17,9 +18,8 @@ from sarm.interventions import (
     steer_latents,
     touched_features,
 )
-from sarm.model import Score
-from sarm.head import rewards as latent_rewards
 from sarm.latents import SparseLatents
+from sarm.model import Score
 
 D = 12
 

@@ -259,10 +259,10 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
     from test_train_sae import write_pairs_jsonl
 
     from sarm import load_sarm
-    from workflows.cli import main
     from sarm.data import load_preferences
     from sarm.evaluate import PairIndex, pairwise_accuracy
     from sarm.scoring import response_conversations
+    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=40, seed=3)
     out = tmp_path / "sarm"

@@ -11,10 +11,9 @@ from test_store_stats import reference_stats
 from feature_store import FeatureStore, NotCachedError, StoreMismatchError, ingest
 from feature_store.binding import Binding, bind
 from feature_store.plan import data_fingerprint
-from sarm.head import rewards as latent_rewards
-from sarm.types import responses_of
 from sarm.head import Head
-from sarm.types import PreferenceGroup
+from sarm.head import rewards as latent_rewards
+from sarm.types import PreferenceGroup, responses_of
 
 TOPICS = ["the weather", "a python bug", "a poem about cats", "tax rules", "a recipe", "chess"]
 
@@ -86,7 +85,7 @@ def test_rewards_and_latents_equal_score(indexed, scored):
     assert frame["n_tokens"].tolist() == [s.n_tokens for s in scored]
     matrix = store.latent_matrix()
     for row, score in enumerate(scored):
-        feats = matrix.feature_ids[matrix.indptr[row] : matrix.indptr[row + 1]]
+        feats = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
         vals = matrix.values[matrix.indptr[row] : matrix.indptr[row + 1]]
         assert feats.tolist() == sorted(score.activations)
         np.testing.assert_allclose(
@@ -181,7 +180,7 @@ def test_other_model_or_data_is_refused(indexed, tmp_path):
         ingest(store, other, groups, progress=False)
     sarm_fp = store.fingerprint()
     with pytest.raises(StoreMismatchError, match="different dataset"):
-        fake = Binding(sarm_fp, 64, np.zeros(64), 0.0, "0" * 16, 3, 5)
+        fake = Binding(sarm_fp, 64, Head(np.zeros(64), 0.0), "0" * 16, 3, 5)
         bind(store, fake)
 
 
@@ -199,7 +198,7 @@ def test_resume_under_another_head_uses_the_store_head(sarm, tmp_path):
         sarm.set_head(original)
     matrix = store.latent_matrix()
     weights, bias = store.head_weights()
-    np.testing.assert_array_equal(weights, original.weight.numpy())
+    np.testing.assert_array_equal(weights, original.weight)
     np.testing.assert_allclose(
         store.examples_frame()["reward"], latent_rewards(matrix, weights, bias), rtol=1e-9
     )

@@ -16,9 +16,10 @@ from feature_store import (
     ingest_shard,
     merge_parts,
 )
-from workflows.cli import main as sarm_main
+from sarm.checkpoints import save_sarm
 from sarm.data import save_jsonl
 from sarm.types import PreferenceGroup
+from workflows.cli import main as sarm_main
 
 CHUNK = 3
 
@@ -108,7 +109,7 @@ def test_bad_shard_spec(text):
 
 @pytest.fixture(scope="module")
 def model_dir(sarm, tmp_path_factory):
-    return sarm.save(tmp_path_factory.mktemp("saved") / "model")
+    return save_sarm(sarm, tmp_path_factory.mktemp("saved") / "model")
 
 
 def test_cli_index_equals_python_ingest(model_dir, single, tmp_path, capsys):

@@ -227,7 +227,7 @@ def test_latent_matrix_and_examples(built):
     m = store.latent_matrix()
     assert m.example_ids.tolist() == list(range(len(roles)))
     for row in (0, 5, len(roles) - 1):
-        got = m.feature_ids[m.indptr[row] : m.indptr[row + 1]]
+        got = m.indices[m.indptr[row] : m.indptr[row + 1]]
         order = np.argsort(indices[row])
         assert got.tolist() == indices[row][order].tolist()
         np.testing.assert_array_equal(
