@@ -1,9 +1,9 @@
 """Head edit -> dataset metrics, recomputed from cached sparse latents.
 
 After one weight change the dashboard needs every reward, the pairwise accuracy
-and the per-subset accuracy again. ``RewardEditor`` updates rewards from the
-edited feature's column only; the baseline is a full recompute ``z . w`` over
-every non-zero, measured in the same process. Synthetic data: 64 non-zeros per
+and the per-subset accuracy again. ``Head.edit(...).rewards`` updates the base
+head's cached rewards from the edited feature's column only; the baseline is a
+full recompute ``z . w`` over every non-zero, measured in the same process. Synthetic data: 64 non-zeros per
 example, 65,536 features, two examples per pair, 8 subsets; the edited feature
 is a frequent one (active in ~10% of examples), the slow case.
 
@@ -20,7 +20,9 @@ import time
 import numpy as np
 
 from sarm.evaluate import PairIndex, pairwise_accuracy, per_subset_accuracy
-from sarm.sparse import RewardEditor, SparseLatents
+from sarm.head import Head
+from sarm.head import rewards as latent_rewards
+from sarm.latents import SparseLatents
 
 D_SAE, NNZ, SUBSETS = 65_536, 64, 8
 
@@ -55,17 +57,17 @@ def median_ms(fn, repeats: int) -> float:
 
 def measure(n_pairs: int, repeats: int) -> tuple[float, float]:
     latents, index, w = synthetic(n_pairs)
-    editor = RewardEditor(latents, w)
-    editor.rewards({7: 0.0})  # builds the column index once, as the app does at load
+    head = Head(w)
+    head.rewards(latents.warm())  # base rewards and column index once, as the app does at load
 
     def incremental() -> None:
-        r = editor.rewards({7: float(np.random.normal())})
+        r = head.edit({7: float(np.random.normal())}).rewards(latents)
         pairwise_accuracy(r, index), per_subset_accuracy(r, index)
 
     def full() -> None:
         new_w = w.copy()
         new_w[7] = float(np.random.normal())
-        r = latents.rewards(new_w)
+        r = latent_rewards(latents, new_w)
         pairwise_accuracy(r, index), per_subset_accuracy(r, index)
 
     ms_inc, ms_full = median_ms(incremental, repeats), median_ms(full, repeats)

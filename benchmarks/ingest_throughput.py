@@ -26,7 +26,7 @@ import torch
 from feature_store import FeatureStore, ingest
 from sarm.backbones import load_backbone
 from sarm.datasets.demo import generate_demo_data
-from sarm.head import LinearHead
+from sarm.head import Head
 from sarm.model import SARM
 from sarm.saes import SAEMeta, make_topk_sae
 
@@ -37,7 +37,7 @@ def build_sarm() -> SARM:
     backbone = load_backbone("smollm2-135m-instruct", layer=LAYER)
     torch.manual_seed(0)
     sae = make_topk_sae(backbone.d_model, D_SAE, K)
-    return SARM(backbone, sae, LinearHead(torch.randn(D_SAE) * 0.01), SAEMeta(k=K))
+    return SARM(backbone, sae, Head(torch.randn(D_SAE) * 0.01), SAEMeta(k=K))
 
 
 def highlight_latency(path: Path, sarm: SARM, n: int = 5) -> tuple[float, float]:

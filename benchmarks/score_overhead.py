@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from sarm.backbones import embedded_gguf_path, load_backbone
-from sarm.head import LinearHead
+from sarm.head import Head
 from sarm.model import SARM
 from sarm.saes import SAEMeta, make_topk_sae, sarm_encode, standardize
 
@@ -58,7 +58,7 @@ def build_sarm() -> SARM:
     backbone = load_backbone("smollm2-135m-instruct", layer=LAYER)
     torch.manual_seed(0)
     sae = make_topk_sae(backbone.d_model, D_SAE, K)
-    head = LinearHead(torch.randn(D_SAE) * 0.01)
+    head = Head(torch.randn(D_SAE) * 0.01)
     return SARM(backbone, sae, head, SAEMeta(k=K))
 
 

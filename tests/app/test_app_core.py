@@ -12,6 +12,7 @@ import pytest
 from app import charts, core
 from app.highlight import highlight_html, legend_html, token_color, token_spans, value_scale
 from sarm.attribution import top_contributions
+from sarm.head import Head
 
 # --------------------------------------------------------------------------- sources
 
@@ -57,7 +58,7 @@ def test_env_sources(monkeypatch, tmp_path):
 
 def test_explain_sums_to_reward_and_sorts_by_magnitude():
     weights = np.array([0.5, -2.0, 1.0, 3.0])
-    expl = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, weights, bias=0.125, labels={3: "three"})
+    expl = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, Head(weights, 0.125), labels={3: "three"})
     assert expl.table["feature_id"].tolist() == [3, 0, 1]
     assert expl.table["contribution"].tolist() == [-3.0, 1.0, -0.5]
     assert expl.table["label"].tolist() == ["three", "", ""]
@@ -69,8 +70,8 @@ def test_explain_sums_to_reward_and_sorts_by_magnitude():
 
 def test_pair_deltas_sum_to_margin():
     w = np.array([1.0, -1.0, 2.0, 0.5])
-    a = core.explain({0: 1.0, 2: 0.5}, w, 0.3)
-    b = core.explain({0: 0.25, 3: 2.0}, w, 0.3, labels={3: "x"})
+    a = core.explain({0: 1.0, 2: 0.5}, Head(w, 0.3))
+    b = core.explain({0: 0.25, 3: 2.0}, Head(w, 0.3), labels={3: "x"})
     deltas = core.pair_deltas(a, b)
     ref = {0: 1.0 - 0.25, 2: 1.0, 3: -1.0}
     assert dict(zip(deltas["feature_id"], deltas["delta"], strict=True)) == ref
@@ -86,11 +87,11 @@ def test_tracks_and_trajectories_match_dense_reference():
     dense = np.zeros((T, m))
     for t in range(T):
         dense[t, indices[t]] = values[t]
-    w = rng.normal(size=m)
+    w = rng.normal(size=m).astype(np.float32)  # a stored head is float32
     np.testing.assert_allclose(core.feature_track(values, indices, 4), dense[:, 4], rtol=1e-6)
-    r = core.trajectory(values, indices, w, 0.5)
+    r = core.trajectory(values, indices, Head(w, 0.5))
     np.testing.assert_allclose(r, dense @ w + 0.5, rtol=1e-6)
-    w2 = w.copy()
+    w2 = w.astype(np.float64)
     w2[[1, 4]] += [0.3, -2.0]
     adjusted = core.adjust_trajectory(r, dense[:, [1, 4]], [0.3, -2.0])
     np.testing.assert_allclose(adjusted, dense @ w2 + 0.5, rtol=1e-6)

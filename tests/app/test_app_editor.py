@@ -11,7 +11,7 @@ import pytest
 from app_env import app_groups
 from test_app_pages import env, frame_with, go, metric, model, start, store_path  # noqa: F401
 
-from sarm.export import as_weight
+from sarm.head import Head, as_weight
 
 
 def current_example(at, store_path):  # noqa: F811
@@ -221,7 +221,6 @@ def test_bad_label_is_refused_with_a_message(store_path):  # noqa: F811
 
 def test_export_page_writes_a_checkpoint_that_reproduces_the_preview(store_path, tmp_path):  # noqa: F811
     from sarm.export import checkpoint_rewards, read_manifest
-    from sarm.head import LinearHead
 
     at = start("editor")
     eid, ex, weights, bias = current_example(at, store_path)
@@ -236,7 +235,7 @@ def test_export_page_writes_a_checkpoint_that_reproduces_the_preview(store_path,
     at.text_input(key="export_head_dir").input(str(tmp_path / "head"))
     at.button(key="export_write_head").click().run()
     assert any("Wrote" in s.value for s in at.success), [e.value for e in at.error]
-    head = LinearHead.load(tmp_path / "head" / "head.safetensors")
+    head = Head.load(tmp_path / "head" / "head.safetensors")
     assert float(head.weight[fid]) == applied and head.bias == bias
     manifest = read_manifest(tmp_path / "head")
     assert manifest["changes"][0]["feature_id"] == fid and manifest["head"]["hash"] == head.hash()

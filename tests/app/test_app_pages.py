@@ -260,8 +260,10 @@ def test_bad_sources_are_explained(store_path, monkeypatch, tmp_path, which, val
 def test_model_and_store_must_match(store_path, monkeypatch, tmp_path):
     from helpers import make_tiny_sarm
 
+    from sarm.checkpoints import save_sarm
+
     other = make_tiny_sarm(tmp_path, seed=9, d_sae=64, k=8)
-    other.save(tmp_path / "other", include_backbone=True)
+    save_sarm(other, tmp_path / "other", include_backbone=True)
     monkeypatch.setenv("SARM_MODEL", str(tmp_path / "other"))
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception

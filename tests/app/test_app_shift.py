@@ -23,7 +23,7 @@ from test_app_pages import (  # noqa: F401
 )
 
 from app import charts, core
-from sarm.export import as_weight
+from sarm.head import Head, as_weight
 from sarm.interventions import Intervention, parse_actions
 
 
@@ -281,12 +281,12 @@ def test_shift_actions_keep_their_order():
         core.shift_actions([], [], "scale:0")
 
 
-def test_merge_overrides_rounds_and_drops_unchanged():
+def test_head_take_rounds_and_drops_unchanged():
     base = np.array([0.5, -1.0, 2.0, 0.0], dtype=np.float32)
     new = np.array([0.5, 0.1, 2.0, 3.0])
-    got = core.merge_overrides(base, {0: 7.0, 2: 1.0}, new, [1, 2, 3])
+    got = Head(base, overrides={0: 7.0, 2: 1.0}).take(new, [1, 2, 3]).overrides
     assert got == {0: 7.0, 1: as_weight(0.1), 3: 3.0}  # 2 is back to its base weight
-    assert core.merge_overrides(base, {}, base, [0, 1]) == {}
+    assert Head(base).take(base, [0, 1]).overrides == {}
 
 
 def test_selectivity_text():

@@ -12,10 +12,9 @@ import torch
 from app_env import build_app_env
 from safetensors.torch import load
 
+from sarm.constants import HEAD_WEIGHTS_FILE as HEAD_FILE
 from sarm.export import (
     MANIFEST_FILE,
-    HeadEdit,
-    as_weight,
     check_output_dir,
     checkpoint_rewards,
     checkpoint_zip,
@@ -26,7 +25,7 @@ from sarm.export import (
     write_checkpoint,
     write_head,
 )
-from sarm.head import HEAD_FILE, LinearHead
+from sarm.head import Head, as_weight
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +44,24 @@ def model(env):
 
 def test_head_edit_normalises_overrides():
     base = np.array([0.5, -1.0, 0.1, 2.0], dtype=np.float32)
-    edit = HeadEdit("v", base, 0.25, {1: -1.0, 2: 0.3, 3: np.float64(0.0), 0: 1})
+    edit = Head(base, 0.25, {1: -1.0, 2: 0.3, 3: np.float64(0.0), 0: 1}, name="v")
     assert edit.overrides == {0: 1.0, 2: float(np.float32(0.3)), 3: 0.0}  # 1 is unchanged
-    assert edit.weights().dtype == np.float32
-    np.testing.assert_array_equal(edit.weights(), [1.0, -1.0, np.float32(0.3), 0.0])
+    assert edit.weights.dtype == np.float32
+    np.testing.assert_array_equal(edit.weights, [1.0, -1.0, np.float32(0.3), 0.0])
     assert [c[0] for c in edit.changes()] == [3, 0, 2]  # by |delta|
-    assert edit.head().bias == 0.25 and edit.base_head().hash() != edit.head().hash()
+    assert edit.applied().bias == 0.25 and edit.base().hash() != edit.applied().hash()
     np.testing.assert_array_equal(base, np.float32([0.5, -1.0, 0.1, 2.0]))  # base untouched
-    assert not edit.base_weights.flags.writeable
+    assert not edit.weight.flags.writeable
     for bad, match in [({9: 1.0}, "out of range"), ({1: float("nan")}, "finite"),
                        ({"a": 1.0}, "integers"), ({1: "x"}, "number")]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
-            HeadEdit("v", base, 0.0, bad)
+            Head(base, 0.0, bad, name="v")
     assert as_weight(1 / 3) == float(np.float32(1 / 3))
 
 
 def test_head_files_and_manifest():
     base = np.linspace(-1, 1, 8).astype(np.float32)
-    edit = HeadEdit("ingest", base, 0.5, {3: 0.0, 6: 2.5})
+    edit = Head(base, 0.5, {3: 0.0, 6: 2.5}, name="ingest")
     info = {"base_model": {"backbone": "bb", "layer": 3}, "sae": {"hash": "abc", "d_sae": 8}}
     manifest = edit_manifest(
         edit, info, labels={6: "politeness"}, metrics_before={"pairwise_accuracy": 0.5},
@@ -71,16 +70,16 @@ def test_head_files_and_manifest():
     files = head_files(edit, manifest)
     tensors = load(files[HEAD_FILE])
     assert tensors["score.weight"].shape == (1, 8)
-    np.testing.assert_array_equal(tensors["score.weight"][0].numpy(), edit.weights())
+    np.testing.assert_array_equal(tensors["score.weight"][0].numpy(), edit.weights)
     assert float(tensors["score.bias"][0]) == 0.5
-    assert LinearHead.from_tensors(tensors).hash() == edit.head().hash()
+    assert Head.from_tensors(tensors).hash() == edit.applied().hash()
     doc = json.loads(files[MANIFEST_FILE])
     assert doc["parent_head"] == {
         "name": "ingest",
-        "hash": LinearHead(base, 0.5).hash(),
+        "hash": Head(base, 0.5).hash(),
         "bias": 0.5,
     }
-    assert doc["head"]["hash"] == edit.head().hash() and doc["base_model"]["backbone"] == "bb"
+    assert doc["head"]["hash"] == edit.applied().hash() and doc["base_model"]["backbone"] == "bb"
     assert doc["changes"] == [
         {"feature_id": 6, "label": "politeness", "old_weight": float(base[6]), "new_weight": 2.5,
          "delta": 2.5 - float(base[6])},
@@ -103,14 +102,14 @@ def test_output_dirs_are_checked(tmp_path):
                         (str(tmp_path / "a" / "b"), "parent directory"), ("x\x00y", "NUL")]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
             check_output_dir(text)
-    edit = HeadEdit("v", np.ones(4, np.float32), 0.0, {1: 0.0})
+    edit = Head(np.ones(4, np.float32), 0.0, {1: 0.0}, name="v")
     with pytest.raises(ValueError, match="not empty"):
         write_head(edit, {}, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     written = write_head(edit, {"format": "x"}, tmp_path / "out")
     assert sorted(p.name for p in written) == [HEAD_FILE, MANIFEST_FILE]
     np.testing.assert_array_equal(
-        LinearHead.load(tmp_path / "out" / HEAD_FILE).weight.numpy(), [1, 0, 1, 1]
+        Head.load(tmp_path / "out" / HEAD_FILE).weight, [1, 0, 1, 1]
     )
     assert read_manifest(tmp_path / "out") == {"format": "x"}
 
@@ -123,16 +122,16 @@ def test_checkpoint_scores_exactly_as_previewed(model, env, tmp_path):
         weights, bias = store.head_weights()
     top = int(ex[0].features["feature_id"].iloc[0])
     second = int(ex[1].features["feature_id"].iloc[0])
-    edit = HeadEdit("ingest", weights, bias, {top: 0.0, second: 1.75})
+    edit = Head(weights, bias, {top: 0.0, second: 1.75}, name="ingest")
     manifest = edit_manifest(edit, model_info(model))
     target = write_checkpoint(model, edit, manifest, tmp_path / "ckpt")
     assert {p.name for p in target.iterdir()} >= {"sarm.json", "sae", HEAD_FILE, MANIFEST_FILE}
-    assert read_manifest(target)["head"]["hash"] == edit.head().hash()
+    assert read_manifest(target)["head"]["hash"] == edit.applied().hash()
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left
     convs = [e.conversation() for e in ex]
     got = checkpoint_rewards(target, convs)
     # independent reference: the original model's pooled activations under the edited weights
-    w = edit.weights().astype(np.float64)
+    w = edit.weights.astype(np.float64)
     ref = [
         sum(a * w[f] for f, a in model.score(messages=c).activations.items()) + bias for c in convs
     ]
@@ -142,16 +141,16 @@ def test_checkpoint_scores_exactly_as_previewed(model, env, tmp_path):
         feats = dict(zip(e.features["feature_id"], e.features["activation"], strict=True))
         delta = sum((edit.overrides[f] - weights[f]) * feats.get(f, 0.0) for f in edit.overrides)
         assert g == pytest.approx(s + delta, abs=1e-5)
-    assert model.head.hash() != edit.head().hash()  # the loaded model itself was not changed
+    assert model.head.hash() != edit.applied().hash()  # the loaded model itself was not changed
     with pytest.raises(ValueError, match="not empty"):
         write_checkpoint(model, edit, manifest, target)
     with pytest.raises(ValueError, match="weights"):
-        write_checkpoint(model, HeadEdit("x", np.ones(3, np.float32)), manifest, tmp_path / "bad")
+        write_checkpoint(model, Head(np.ones(3, np.float32), name="x"), manifest, tmp_path / "bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 def test_checkpoint_zip_holds_the_layout(model):
-    edit = HeadEdit("ingest", model.head.weight.numpy(), 0.0, {0: 0.5})
+    edit = Head(model.head.weight, 0.0, {0: 0.5}, name="ingest")
     data = checkpoint_zip(model, edit, {"format": "sarm-head-edit"}, name="edited")
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     assert {"edited/sarm.json", f"edited/{HEAD_FILE}", f"edited/{MANIFEST_FILE}"} <= names
