@@ -363,7 +363,7 @@ def test_a_store_without_pairs(env, monkeypatch, tmp_path):  # noqa: F811
     with FeatureStore.open(path) as store:
         ingest(store, load_sarm(env.model_dir), groups, top_n=2, progress=False)
         latents = store.latent_matrix()
-    counts = np.bincount(latents.feature_ids, minlength=latents.d_sae)
+    counts = np.bincount(latents.indices, minlength=latents.d_sae)
     fid = int(np.argmax(np.where(counts < len(groups), counts, 0)))
     monkeypatch.setenv("SARM_MODEL", str(env.model_dir))
     monkeypatch.setenv("SARM_STORE", str(path))

@@ -278,7 +278,7 @@ def store_path(sarm, tmp_path_factory):
 
 def active_feature(store) -> int:
     """The most frequent feature (so a label search selects some examples)."""
-    return int(np.bincount(store.latent_matrix().feature_ids).argmax())
+    return int(np.bincount(store.latent_matrix().indices).argmax())
 
 
 @pytest.fixture()
