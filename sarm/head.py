@@ -39,12 +39,19 @@ def contributions(latents: SparseLatents, weights: np.ndarray) -> Float[np.ndarr
     ``weights`` is a full ``[d_sae]`` vector (float32 for a stored head, float64
     for what-if previews such as :mod:`sarm.interventions`).
     """
+    w = np.asarray(weights, dtype=np.float64)
+    _check_latents(latents, w.shape)
+    return latents.values.astype(np.float64) * w[latents.indices]
+
+
+def _check_latents(latents: object, weight_shape: tuple[int, ...]) -> None:
     if not isinstance(latents, SparseLatents):
         raise TypeError(f"expected SparseLatents, got {type(latents).__name__}")
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (latents.d_sae,):
-        raise ValueError(f"weights must have shape ({latents.d_sae},), got {w.shape}")
-    return latents.values.astype(np.float64) * w[latents.indices]
+    if weight_shape != (latents.d_sae,):
+        raise ValueError(
+            f"the head has weights of shape {weight_shape} but the latents have "
+            f"{latents.d_sae} features"
+        )
 
 
 def rewards(
@@ -176,6 +183,7 @@ class Head:
         The base head's rewards are computed once per latents object and
         cached; overrides are then applied column by column.
         """
+        _check_latents(latents, self.weight.shape)
         base = self._base_rewards.get(latents)
         if base is None:
             base = rewards(latents, self.weight, self.bias)

@@ -59,3 +59,18 @@ def test_editor_matches_full_recompute():
 def test_bad_arrays(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SparseLatents(d_sae=4, **kwargs)
+
+
+def test_example_ids_take_and_topk():
+    lat, _ = random_latents(seed=4)
+    named = SparseLatents(lat.indptr, lat.indices, lat.values, lat.d_sae, np.arange(50) * 3)
+    assert named.row_of(30) == 10
+    with pytest.raises(LookupError, match="example 31"):
+        named.row_of(31)
+    part = named.take([7, 2, 7])
+    assert part.example_ids.tolist() == [21, 6, 21]
+    np.testing.assert_array_equal(part.dense(), lat.dense()[[7, 2, 7]])
+    values = np.array([[0.5, 0.0, -2.0], [0.0, 0.0, 0.0]], np.float32)
+    topk = SparseLatents.from_topk(values, np.array([[3, 1, 0], [2, 1, 0]]), 4)
+    assert topk.indptr.tolist() == [0, 2, 2] and topk.indices.tolist() == [3, 0]
+    np.testing.assert_array_equal(SparseLatents.from_dense(lat.dense()).dense(), lat.dense())
