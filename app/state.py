@@ -20,8 +20,8 @@ from app import core
 from feature_store import FeatureStore, StoreBusyError, StoreError
 from feature_store.heads import INGEST_HEAD
 from sarm.export import HeadEdit
-from workflows.shift import PreferenceShift, prepare_shift
 from sarm.sparse import RewardEditor
+from workflows.shift import PreferenceShift, prepare_shift
 
 SOURCES = "shared_sources"
 HEAD_BASE = "shared_head_base"

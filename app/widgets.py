@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, core, state
-from feature_store import StoreError
 from app.highlight import highlight_html, legend_html, value_scale
+from feature_store import StoreError
 
 MAX_OPTIONS = 500
 MAX_TRAJECTORY_FEATURES = 200

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from app import charts, core
-from sarm.attribution import top_contributions
 from app.highlight import highlight_html, legend_html, token_color, token_spans, value_scale
+from sarm.attribution import top_contributions
 
 # --------------------------------------------------------------------------- sources
 
