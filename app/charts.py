@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sarm.attribution import TopContributions
 from app.highlight import display_text
+from sarm.attribution import TopContributions
 
 UP = "#f58220"
 DOWN = "#2d6ee6"
@@ -103,17 +103,25 @@ def reward_trajectory(
     if track is not None:
         fig.add_trace(
             go.Bar(
-                x=x, y=np.asarray(track, float), name=track_name, yaxis="y2",
-                marker={"color": "rgba(245,130,32,0.45)"}, hovertext=hover,
+                x=x,
+                y=np.asarray(track, float),
+                name=track_name,
+                yaxis="y2",
+                marker={"color": "rgba(245,130,32,0.45)"},
+                hovertext=hover,
             )
-        )  # fmt: skip
+        )
     fig.add_trace(
         go.Scatter(
-            x=x, y=np.asarray(rewards, float), mode="lines", name="r_t",
-            line={"color": TOTAL, "width": 2}, hovertext=hover,
+            x=x,
+            y=np.asarray(rewards, float),
+            mode="lines",
+            name="r_t",
+            line={"color": TOTAL, "width": 2},
+            hovertext=hover,
             hovertemplate="token %{x}: %{hovertext}<br>r_t = %{y:.4f}<extra></extra>",
         )
-    )  # fmt: skip
+    )
     fig.update_layout(
         xaxis={"title": "token position"},
         yaxis={"title": "r_t"},
@@ -134,13 +142,15 @@ def activation_histogram(hist: pd.DataFrame, *, title: str = "Activation histogr
     widths = hist["hi"].to_numpy(float) - hist["lo"].to_numpy(float)
     fig = go.Figure(
         go.Bar(
-            x=centres, y=hist["count"].to_numpy(),
+            x=centres,
+            y=hist["count"].to_numpy(),
             width=widths if len(widths) and (widths > 0).all() else None,
-            marker={"color": UP}, name="examples",
+            marker={"color": UP},
+            name="examples",
             customdata=np.stack([hist["lo"], hist["hi"]], axis=1) if len(hist) else None,
             hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}]: %{y}<extra></extra>",
         )
-    )  # fmt: skip
+    )
     fig.update_layout(xaxis={"title": "activation z_T"}, yaxis={"title": "examples"}, bargap=0.02)
     return _layout(fig, title, height=300)
 
@@ -178,19 +188,25 @@ def subset_accuracy(
     label = "auto" if len(table) * (1 + has_after) <= 12 else "none"
     fig.add_trace(
         go.Bar(
-            x=table["subset"], y=table["accuracy_before"], name="before" if has_after else "accuracy",
+            x=table["subset"],
+            y=table["accuracy_before"],
+            name="before" if has_after else "accuracy",
             marker={"color": BEFORE if has_after else UP},
-            text=[f"{v:.1%}" for v in table["accuracy_before"]], textposition=label,
+            text=[f"{v:.1%}" for v in table["accuracy_before"]],
+            textposition=label,
         )
-    )  # fmt: skip
+    )
     if has_after:
         fig.add_trace(
             go.Bar(
-                x=table["subset"], y=table["accuracy_after"], name="after",
+                x=table["subset"],
+                y=table["accuracy_after"],
+                name="after",
                 marker={"color": AFTER},
-                text=[f"{v:.1%}" for v in table["accuracy_after"]], textposition=label,
+                text=[f"{v:.1%}" for v in table["accuracy_after"]],
+                textposition=label,
             )
-        )  # fmt: skip
+        )
     fig.update_layout(barmode="group", yaxis={"title": "accuracy", "range": [0, 1.05]})
     return _layout(fig, title, height=320)
 
@@ -205,10 +221,13 @@ def rewards_by_group(
         part = frame[frame["role"] == role]
         fig.add_trace(
             go.Box(
-                x=part["subset"], y=part["reward"], name=role, boxmean=True,
+                x=part["subset"],
+                y=part["reward"],
+                name=role,
+                boxmean=True,
                 marker={"color": colours.get(role, TOTAL)},
             )
-        )  # fmt: skip
+        )
     fig.update_layout(boxmode="group", yaxis={"title": "reward"})
     return _layout(fig, title, height=360)
 
@@ -226,11 +245,14 @@ def error_features(
     vals = part["margin_sum"].to_numpy(float)
     fig = go.Figure(
         go.Bar(
-            y=names, x=vals, orientation="h",
+            y=names,
+            x=vals,
+            orientation="h",
             marker={"color": [UP if v > 0 else DOWN for v in vals]},
-            text=[f"{v:+.3g}" for v in vals], textposition="auto",
+            text=[f"{v:+.3g}" for v in vals],
+            textposition="auto",
         )
-    )  # fmt: skip
+    )
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_layout(xaxis={"title": "sum over misranked pairs of w_i (z^c_i - z^r_i)"})
     return _layout(fig, title, height=max(260, 24 * len(names) + 100))
@@ -263,12 +285,18 @@ def shift_histograms(
             values = part.loc[part["stage"] == stage, "reward"].to_numpy(float)
             fig.add_trace(
                 go.Histogram(
-                    x=values, name=stage, legendgroup=stage, showlegend=col == 1,
-                    marker={"color": colour}, opacity=0.6, xbins=xbins,
+                    x=values,
+                    name=stage,
+                    legendgroup=stage,
+                    showlegend=col == 1,
+                    marker={"color": colour},
+                    opacity=0.6,
+                    xbins=xbins,
                     hovertemplate=f"{name} {stage}<br>reward %{{x}}<br>%{{y}} responses<extra></extra>",
                 ),
-                row=1, col=col,
-            )  # fmt: skip
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title_text=f"reward on the {name}", row=1, col=col)
     fig.update_yaxes(title_text="responses", row=1, col=1)
     fig = _layout(fig, title, height=340)
@@ -289,10 +317,12 @@ def selectivity_bars(
     """Mean |delta r| (orange) and mean delta r (grey) per set; the title gives their ratio."""
     if title is None:
         ratio = (
-            "n/a" if selectivity is None
-            else "\u221e" if np.isinf(selectivity)
+            "n/a"
+            if selectivity is None
+            else "\u221e"
+            if np.isinf(selectivity)
             else f"{selectivity:.3g}"
-        )  # fmt: skip
+        )
         title = f"Selectivity = mean |\u0394r| target / complement = {ratio}"
     names = list(mean_abs_delta)
     fig = go.Figure()
@@ -303,10 +333,13 @@ def selectivity_bars(
         vals = [float(data[n]) for n in names]
         fig.add_trace(
             go.Bar(
-                x=names, y=vals, name=label, marker={"color": colour},
+                x=names,
+                y=vals,
+                name=label,
+                marker={"color": colour},
                 text=[f"{v:+.3g}" if "|" not in label else f"{v:.3g}" for v in vals],
                 textposition="auto",
             )
-        )  # fmt: skip
+        )
     fig.update_layout(barmode="group", yaxis={"title": "reward change"})
     return _layout(fig, title, height=340)

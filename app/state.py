@@ -10,6 +10,7 @@ start with ``shared_``; each page prefixes its own keys with its name.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,16 +35,7 @@ FEATURE = "shared_feature"
 EDITOR_FEATURES = "shared_editor_features"
 NOTICE = "shared_notice"
 
-PAGES = {
-    "overview": "app_pages/overview.py",
-    "explain": "app_pages/explain.py",
-    "compare": "app_pages/compare.py",
-    "features": "app_pages/features.py",
-    "editor": "app_pages/editor.py",
-    "export": "app_pages/export.py",
-    "shift": "app_pages/shift.py",
-    "audit": "app_pages/audit.py",
-}
+PAGE_OBJECTS = "shared_pages"  # this run's st.Page objects by name (main.py sets it)
 
 
 # --------------------------------------------------------------------------- cached resources
@@ -284,20 +276,35 @@ def set_overrides(overrides: dict[int, float]) -> None:
     st.session_state[OVERRIDES] = dict(overrides)
 
 
+def register_pages(pages: Mapping[str, st.Page]) -> None:
+    """Remember this run's ``st.Page`` objects by name (``app.pages`` builds them)."""
+    st.session_state[PAGE_OBJECTS] = dict(pages)
+
+
+def page(name: str) -> st.Page:
+    """The registered ``st.Page`` called ``name``, for ``st.page_link``."""
+    return st.session_state[PAGE_OBJECTS][name]
+
+
+def switch_to(name: str) -> None:
+    """Go to the page called ``name`` (its URL path), e.g. ``switch_to("editor")``."""
+    st.switch_page(page(name))
+
+
 def open_pair(chosen_id: int, rejected_id: int) -> None:
     """Remember a pair for the Compare page and go there."""
     st.session_state[PAIR] = (int(chosen_id), int(rejected_id))
-    st.switch_page(PAGES["compare"])
+    switch_to("compare")
 
 
 def open_example(example_id: int) -> None:
     st.session_state[EXAMPLE] = int(example_id)
-    st.switch_page(PAGES["explain"])
+    switch_to("explain")
 
 
 def open_feature(feature_id: int) -> None:
     st.session_state[FEATURE] = int(feature_id)
-    st.switch_page(PAGES["features"])
+    switch_to("features")
 
 
 def add_editor_features(feature_ids) -> None:
@@ -306,6 +313,12 @@ def add_editor_features(feature_ids) -> None:
         if int(f) not in current:
             current.append(int(f))
     st.session_state[EDITOR_FEATURES] = current
+
+
+def open_in_editor(feature_ids) -> None:
+    """List ``feature_ids`` in the Head editor and go there."""
+    add_editor_features(feature_ids)
+    switch_to("editor")
 
 
 def send_to_editor(ctx: Context, weights: np.ndarray, feature_ids) -> dict[int, float]:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, core, state
-from feature_store import StoreError
+from app import charts, choices, core, state, text
 from app.highlight import highlight_html, legend_html, value_scale
+from feature_store import StoreError
 
-MAX_OPTIONS = 500
 MAX_TRAJECTORY_FEATURES = 200
 
 CONTRIBUTION_COLUMNS = {
@@ -24,19 +21,10 @@ CONTRIBUTION_COLUMNS = {
 }
 
 
-def fmt(value: float | None, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return format(value, spec)
-
-
 def edit_caption(ctx: state.Context) -> None:
-    n = len(ctx.edit.overrides)
-    if n:
-        st.caption(
-            f"Under the edited head: {ctx.edit.base_name} with {n} changed weight"
-            f"{'s' * (n != 1)} (see Head editor)."
-        )
+    caption = text.edit_caption(ctx.edit.base_name, len(ctx.edit.overrides))
+    if caption:
+        st.caption(caption)
 
 
 def explanation(ctx: state.Context, expl: core.Explanation, key: str, total_name: str = "reward"):
@@ -59,18 +47,10 @@ def feature_choice(
     if table.empty:
         st.info("No active features.")
         return None
-    options = table["feature_id"].head(50).astype(int).tolist()
-    labels = dict(zip(options, table["label"].head(50).fillna(""), strict=True))
-    value_col = "delta" if "delta" in table else "contribution"
-    values = dict(zip(options, table[value_col].head(50), strict=True))
+    options = choices.feature_options(table)
     if st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-    return st.selectbox(
-        label,
-        options,
-        key=key,
-        format_func=lambda f: f"{charts.feature_name(f, labels, 40)}  ({values[f]:+.4f})",
-    )
+        st.session_state[key] = next(iter(options))
+    return st.selectbox(label, list(options), key=key, format_func=options.get)
 
 
 def highlight(tokens, values, scale: float, title: str | None = None) -> None:
@@ -125,20 +105,15 @@ def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
         c1, c2 = st.columns(2)
         subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=f"{key}_subsets")
         roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=f"{key}_roles")
-        lo, hi = (
-            math.floor(float(rewards.min()) * 100) / 100,
-            math.ceil(float(rewards.max()) * 100) / 100,
-        )
-        if hi <= lo:
-            hi = lo + 0.01
+        lo, hi = choices.reward_bounds(rewards)
         range_key = f"{key}_reward"
         st.session_state[range_key] = core.reward_range_value(
             st.session_state.get(range_key), st.session_state.get(f"{key}_reward_bounds"), (lo, hi)
         )
         st.session_state[f"{key}_reward_bounds"] = (lo, hi)
         reward_range = st.slider("Reward range", lo, hi, key=range_key)
-        text = st.text_input("Prompt or response contains", key=f"{key}_text")
-    ids = state.search_examples(ctx.path, text.strip()) if text.strip() else None
+        query = st.text_input("Prompt or response contains", key=f"{key}_text").strip()
+    ids = state.search_examples(ctx.path, query) if query else None
     shown = core.filter_examples(
         frame, rewards, subsets=subsets, roles=roles, reward_range=reward_range, example_ids=ids
     )
@@ -146,7 +121,7 @@ def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
         st.info("No example matches these filters; widen them.")
         st.stop()
     n_match = len(shown)
-    shown = shown.head(MAX_OPTIONS)
+    shown = shown.head(choices.MAX_OPTIONS)
     options = shown["example_id"].astype(int).tolist()
     texts = state.example_texts(ctx.path, tuple(options)).set_index("example_id")["response"]
     rows = shown.set_index("example_id")
@@ -157,11 +132,9 @@ def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
 
     def label(eid: int) -> str:
         r = rows.loc[eid]
-        return f"#{eid} \u00b7 {r['role']} \u00b7 {r['subset']} \u00b7 r={r['reward']:+.3f} \u00b7 {core.short(texts.get(eid, ''), 70)}"
+        return text.example_option(eid, r["role"], r["subset"], r["reward"], texts.get(eid, ""))
 
-    listed = f"{n_match:,} match" + (
-        f"; the first {MAX_OPTIONS} are listed" if n_match > MAX_OPTIONS else ""
-    )
+    listed = text.match_count(n_match, choices.MAX_OPTIONS)
     eid = st.selectbox(f"Example ({listed})", options, key=select_key, format_func=label)
     st.session_state[state.EXAMPLE] = int(eid)
     return int(eid)
@@ -185,7 +158,7 @@ def pair_table(pairs, key: str, pick_label: str, describe) -> None:
     if event.selection.rows:
         row = pairs.iloc[event.selection.rows[0]]
         state.open_pair(row["chosen_id"], row["rejected_id"])
-    rows = pairs.head(MAX_OPTIONS).set_index("pair")
+    rows = pairs.head(choices.MAX_OPTIONS).set_index("pair")
     pick = st.selectbox(
         pick_label,
         rows.index.tolist(),

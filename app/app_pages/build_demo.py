@@ -5,20 +5,32 @@ import streamlit as st
 from app import state
 from sarm import cachedir as paths
 from sarm.constants import DEFAULT_LAYER
+from workflows.build_default import build_demo
 
-st.title("Build the demo SARM")
-st.markdown(
-    "The dashboard opens on the embedded default: SmolLM2-135M-Instruct cut after "
-    f"{DEFAULT_LAYER} layers, a TopK sparse autoencoder and a Bradley-Terry head trained "
-    "on seeded demo preference data, and a feature store of that data. They are not built "
-    f"yet (`{paths.default_dir()}`). Building takes a few minutes on a CPU, once; keep this page "
-    "open meanwhile. `scripts/dashboard` (or `sarm build-demo`) does the same from a terminal.\n\n"
-    "To open another model and store instead, set them in the sidebar or start with "
-    "`SARM_MODEL=... SARM_STORE=... streamlit run app/main.py`."
-)
-if st.button("Build the demo now", key="build_start", type="primary"):
-    from workflows.build_default import build_demo
 
+def intro() -> str:
+    return (
+        "The dashboard opens on the embedded default: SmolLM2-135M-Instruct cut after "
+        f"{DEFAULT_LAYER} layers, a TopK sparse autoencoder and a Bradley-Terry head trained "
+        "on seeded demo preference data, and a feature store of that data. They are not built "
+        f"yet (`{paths.default_dir()}`). Building takes a few minutes on a CPU, once; keep this "
+        "page open meanwhile. `scripts/dashboard` (or `sarm build-demo`) does the same from a "
+        "terminal.\n\n"
+        "To open another model and store instead, set them in the sidebar or start with "
+        "`SARM_MODEL=... SARM_STORE=... streamlit run app/main.py`."
+    )
+
+
+def render() -> None:
+    st.title("Build the demo SARM")
+    st.markdown(intro())
+    if st.button("Build the demo now", key="build_start", type="primary"):
+        _build()
+        st.rerun()
+
+
+def _build() -> None:
+    """Build the demo with a progress bar and a log of the steps; stop with a message on failure."""
     bar = st.progress(0.0, text=state.progress_label("starting", 0.0))
     with st.status("Building the demo ...", expanded=True) as status:
 
@@ -35,4 +47,3 @@ if st.button("Build the demo now", key="build_start", type="primary"):
             )
             st.stop()
         status.update(label="The demo is built", state="complete")
-    st.rerun()

@@ -2,63 +2,44 @@
 
 import streamlit as st
 
-from app import charts, core, state, widgets
+from app import charts, core, state, text, widgets
 
-ctx = state.context()
-st.title("Explain a score")
-source = st.radio(
-    "Response",
-    ["Indexed example", "Type a prompt and response"],
-    key="explain_source",
-    horizontal=True,
-)
+INDEXED, TYPED = "Indexed example", "Type a prompt and response"
 
-if source == "Indexed example":
-    rewards = ctx.rewards()
-    eid = widgets.example_picker(ctx, "explain", rewards)
-    ex = ctx.example(eid)
-    expl = ctx.explain_example(eid)
-    st.caption(
-        f"group `{ex.group_id}` \u00b7 {ex.role} #{ex.response_index} \u00b7 subset {ex.subset or '(none)'}"
-        f" \u00b7 {ex.n_tokens} tokens{' (truncated)' if ex.truncated else ''}"
-    )
-    widgets.conversation_text(ex)
-else:
-    with st.form("explain_typed_form"):
-        prompt = st.text_area("Prompt", key="explain_prompt", height=90)
-        response = st.text_area("Response", key="explain_response", height=120)
-        submitted = st.form_submit_button("Score", type="primary")
-    if submitted:
-        st.session_state["explain_typed"] = (prompt, response)
-    typed = st.session_state.get("explain_typed")
-    if not typed:
-        st.info("Type a prompt and a response, then press Score.")
-        st.stop()
-    try:
-        scored = state.score_text(ctx.sources.model, *typed)
-    except ValueError as exc:
-        st.error(f"Cannot score this text: {exc}")
-        st.stop()
-    expl = core.explain(
-        scored["activations"], ctx.weights, ctx.bias, ctx.labels(scored["activations"])
-    )
-    if scored["truncated"]:
-        st.warning(
-            "The conversation was longer than the model's context and was cut from the left."
+
+def render() -> None:
+    ctx = state.context()
+    st.title("Explain a score")
+    source = st.radio("Response", [INDEXED, TYPED], key="explain_source", horizontal=True)
+    if source == INDEXED:
+        eid = widgets.example_picker(ctx, "explain", ctx.rewards())
+        ex = ctx.example(eid)
+        expl = ctx.explain_example(eid)
+        st.caption(text.example_caption(ex))
+        widgets.conversation_text(ex)
+    else:
+        scored = _typed(ctx)
+        expl = core.explain(
+            scored["activations"], ctx.weights, ctx.bias, ctx.labels(scored["activations"])
         )
+        if scored["truncated"]:
+            st.warning(
+                "The conversation was longer than the model's context and was cut from the left."
+            )
 
-c1, c2, c3 = st.columns(3)
-c1.metric("Reward", f"{expl.reward:.6f}")
-c2.metric("Active features", len(expl.table))
-c3.metric("Bias", f"{expl.bias:.4f}")
-widgets.edit_caption(ctx)
-widgets.explanation(ctx, expl, "explain")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Reward", f"{expl.reward:.6f}")
+    c2.metric("Active features", len(expl.table))
+    c3.metric("Bias", f"{expl.bias:.4f}")
+    widgets.edit_caption(ctx)
+    widgets.explanation(ctx, expl, "explain")
 
-st.subheader("Token by token")
-fid = widgets.feature_choice(expl.table, "explain_feature")
-if fid is not None:
+    st.subheader("Token by token")
+    fid = widgets.feature_choice(expl.table, "explain_feature")
+    if fid is None:
+        return
     name = charts.feature_name(fid, ctx.labels([fid]), 40)
-    if source == "Indexed example":
+    if source == INDEXED:
         hl = widgets.stored_tracks(ctx, eid, [fid])
         if hl is not None:
             r_t, note = widgets.stored_trajectory(ctx, eid, hl)
@@ -73,5 +54,21 @@ if fid is not None:
     if b1.button("Open this feature", key="explain_open_feature"):
         state.open_feature(fid)
     if b2.button("Edit its weight in the head editor", key="explain_to_editor"):
-        state.add_editor_features([fid])
-        st.switch_page(state.PAGES["editor"])
+        state.open_in_editor([fid])
+
+
+def _typed(ctx: state.Context) -> dict:
+    """The typed prompt and response, scored (``state.score_text``); stops until there is one."""
+    with st.form("explain_typed_form"):
+        prompt = st.text_area("Prompt", key="explain_prompt", height=90)
+        response = st.text_area("Response", key="explain_response", height=120)
+        submitted = st.form_submit_button("Score", type="primary")
+    if submitted:
+        st.session_state["explain_typed"] = (prompt, response)
+    typed = st.session_state.get("explain_typed")
+    if not typed:
+        state.stop_with("info", "Type a prompt and a response, then press Score.")
+    try:
+        return state.score_text(ctx.sources.model, *typed)
+    except ValueError as exc:
+        state.stop_with("error", f"Cannot score this text: {exc}")

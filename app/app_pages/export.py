@@ -1,10 +1,8 @@
 """Export: the edited head (safetensors + JSON manifest) or a complete checkpoint."""
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from app import state, widgets
+from app import state, tables, text
 from sarm.audit import preview_edit
 from sarm.export import (
     MANIFEST_FILE,
@@ -20,115 +18,134 @@ from sarm.export import (
 )
 from sarm.head import HEAD_FILE
 
-ss = st.session_state
-ctx = state.context()
-edit = ctx.edit
-st.title("Export the head")
-changes = edit.changes()
-labels = ctx.labels([f for f, _, _ in changes])
-if changes:
-    st.markdown(f"**{len(changes)}** weight(s) changed from head version `{edit.base_name}`:")
-    st.dataframe(
-        pd.DataFrame(
-            [(f, labels.get(f, ""), old, new, new - old) for f, old, new in changes],
-            columns=["feature_id", "label", "old_weight", "new_weight", "delta"],
-        ),
-        hide_index=True, key="export_changes",
-    )  # fmt: skip
-else:
-    st.info(
-        f"No weight differs from head version `{edit.base_name}`: the export is that head as it "
-        "is. Change weights in the Head editor first to export an edited head."
-    )
-
-preview = preview_edit(ctx.editor, ctx.data.index, edit.overrides)
-m = st.columns(3)
-m[0].metric("Pairwise accuracy before", widgets.fmt(preview.before.pairwise_accuracy, ".2%"))
-m[1].metric("Pairwise accuracy after", widgets.fmt(preview.after.pairwise_accuracy, ".2%"))
-m[2].metric("Head hash", edit.head().hash())
-c1, c2 = st.columns(2)
-note = c1.text_input("Note for the manifest", key="export_note")
-author = c2.text_input("Author", key="export_author")
-manifest = edit_manifest(
-    edit, model_info(ctx.model), labels=labels,
-    metrics_before=json_safe(preview.before.to_dict()),
-    metrics_after=json_safe(preview.after.to_dict()),
-    note=note, author=author, store=ctx.path,
-)  # fmt: skip
-files = head_files(edit, manifest)
-
-st.subheader("(a) The head: safetensors and a JSON manifest")
-d = st.columns(3)
-d[0].download_button(
-    "Download head.safetensors",
-    files[HEAD_FILE],
-    HEAD_FILE,
-    "application/octet-stream",
-    key="export_dl_head",
-)
-d[1].download_button(
-    f"Download {MANIFEST_FILE}",
-    files[MANIFEST_FILE],
-    MANIFEST_FILE,
-    "application/json",
-    key="export_dl_manifest",
-)
-d[2].download_button(
-    "Download both (zip)", zip_files(files), "sarm-head.zip", "application/zip", key="export_dl_zip"
-)
-with st.expander("Manifest"):
-    st.json(manifest, expanded=1)
-w1, w2 = st.columns([4, 1], vertical_alignment="bottom")
-head_dir = w1.text_input(
-    "Or write both into a new directory", key="export_head_dir", placeholder="/path/to/new/dir"
-)
-if w2.button("Write head", key="export_write_head"):
-    try:
-        written = write_head(edit, manifest, head_dir)
-    except (ValueError, OSError) as exc:
-        st.error(f"Nothing written: {exc}")
-    else:
-        st.success("Wrote " + ", ".join(str(p) for p in written))
-
-st.subheader("(b) A complete checkpoint")
-st.caption(
+CHECKPOINT_NOTE = (
     "Our layout (sarm.json + sae/ + head.safetensors + the manifest): `load_sarm(DIR)` "
     "loads it and scores exactly as previewed here. The backbone is referenced by name or path "
     "unless you include it."
 )
-k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
-ckpt_dir = k1.text_input(
-    "New checkpoint directory", key="export_ckpt_dir", placeholder="/path/to/new/checkpoint"
-)
-include = k2.checkbox("Include backbone", key="export_include_backbone")
-if k3.button("Write checkpoint", key="export_write_ckpt"):
-    try:
-        with st.spinner("Writing the checkpoint ..."):
-            path = write_checkpoint(ctx.model, edit, manifest, ckpt_dir, include_backbone=include)
-    except (ValueError, OSError) as exc:
-        st.error(f"Nothing written: {exc}")
-    else:
-        ss["export_written"] = (str(path), edit.head().hash())
-        st.success(f"Wrote the checkpoint to {path}")
-st.download_button(
-    "Download the checkpoint (zip, backbone by reference)",
-    lambda: checkpoint_zip(ctx.model, edit, manifest), "sarm-edited.zip", "application/zip",
-    key="export_dl_ckpt",
-)  # fmt: skip
 
-written = ss.get("export_written")
-if written:
+
+def render() -> None:
+    ctx = state.context()
+    edit = ctx.edit
+    st.title("Export the head")
+    changes = edit.changes()
+    labels = ctx.labels([f for f, _, _ in changes])
+    if changes:
+        st.markdown(f"**{len(changes)}** weight(s) changed from head version `{edit.base_name}`:")
+        st.dataframe(tables.weight_changes(changes, labels), hide_index=True, key="export_changes")
+    else:
+        st.info(
+            f"No weight differs from head version `{edit.base_name}`: the export is that head as "
+            "it is. Change weights in the Head editor first to export an edited head."
+        )
+
+    preview = preview_edit(ctx.editor, ctx.data.index, edit.overrides)
+    m = st.columns(3)
+    m[0].metric("Pairwise accuracy before", text.fmt(preview.before.pairwise_accuracy, ".2%"))
+    m[1].metric("Pairwise accuracy after", text.fmt(preview.after.pairwise_accuracy, ".2%"))
+    m[2].metric("Head hash", edit.head().hash())
+    c1, c2 = st.columns(2)
+    note = c1.text_input("Note for the manifest", key="export_note")
+    author = c2.text_input("Author", key="export_author")
+    manifest = edit_manifest(
+        edit,
+        model_info(ctx.model),
+        labels=labels,
+        metrics_before=json_safe(preview.before.to_dict()),
+        metrics_after=json_safe(preview.after.to_dict()),
+        note=note,
+        author=author,
+        store=ctx.path,
+    )
+    _head(edit, manifest)
+    _checkpoint(ctx, manifest)
+    _verify(ctx, preview.rewards_after)
+
+
+def _head(edit, manifest: dict) -> None:
+    """(a) Download or write the head and its manifest."""
+    files = head_files(edit, manifest)
+    st.subheader("(a) The head: safetensors and a JSON manifest")
+    d = st.columns(3)
+    d[0].download_button(
+        "Download head.safetensors",
+        files[HEAD_FILE],
+        HEAD_FILE,
+        "application/octet-stream",
+        key="export_dl_head",
+    )
+    d[1].download_button(
+        f"Download {MANIFEST_FILE}",
+        files[MANIFEST_FILE],
+        MANIFEST_FILE,
+        "application/json",
+        key="export_dl_manifest",
+    )
+    d[2].download_button(
+        "Download both (zip)",
+        zip_files(files),
+        "sarm-head.zip",
+        "application/zip",
+        key="export_dl_zip",
+    )
+    with st.expander("Manifest"):
+        st.json(manifest, expanded=1)
+    w1, w2 = st.columns([4, 1], vertical_alignment="bottom")
+    head_dir = w1.text_input(
+        "Or write both into a new directory", key="export_head_dir", placeholder="/path/to/new/dir"
+    )
+    if w2.button("Write head", key="export_write_head"):
+        try:
+            written = write_head(edit, manifest, head_dir)
+        except (ValueError, OSError) as exc:
+            st.error(f"Nothing written: {exc}")
+        else:
+            st.success("Wrote " + ", ".join(str(p) for p in written))
+
+
+def _checkpoint(ctx: state.Context, manifest: dict) -> None:
+    """(b) Write or download a complete checkpoint with the edited head."""
+    edit = ctx.edit
+    st.subheader("(b) A complete checkpoint")
+    st.caption(CHECKPOINT_NOTE)
+    k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    ckpt_dir = k1.text_input(
+        "New checkpoint directory", key="export_ckpt_dir", placeholder="/path/to/new/checkpoint"
+    )
+    include = k2.checkbox("Include backbone", key="export_include_backbone")
+    if k3.button("Write checkpoint", key="export_write_ckpt"):
+        try:
+            with st.spinner("Writing the checkpoint ..."):
+                path = write_checkpoint(
+                    ctx.model, edit, manifest, ckpt_dir, include_backbone=include
+                )
+        except (ValueError, OSError) as exc:
+            st.error(f"Nothing written: {exc}")
+        else:
+            st.session_state["export_written"] = (str(path), edit.head().hash())
+            st.success(f"Wrote the checkpoint to {path}")
+    st.download_button(
+        "Download the checkpoint (zip, backbone by reference)",
+        lambda: checkpoint_zip(ctx.model, edit, manifest),
+        "sarm-edited.zip",
+        "application/zip",
+        key="export_dl_ckpt",
+    )
+
+
+def _verify(ctx: state.Context, rewards_after) -> None:
+    """Load the last written checkpoint with ``load_sarm`` and rescore a few examples."""
+    ss = st.session_state
+    written = ss.get("export_written")
+    if not written:
+        return
     path, head_hash = written
     st.markdown(f"Last written: `{path}` (head `{head_hash}`)")
     if st.button("Verify: load it with load_sarm and rescore examples", key="export_verify"):
         frame = ctx.data.frame
-        rows = sorted(
-            {
-                ctx.data.row(ss.get(state.EXAMPLE, int(frame["example_id"].iloc[0]))),
-                0,
-                len(frame) - 1,
-            }
-        )
+        current = ctx.data.row(ss.get(state.EXAMPLE, int(frame["example_id"].iloc[0])))
+        rows = tables.verify_rows(len(frame), current)
         convs = [ctx.example(int(frame["example_id"].iloc[r])).conversation() for r in rows]
         try:
             with st.spinner("Loading the exported checkpoint and scoring ..."):
@@ -136,20 +153,16 @@ if written:
         except Exception as exc:  # any loader failure is reported, not raised
             st.error(f"The checkpoint did not load: {exc}")
         else:
-            expected = preview.rewards_after[rows] if head_hash == edit.head().hash() else None
-            result = pd.DataFrame(
-                {"example_id": frame["example_id"].iloc[rows].to_numpy(), "checkpoint_reward": got}
+            same_head = head_hash == ctx.edit.head().hash()
+            ss["export_verified"] = tables.verify_table(
+                frame["example_id"].iloc[rows].to_numpy(),
+                got,
+                rewards_after[rows] if same_head else None,
             )
-            if expected is not None:
-                result["previewed_reward"] = expected
-                result["abs_diff"] = np.abs(got - expected)
-            ss["export_verified"] = result
     if "export_verified" in ss:
         result = ss["export_verified"]
         st.dataframe(result, hide_index=True, key="export_verify_table")
-        if "abs_diff" in result and float(result["abs_diff"].max()) < 1e-4:
-            st.success(
-                f"The checkpoint reproduces the previewed rewards (max |diff| {result['abs_diff'].max():.2e})."
-            )
-        elif "abs_diff" in result:
-            st.warning("The checkpoint's rewards differ from the preview; see the table.")
+        verdict = text.verify_verdict(result)
+        if verdict is not None:
+            kind, message = verdict
+            getattr(st, kind)(message)

@@ -2,68 +2,52 @@
 
 import streamlit as st
 
-from app import state, widgets
+from app import state, text, widgets
 from sarm.evaluate import evaluate_arrays
 
-ctx = state.context()
-st.title("SARM dashboard")
-st.markdown(
+INTRO = (
     "A SARM's reward is an exact sum of interpretable terms, "
     "`r = sum_i w_i z_i + b`: one per sparse-autoencoder feature active at the final "
     "end-of-turn token. Ask why a response scored as it did, what a feature means, and what "
     "the rewards would be if a feature's weight changed; then export the adjusted head."
 )
-summary = ctx.store.summary()
-report = evaluate_arrays(ctx.rewards(), ctx.data.index)
-cols = st.columns(4)
-cols[0].metric("Responses", f"{ctx.data.n_examples:,}")
-cols[1].metric("Pairs", f"{ctx.data.index.n_pairs:,}")
-cols[2].metric("Pairwise accuracy", widgets.fmt(report.pairwise_accuracy, ".1%"))
-cols[3].metric("Labelled features", f"{summary['n_labelled_features']:,} / {ctx.model.d_sae:,}")
-widgets.edit_caption(ctx)
-
-st.subheader("Where to start")
-st.page_link(
-    state.PAGES["explain"],
-    label="Explain a score: the waterfall of one response's reward",
-    icon=":material/waterfall_chart:",
-)
-st.page_link(
-    state.PAGES["compare"],
-    label="Compare a pair: the margin between chosen and rejected, feature by feature",
-    icon=":material/compare_arrows:",
-)
-st.page_link(
-    state.PAGES["features"],
-    label="Features: browse, read top examples, label",
-    icon=":material/label:",
-)
-st.page_link(
-    state.PAGES["editor"],
-    label="Head editor: change weights and watch the metrics live",
-    icon=":material/tune:",
-)
-st.page_link(
-    state.PAGES["export"],
-    label="Export the edited head or a whole checkpoint",
-    icon=":material/download:",
-)
-st.page_link(
-    state.PAGES["audit"],
-    label="Audit: where the reward model is wrong, and which features carry the error",
-    icon=":material/fact_check:",
+LINKS = (  # (page, label); the icon is the page's own
+    ("explain", "Explain a score: the waterfall of one response's reward"),
+    ("compare", "Compare a pair: the margin between chosen and rejected, feature by feature"),
+    ("features", "Features: browse, read top examples, label"),
+    ("editor", "Head editor: change weights and watch the metrics live"),
+    ("export", "Export the edited head or a whole checkpoint"),
+    ("audit", "Audit: where the reward model is wrong, and which features carry the error"),
 )
 
-with st.expander("Loaded model and store"):
-    st.json(
-        {
-            "model": ctx.sources.model,
-            "fingerprint": ctx.model.fingerprint(),
-            "store": summary,
-            "head": {
-                "base_version": ctx.edit.base_name,
-                "changed_weights": len(ctx.edit.overrides),
+
+def render() -> None:
+    ctx = state.context()
+    st.title("SARM dashboard")
+    st.markdown(INTRO)
+    summary = ctx.store.summary()
+    report = evaluate_arrays(ctx.rewards(), ctx.data.index)
+    cols = st.columns(4)
+    cols[0].metric("Responses", f"{ctx.data.n_examples:,}")
+    cols[1].metric("Pairs", f"{ctx.data.index.n_pairs:,}")
+    cols[2].metric("Pairwise accuracy", text.fmt(report.pairwise_accuracy, ".1%"))
+    cols[3].metric("Labelled features", f"{summary['n_labelled_features']:,} / {ctx.model.d_sae:,}")
+    widgets.edit_caption(ctx)
+
+    st.subheader("Where to start")
+    for name, label in LINKS:
+        st.page_link(state.page(name), label=label)
+
+    with st.expander("Loaded model and store"):
+        st.json(
+            {
+                "model": ctx.sources.model,
+                "fingerprint": ctx.model.fingerprint(),
+                "store": summary,
+                "head": {
+                    "base_version": ctx.edit.base_name,
+                    "changed_weights": len(ctx.edit.overrides),
+                },
             },
-        },
-        expanded=False,
-    )
+            expanded=False,
+        )

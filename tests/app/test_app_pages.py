@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from app_env import build_app_env, copy_store
 from streamlit.testing.v1 import AppTest
+from streamlit.util import calc_hash
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {
@@ -60,7 +61,12 @@ def start(page: str | None = None) -> AppTest:
 
 
 def go(at: AppTest, page: str) -> None:
-    at.switch_page(f"app_pages/{page}.py")
+    """Open the page whose URL path is ``page``, as a browser at ``/page`` would.
+
+    The pages are functions (``st.Page(render, url_path=...)``); AppTest.switch_page
+    only finds file pages, so request the page's script hash: that of its URL path.
+    """
+    at._page_hash = calc_hash(page)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
 

@@ -1,0 +1,127 @@
+"""The frames the pages show, built from store and library results (no Streamlit).
+
+Each takes plain data (frames, arrays, dicts) and returns a new frame in the
+columns and order a page displays; the inputs are never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from app.core import short
+from sarm.attribution import TopContributions, top_contributions
+from sarm.evaluate import EvalReport
+
+MISRANKED_SHOWN = 1000  # misranked pairs listed on the Audit page
+FEATURE_COLUMNS = [
+    "feature_id",
+    "label",
+    "weight",
+    "current_weight",
+    "frequency",
+    "mean_activation",
+    "mean_contribution",
+    "salience",
+    "label_description",
+]
+TOP_EXAMPLE_COLUMNS = [
+    "rank",
+    "example_id",
+    "activation",
+    "contribution",
+    "role",
+    "subset",
+    "reward",
+    "response",
+]
+QUANTILE_COLUMNS = [
+    "band",
+    "rank",
+    "example_id",
+    "activation",
+    "contribution",
+    "role",
+    "subset",
+    "response",
+]
+CHANGE_COLUMNS = ["feature_id", "label", "old_weight", "new_weight", "delta"]
+
+
+def with_labels(frame: pd.DataFrame, labels: Mapping[int, str]) -> pd.DataFrame:
+    """``frame`` with a ``label`` column for its ``feature_id`` column ('' when unlabelled)."""
+    return frame.assign(label=[labels.get(int(f), "") for f in frame["feature_id"]])
+
+
+def subset_accuracy(table: pd.DataFrame) -> pd.DataFrame:
+    """``sarm.audit.subset_accuracy`` of one head, its accuracy column named ``accuracy``."""
+    return table.rename(columns={"accuracy_before": "accuracy"})
+
+
+def misranked(wrong: pd.DataFrame, limit: int = MISRANKED_SHOWN) -> pd.DataFrame:
+    """The first ``limit`` of ``sarm.audit.misranked_pairs`` (all wrong: no ``correct``)."""
+    return wrong.drop(columns=["correct"]).head(limit)
+
+
+def filter_pairs(
+    table: pd.DataFrame, subsets: Sequence[str] = (), wrong_only: bool = False
+) -> pd.DataFrame:
+    """Pairs (``sarm.audit.pair_table``) in any of ``subsets`` (all when none), misranked only."""
+    shown = table[table["subset"].isin(list(subsets))] if subsets else table
+    return shown[~shown["correct"]] if wrong_only else shown
+
+
+def margin_waterfall(deltas: pd.DataFrame, n: int) -> tuple[TopContributions, dict[int, str]]:
+    """The ``n`` largest per-feature margin terms (``core.pair_deltas``) and their labels."""
+    top = top_contributions(dict(zip(deltas["feature_id"], deltas["delta"], strict=True)), n, 0.0)
+    return top, dict(zip(deltas["feature_id"], deltas["label"], strict=True))
+
+
+def weight_changes(
+    changes: Sequence[tuple[int, float, float]], labels: Mapping[int, str]
+) -> pd.DataFrame:
+    """One row per ``(feature, old, new)`` weight change, with its label and delta."""
+    rows = [(f, labels.get(f, ""), old, new, new - old) for f, old, new in changes]
+    return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+
+
+def feature_table(frame: pd.DataFrame, weights: np.ndarray) -> pd.DataFrame:
+    """A page of ``FeatureStore.features`` with each feature's weight under the current head."""
+    out = frame.copy()
+    out.insert(2, "current_weight", np.asarray(weights)[out["feature_id"].to_numpy()])
+    return out[FEATURE_COLUMNS]
+
+
+def top_examples(top: pd.DataFrame) -> pd.DataFrame:
+    """A feature's top-activating examples, responses shortened to one line."""
+    return top[TOP_EXAMPLE_COLUMNS].assign(response=top["response"].map(short))
+
+
+def quantile_examples(quantiles: pd.DataFrame) -> pd.DataFrame:
+    """Examples from a feature's lower activation bands, responses shortened to one line."""
+    return quantiles[QUANTILE_COLUMNS].assign(response=quantiles["response"].map(short))
+
+
+def head_metrics(report: EvalReport) -> dict[str, float]:
+    """What a saved head version records: pairwise accuracy, pairs, accuracy per subset."""
+    metrics = {"pairwise_accuracy": report.pairwise_accuracy, "n_pairs": float(report.n_pairs)}
+    metrics |= {f"accuracy_{s}": v["accuracy"] for s, v in report.per_subset.items()}
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def verify_rows(n_rows: int, current_row: int) -> list[int]:
+    """Rows an exported checkpoint is rescored on: the current example, the first, the last."""
+    return sorted({current_row, 0, n_rows - 1})
+
+
+def verify_table(
+    example_ids: np.ndarray, got: np.ndarray, expected: np.ndarray | None = None
+) -> pd.DataFrame:
+    """A checkpoint's rewards next to the previewed ones (when known) and their difference."""
+    result = pd.DataFrame({"example_id": example_ids, "checkpoint_reward": got})
+    if expected is not None:
+        result["previewed_reward"] = expected
+        result["abs_diff"] = np.abs(got - expected)
+    return result

@@ -1,0 +1,183 @@
+"""What the pages write: numbers, captions and option labels as plain strings (no Streamlit)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from app.core import short
+from sarm.interventions import Intervention
+
+MAX_NOTE = 2000  # characters of a head version's default note
+VERIFY_TOLERANCE = 1e-4  # |reward difference| under which an exported checkpoint matches
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    """``value`` formatted with ``spec``; ``n/a`` for None and NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def points(change: float | None) -> str | None:
+    """An accuracy change in percentage points (``+1.25 pts``); None when there is none."""
+    return None if change is None else f"{change * 100:+.2f} pts"
+
+
+def frequency(value: float) -> str:
+    """A feature's activation frequency: a percentage, or scientific below 1%."""
+    return f"{value:.1%}" if value >= 0.01 else f"{value:.2e}"
+
+
+def edit_caption(base_name: str, n_changed: int) -> str:
+    """The note under a page's numbers while the head is edited ('' when it is not)."""
+    if not n_changed:
+        return ""
+    return (
+        f"Under the edited head: {base_name} with {n_changed} changed weight"
+        f"{'s' * (n_changed != 1)} (see Head editor)."
+    )
+
+
+def rmbench_caption(accuracies: Mapping[str, float]) -> str:
+    return "RM-Bench: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracies.items())
+
+
+# --------------------------------------------------------------------------- examples and pairs
+
+
+def example_caption(ex) -> str:
+    """Where a stored example comes from (``ex``: a ``StoredExample``)."""
+    return (
+        f"group `{ex.group_id}` \u00b7 {ex.role} #{ex.response_index} \u00b7 subset "
+        f"{ex.subset or '(none)'} \u00b7 {ex.n_tokens} tokens"
+        f"{' (truncated)' if ex.truncated else ''}"
+    )
+
+
+def example_option(example_id: int, role: str, subset: str, reward: float, response: str) -> str:
+    """One entry of the example picker."""
+    return (
+        f"#{example_id} \u00b7 {role} \u00b7 {subset} \u00b7 r={reward:+.3f} \u00b7 "
+        f"{short(response, 70)}"
+    )
+
+
+def match_count(n_match: int, limit: int) -> str:
+    """How many examples match, and that only the first ``limit`` are listed."""
+    return f"{n_match:,} match" + (f"; the first {limit} are listed" if n_match > limit else "")
+
+
+def pair_option(row: Mapping) -> str:
+    """One entry of the Compare page's pair picker (a ``sarm.audit.pair_table`` row)."""
+    return (
+        f"{row['group_id']} \u00b7 {row['subset']} \u00b7 "
+        f"#{row['chosen_id']} vs #{row['rejected_id']} \u00b7 "
+        f"margin {row['margin']:+.4f}{'' if row['correct'] else '  (misranked)'}"
+    )
+
+
+def misranked_pair(row: Mapping) -> str:
+    """One entry of the Audit page's misranked-pair picker."""
+    return (
+        f"{row['group_id']} \u00b7 {row['subset']}: #{row['chosen_id']} vs "
+        f"#{row['rejected_id']}, margin {row['margin']:+.4f}"
+    )
+
+
+def flipped_pair(row: Mapping) -> str:
+    """One entry of the Head editor's flipped-pair picker."""
+    return f"{row['group_id']}: #{row['chosen_id']} vs #{row['rejected_id']} ({row['change']})"
+
+
+def margin_verdict(margin: float) -> tuple[str, str]:
+    """The delta text and colour of a pair's margin metric."""
+    return ("ranked right", "normal") if margin > 0 else ("misranked", "inverse")
+
+
+def track_caption(title: str, track: np.ndarray) -> str:
+    """A highlighted text's heading: the pooled (last-token) activation and the peak."""
+    peak = float(np.max(np.abs(track))) if len(track) else 0.0
+    return f"**{title}** \u00b7 pooled z = {track[-1]:.4f} \u00b7 peak |z| = {peak:.4f}"
+
+
+# --------------------------------------------------------------------------- features
+
+
+def feature_header(feature_id: int, label: str) -> str:
+    return f"Feature {feature_id}" + (f": {label}" if label else "")
+
+
+def top_example(row: Mapping) -> str:
+    """The line above a top-activating example's highlight."""
+    return (
+        f"**#{row['example_id']}** \u00b7 {row['role']} \u00b7 {row['subset'] or '(none)'} "
+        f"\u00b7 z = {row['activation']:.4f} \u00b7 contribution {row['contribution']:+.4f}"
+    )
+
+
+def editor_feature(name: str, base: float, activation: float) -> str:
+    """The Head editor's heading of one feature's slider."""
+    return f"**{name}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"
+
+
+def error_margin_caption(n_errors: int, total_margin: float) -> str:
+    return (
+        f"Summed over the {n_errors:,} misranked pairs (total margin {total_margin:+.4f}): "
+        "each feature's w_i (z^chosen_i - z^rejected_i). "
+        "Negative sums pushed towards the rejected response."
+    )
+
+
+# --------------------------------------------------------------------------- preference shift
+
+
+def shift_sets_caption(sets: Mapping[str, object], specs: Sequence[str], ms: float) -> str:
+    """The target's and the complement's specs and sizes, and the recompute time.
+
+    ``sets`` maps a set's name to its ``ShiftReport`` part (``n_examples``, ``n_pairs``).
+    """
+    return (
+        " \u00b7 ".join(
+            f"**{name}** `{spec}`: {p.n_examples:,} responses, {p.n_pairs:,} pairs"
+            for (name, p), spec in zip(sets.items(), specs, strict=True)
+        )
+        + f" \u00b7 recomputed in {ms:.1f} ms"
+    )
+
+
+def shift_note(target: str, complement: str, actions: Sequence[Intervention]) -> str:
+    """A shifted head version's default note: the sets and the actions (shortened)."""
+    note = f"preference shift: target {target}, complement {complement}; " + "; ".join(
+        a.spec() for a in actions
+    )
+    return short(note, MAX_NOTE)
+
+
+def steering_warning(steering: Sequence[str]) -> str:
+    return (
+        f"{', '.join(steering)} adds to a feature's activation wherever it is active; that "
+        "depends on which latents are active, not on their values, so no linear head can "
+        "express it. It is a preview only: use weight actions or act_mul to send or save a head."
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def verify_verdict(result: pd.DataFrame) -> tuple[str, str] | None:
+    """``(kind, message)`` on an exported checkpoint's rescored rewards (None: nothing to compare).
+
+    ``kind`` is ``success`` when every ``abs_diff`` is below :data:`VERIFY_TOLERANCE`.
+    """
+    if "abs_diff" not in result:
+        return None
+    worst = float(result["abs_diff"].max())
+    if worst < VERIFY_TOLERANCE:
+        return "success", (
+            f"The checkpoint reproduces the previewed rewards (max |diff| {worst:.2e})."
+        )
+    return "warning", "The checkpoint's rewards differ from the preview; see the table."
