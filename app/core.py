@@ -183,13 +183,15 @@ def explain(
     acts = np.fromiter((float(a) for a in activations.values()), np.float32, len(activations))
     row = SparseLatents.from_rows([fids], [acts], head.size)
     contrib = head.contributions(row)
-    table = pd.DataFrame({
-        "feature_id": fids,
-        "label": [labels.get(int(f), "") for f in fids],
-        "activation": acts.astype(np.float64),
-        "weight": head.weights[fids].astype(np.float64),
-        "contribution": contrib,
-    })
+    table = pd.DataFrame(
+        {
+            "feature_id": fids,
+            "label": [labels.get(int(f), "") for f in fids],
+            "activation": acts.astype(np.float64),
+            "weight": head.weights[fids].astype(np.float64),
+            "contribution": contrib,
+        }
+    )
     order = np.lexsort((fids, -np.abs(contrib)))
     table = table.iloc[order].reset_index(drop=True)
     return Explanation(float(head.rewards(row)[0]), head.bias, table)

@@ -22,7 +22,7 @@ CONTRIBUTION_COLUMNS = {
 
 
 def edit_caption(ctx: state.Context) -> None:
-    caption = text.edit_caption(ctx.edit.base_name, len(ctx.edit.overrides))
+    caption = text.edit_caption(ctx.head.name, len(ctx.head.overrides))
     if caption:
         st.caption(caption)
 
@@ -70,12 +70,12 @@ def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int]):
 
 def stored_trajectory(ctx: state.Context, example_id: int, hl) -> tuple[np.ndarray, str]:
     """``r_t`` of an indexed example under the current head, from the store's cache."""
-    known = {ctx.edit.base_head().hash(): ctx.edit.base_weights}
+    known = {ctx.head.base().hash(): ctx.head.weight}
     model_head = ctx.model.head
     known.setdefault(model_head.hash(), model_head.weight.numpy())
     if hl.head not in known:
         return hl.trajectory.astype(np.float64), f"r_t under head {hl.head} (as cached)"
-    delta = ctx.weights.astype(np.float64) - known[hl.head].astype(np.float64)
+    delta = ctx.head.weights.astype(np.float64) - known[hl.head].astype(np.float64)
     changed = np.flatnonzero(delta)
     if not len(changed):
         return hl.trajectory.astype(np.float64), ""

@@ -53,9 +53,7 @@ def _errors(ctx: state.Context, rewards) -> None:
     )
 
     st.subheader("Features carrying the misranked margin")
-    errors = error_feature_margins(
-        ctx.data.latents, ctx.weights, index, bias=ctx.bias, rewards=rewards
-    )
+    errors = error_feature_margins(ctx.data.latents, ctx.head, index, rewards=rewards)
     st.caption(text.error_margin_caption(errors.attrs["n_errors"], errors.attrs["total_margin"]))
     top = errors.head(ERROR_FEATURES)
     labels = ctx.labels(top["feature_id"])

@@ -21,8 +21,7 @@ def render() -> None:
     else:
         scored = _typed_pair(ctx)
         expls = [
-            core.explain(s["activations"], ctx.weights, ctx.bias, ctx.labels(s["activations"]))
-            for s in scored
+            core.explain(s["activations"], ctx.head, ctx.labels(s["activations"])) for s in scored
         ]
 
     deltas = core.pair_deltas(*expls)

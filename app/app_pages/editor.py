@@ -7,7 +7,7 @@ import streamlit as st
 from app import charts, choices, core, state, tables, text, widgets
 from feature_store import StoreError
 from sarm.audit import preview_edit
-from sarm.export import as_weight
+from sarm.head import Head
 
 INTRO = (
     "Change the head's weight of any feature. The rewards of every stored response are "
@@ -22,7 +22,7 @@ def render() -> None:
     st.caption(INTRO)
     _base_version(ctx)
     st.caption("The example list shows and filters rewards under the base head.")
-    eid = widgets.example_picker(ctx, "editor", ctx.editor.base_rewards)
+    eid = widgets.example_picker(ctx, "editor", ctx.base_rewards())
     expl = ctx.explain_example(eid)
     _add_features(ctx, expl)
     _sliders(ctx, expl)
@@ -37,19 +37,14 @@ def weight_key(fid: int) -> str:
     return f"editor_w_{fid}"
 
 
-def sync(fid: int, base: float) -> None:
-    """Slider moved: record its value (rounded to float32) as an override, or drop it."""
+def sync(fid: int, base: Head) -> None:
+    """Slider moved: the edit takes its value (``Head.edit`` rounds it, or drops it at base)."""
     ss = st.session_state
-    value = as_weight(ss[weight_key(fid)])
-    overrides = dict(ss[state.OVERRIDES])
-    if value == base:
-        overrides.pop(fid, None)
-    else:
-        overrides[fid] = value
-    state.set_overrides(overrides)
+    edited = base.edit(ss[state.OVERRIDES]).edit({fid: ss[weight_key(fid)]})
+    state.set_overrides(edited.overrides)
 
 
-def set_weight(fid: int, value: float, base: float) -> None:
+def set_weight(fid: int, value: float, base: Head) -> None:
     st.session_state[weight_key(fid)] = float(value)
     sync(fid, base)
 
@@ -85,8 +80,8 @@ def add_id() -> None:
 
 def _base_version(ctx: state.Context) -> None:
     versions = ctx.store.head_versions()
-    names = choices.base_versions(versions["name"].tolist(), ctx.edit.base_name)
-    st.session_state["editor_base"] = ctx.edit.base_name
+    names = choices.base_versions(versions["name"].tolist(), ctx.head.name)
+    st.session_state["editor_base"] = ctx.head.name
     st.selectbox(
         "Base head version (switching discards unsaved edits)",
         names,
@@ -134,15 +129,15 @@ def _add_features(ctx: state.Context, expl: core.Explanation) -> None:
 def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
     """One weight slider per listed or changed feature, with zero, reset and remove buttons."""
     ss = st.session_state
-    features = choices.editor_features(ss[state.EDITOR_FEATURES], ctx.edit.overrides)
+    features = choices.editor_features(ss[state.EDITOR_FEATURES], ctx.head.overrides)
     if not features:
         st.info("Add features to edit: by id, from this example's top contributors, or by label.")
-    scale = choices.weight_scale(ctx.edit.base_weights)
+    scale = choices.weight_scale(ctx.head.weight)
     labels = ctx.labels(features)
     acts = dict(zip(expl.table["feature_id"], expl.table["activation"], strict=True))
     for fid in features:
-        base = float(ctx.edit.base_weights[fid])
-        current = float(ctx.edit.overrides.get(fid, base))
+        base = float(ctx.head.weight[fid])
+        current = float(ctx.head.overrides.get(fid, base))
         lo, hi, step = core.slider_range(base, current, scale)
         if weight_key(fid) not in ss:
             ss[weight_key(fid)] = current
@@ -158,21 +153,21 @@ def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
             format="%.4f",
             key=weight_key(fid),
             on_change=sync,
-            args=(fid, base),
+            args=(fid, ctx.head.base()),
             label_visibility="collapsed",
         )
         cols[2].button(
             "0",
             key=f"editor_zero_{fid}",
             on_click=set_weight,
-            args=(fid, 0.0, base),
+            args=(fid, 0.0, ctx.head.base()),
             help="set to zero",
         )
         cols[3].button(
             "\u21ba",
             key=f"editor_reset_{fid}",
             on_click=set_weight,
-            args=(fid, base, base),
+            args=(fid, base, ctx.head.base()),
             help="reset to base",
         )
         cols[4].button(
@@ -182,9 +177,9 @@ def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
 
 def _results(ctx: state.Context, eid: int, expl: core.Explanation):
     """The example's and the whole store's numbers under the edit; returns the edited report."""
-    edited = bool(ctx.edit.overrides)
+    edited = bool(ctx.head.overrides)
     start = time.perf_counter()
-    preview = preview_edit(ctx.editor, ctx.data.index, ctx.edit.overrides)
+    preview = preview_edit(ctx.head, ctx.data.latents, ctx.data.index)
     ms = (time.perf_counter() - start) * 1000
     row = ctx.data.row(eid)
     before_r, after_r = preview.rewards_before[row], preview.rewards_after[row]
@@ -194,7 +189,7 @@ def _results(ctx: state.Context, eid: int, expl: core.Explanation):
     m[1].metric(
         "Reward (edited)", f"{after_r:.6f}", delta=f"{after_r - before_r:+.6f}" if edited else None
     )
-    m[2].metric("Changed weights", len(ctx.edit.overrides))
+    m[2].metric("Changed weights", len(ctx.head.overrides))
     with st.expander("Waterfall under the edited head", expanded=edited):
         widgets.explanation(ctx, expl, "editor")
 
@@ -248,9 +243,9 @@ def _save(ctx: state.Context, after) -> None:
         try:
             ctx.store.save_head(
                 name.strip(),
-                ctx.edit.weights(),
-                ctx.edit.bias,
-                parent=ctx.edit.base_name,
+                ctx.head.weights,
+                ctx.head.bias,
+                parent=ctx.head.name,
                 note=note,
                 author=author,
                 metrics=tables.head_metrics(after),

@@ -19,9 +19,7 @@ def render() -> None:
         widgets.conversation_text(ex)
     else:
         scored = _typed(ctx)
-        expl = core.explain(
-            scored["activations"], ctx.weights, ctx.bias, ctx.labels(scored["activations"])
-        )
+        expl = core.explain(scored["activations"], ctx.head, ctx.labels(scored["activations"]))
         if scored["truncated"]:
             st.warning(
                 "The conversation was longer than the model's context and was cut from the left."
@@ -48,7 +46,7 @@ def render() -> None:
                 st.caption(note)
     else:
         track = core.feature_track(scored["values"], scored["indices"], fid)
-        r_t = core.trajectory(scored["values"], scored["indices"], ctx.weights, ctx.bias)
+        r_t = core.trajectory(scored["values"], scored["indices"], ctx.head)
         widgets.token_view(scored["tokens"], track, r_t, name, "explain")
     b1, b2 = st.columns(2)
     if b1.button("Open this feature", key="explain_open_feature"):

@@ -27,24 +27,24 @@ CHECKPOINT_NOTE = (
 
 def render() -> None:
     ctx = state.context()
-    edit = ctx.edit
+    edit = ctx.head
     st.title("Export the head")
     changes = edit.changes()
     labels = ctx.labels([f for f, _, _ in changes])
     if changes:
-        st.markdown(f"**{len(changes)}** weight(s) changed from head version `{edit.base_name}`:")
+        st.markdown(f"**{len(changes)}** weight(s) changed from head version `{edit.name}`:")
         st.dataframe(tables.weight_changes(changes, labels), hide_index=True, key="export_changes")
     else:
         st.info(
-            f"No weight differs from head version `{edit.base_name}`: the export is that head as "
+            f"No weight differs from head version `{edit.name}`: the export is that head as "
             "it is. Change weights in the Head editor first to export an edited head."
         )
 
-    preview = preview_edit(ctx.editor, ctx.data.index, edit.overrides)
+    preview = preview_edit(ctx.head, ctx.data.latents, ctx.data.index)
     m = st.columns(3)
     m[0].metric("Pairwise accuracy before", text.fmt(preview.before.pairwise_accuracy, ".2%"))
     m[1].metric("Pairwise accuracy after", text.fmt(preview.after.pairwise_accuracy, ".2%"))
-    m[2].metric("Head hash", edit.head().hash())
+    m[2].metric("Head hash", edit.hash())
     c1, c2 = st.columns(2)
     note = c1.text_input("Note for the manifest", key="export_note")
     author = c2.text_input("Author", key="export_author")
@@ -106,7 +106,7 @@ def _head(edit, manifest: dict) -> None:
 
 def _checkpoint(ctx: state.Context, manifest: dict) -> None:
     """(b) Write or download a complete checkpoint with the edited head."""
-    edit = ctx.edit
+    edit = ctx.head
     st.subheader("(b) A complete checkpoint")
     st.caption(CHECKPOINT_NOTE)
     k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
@@ -123,7 +123,7 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
         except (ValueError, OSError) as exc:
             st.error(f"Nothing written: {exc}")
         else:
-            st.session_state["export_written"] = (str(path), edit.head().hash())
+            st.session_state["export_written"] = (str(path), edit.hash())
             st.success(f"Wrote the checkpoint to {path}")
     st.download_button(
         "Download the checkpoint (zip, backbone by reference)",
@@ -153,7 +153,7 @@ def _verify(ctx: state.Context, rewards_after) -> None:
         except Exception as exc:  # any loader failure is reported, not raised
             st.error(f"The checkpoint did not load: {exc}")
         else:
-            same_head = head_hash == ctx.edit.head().hash()
+            same_head = head_hash == ctx.head.hash()
             ss["export_verified"] = tables.verify_table(
                 frame["example_id"].iloc[rows].to_numpy(),
                 got,

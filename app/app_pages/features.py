@@ -78,7 +78,7 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     )
     if frame.empty:
         state.stop_with("info", "No feature matches these filters.")
-    table = tables.feature_table(frame, ctx.weights)
+    table = tables.feature_table(frame, ctx.head.weights)
     event = st.dataframe(
         table,
         hide_index=True,
@@ -117,7 +117,7 @@ def _statistics(ctx: state.Context, fid: int, info: dict) -> None:
         st.caption(info["label_description"])
     m = st.columns(6)
     m[0].metric("Weight (ingest)", f"{info['weight']:.4f}")
-    m[1].metric("Weight (current)", f"{float(ctx.weights[fid]):.4f}")
+    m[1].metric("Weight (current)", f"{float(ctx.head.weights[fid]):.4f}")
     m[2].metric("Frequency", text.frequency(info["frequency"]))
     m[3].metric("Mean activation", text.fmt(info["mean_activation"]))
     m[4].metric("Mean contribution", text.fmt(info["mean_contribution"], "+.5f"))

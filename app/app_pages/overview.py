@@ -45,8 +45,8 @@ def render() -> None:
                 "fingerprint": ctx.model.fingerprint(),
                 "store": summary,
                 "head": {
-                    "base_version": ctx.edit.base_name,
-                    "changed_weights": len(ctx.edit.overrides),
+                    "base_version": ctx.head.name,
+                    "changed_weights": len(ctx.head.overrides),
                 },
             },
             expanded=False,

@@ -46,7 +46,7 @@ def render() -> None:
     widgets.edit_caption(ctx)
     target, complement = _sets(ctx)
     shift_key = choices.shift_key(
-        target, complement, ctx.edit.base_name, ctx.edit.overrides, ctx.revision()[0]
+        target, complement, ctx.head.name, ctx.head.overrides, ctx.revision()[0]
     )
     try:
         shift = state.preference_shift(ctx.path, *shift_key)
@@ -263,7 +263,7 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
         state.send_to_editor(ctx, weights, touched_features(actions))
         state.switch_to("editor")
     with st.form("shift_save_form"):
-        st.markdown(f"**Save as a head version** (parent `{ctx.edit.base_name}`)")
+        st.markdown(f"**Save as a head version** (parent `{ctx.head.name}`)")
         name = st.text_input("Name (new, immutable)", key="shift_save_name")
         note = st.text_input("Note (default: the sets and the actions)", key="shift_save_note")
         author = st.text_input("Author", key="shift_save_author")
@@ -279,7 +279,7 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
             name.strip(),
             weights,
             bias,
-            parent=ctx.edit.base_name,
+            parent=ctx.head.name,
             note=note.strip() or text.shift_note(target, complement, actions),
             author=author.strip(),
             metrics=report.to_metrics(),
@@ -288,6 +288,6 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
         st.error(f"Not saved: {exc}")
     else:
         st.success(
-            f"Saved head version {name.strip()!r} (parent {ctx.edit.base_name!r}); choose it as "
+            f"Saved head version {name.strip()!r} (parent {ctx.head.name!r}); choose it as "
             "the base in the Head editor to keep working from it."
         )
