@@ -72,7 +72,7 @@ def stored_trajectory(ctx: state.Context, example_id: int, hl) -> tuple[np.ndarr
     """``r_t`` of an indexed example under the current head, from the store's cache."""
     known = {ctx.head.base().hash(): ctx.head.weight}
     model_head = ctx.model.head
-    known.setdefault(model_head.hash(), model_head.weight.numpy())
+    known.setdefault(model_head.hash(), model_head.weight)
     if hl.head not in known:
         return hl.trajectory.astype(np.float64), f"r_t under head {hl.head} (as cached)"
     delta = ctx.head.weights.astype(np.float64) - known[hl.head].astype(np.float64)

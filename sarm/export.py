@@ -36,7 +36,6 @@ from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.head import Head
 from sarm.model import SARM
 
-MANIFEST_FILE = HEAD_MANIFEST_FILE
 MANIFEST_FORMAT = "sarm-head-edit"
 MANIFEST_VERSION = 1
 
@@ -123,7 +122,7 @@ def head_files(edit: Head, manifest: Mapping[str, Any]) -> dict[str, bytes]:
     meta = {"head_hash": edit.hash(), "parent_head_hash": edit.base().hash()}
     return {
         HEAD_WEIGHTS_FILE: save(edit.to_tensors(), metadata=meta),
-        MANIFEST_FILE: (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode(),
+        HEAD_MANIFEST_FILE: (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode(),
     }
 
 
@@ -194,7 +193,7 @@ def write_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         save_sarm(edited, tmp, include_backbone=include_backbone)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        (tmp / HEAD_MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         if target.is_dir():
             target.rmdir()  # checked empty above
         tmp.replace(target)
@@ -229,14 +228,13 @@ def checkpoint_rewards(
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The ``head_manifest.json`` of an exported head or checkpoint."""
-    path = Path(directory) / MANIFEST_FILE
+    path = Path(directory) / HEAD_MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {directory}")
+        raise FileNotFoundError(f"no {HEAD_MANIFEST_FILE} in {directory}")
     return json.loads(path.read_text())
 
 
 __all__ = [
-    "MANIFEST_FILE",
     "check_output_dir",
     "checkpoint_rewards",
     "checkpoint_zip",

@@ -4,8 +4,8 @@ import streamlit as st
 
 from app import state, tables, text
 from sarm.audit import preview_edit
+from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
-    MANIFEST_FILE,
     checkpoint_rewards,
     checkpoint_zip,
     edit_manifest,
@@ -16,7 +16,6 @@ from sarm.export import (
     write_head,
     zip_files,
 )
-from sarm.head import HEAD_FILE
 
 CHECKPOINT_NOTE = (
     "Our layout (sarm.json + sae/ + head.safetensors + the manifest): `load_sarm(DIR)` "
@@ -70,15 +69,14 @@ def _head(edit, manifest: dict) -> None:
     d = st.columns(3)
     d[0].download_button(
         "Download head.safetensors",
-        files[HEAD_FILE],
-        HEAD_FILE,
+        files[HEAD_WEIGHTS_FILE],
+        HEAD_WEIGHTS_FILE,
         "application/octet-stream",
         key="export_dl_head",
     )
     d[1].download_button(
-        f"Download {MANIFEST_FILE}",
-        files[MANIFEST_FILE],
-        MANIFEST_FILE,
+        f"Download {HEAD_MANIFEST_FILE}",
+        files[HEAD_MANIFEST_FILE],
         "application/json",
         key="export_dl_manifest",
     )

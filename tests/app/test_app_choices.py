@@ -9,17 +9,18 @@ import pytest
 from app import charts, choices, core
 from feature_store.queries import FEATURE_ORDERS
 from sarm.evaluate import NO_SUBSET
+from sarm.head import Head
 from sarm.interventions import ACTIONS, Intervention
 
 
 def test_feature_options_label_the_top_features():
     weights = np.array([0.5, -2.0, 1.0, 3.0])
-    expl = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, weights, 0.0, {3: "three"})
+    expl = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, Head(weights, 0.0), {3: "three"})
     options = choices.feature_options(expl.table)
     assert list(options) == [3, 0, 1]  # by |w z|: 3, 1, 0.5
     assert options[3] == f"{charts.feature_name(3, {3: 'three'}, 40)}  (-3.0000)"
     assert options[1] == "f1  (-0.5000)"
-    other = core.explain({2: 1.0}, weights, 0.0)
+    other = core.explain({2: 1.0}, Head(weights, 0.0))
     deltas = core.pair_deltas(expl, other)
     by_delta = choices.feature_options(deltas, n=2)
     assert list(by_delta) == [3, 0]

@@ -14,6 +14,8 @@ from app_env import build_app_env, copy_store
 from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
+from sarm.head import Head
+
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {
     "overview": ("SARM dashboard", 0),
@@ -314,7 +316,9 @@ def test_dataset_arrays_match_the_store(store_path):
         data = load_dataset(store)
         frame = store.examples_frame()
         weights, bias = store.head_weights()
-    np.testing.assert_allclose(data.latents.rewards(weights, bias), frame["reward"], atol=1e-5)
+    np.testing.assert_allclose(
+        Head(weights, bias).rewards(data.latents), frame["reward"], atol=1e-5
+    )
     assert (
         data.index.n_pairs == 12 + 3 + 9
         and data.row(int(frame["example_id"].iloc[-1])) == len(frame) - 1

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from app import core, tables
-from sarm.audit import misranked_pairs, pair_index_from_frame, pair_table, subset_accuracy
-from sarm.evaluate import evaluate_arrays
+from sarm.audit import misranked_pairs, pair_table, subset_accuracy
+from sarm.evaluate import PairIndex, evaluate_arrays
+from sarm.head import Head
 
 SUBSETS = ["chat", "code", "safety"]
 
@@ -32,7 +33,7 @@ def pairs():
             )
     frame = pd.DataFrame(rows)
     rewards = np.random.default_rng(3).normal(size=len(frame))
-    return frame, rewards, pair_index_from_frame(frame)
+    return frame, rewards, PairIndex.from_frame(frame)
 
 
 def by_hand(frame, rewards):
@@ -95,14 +96,14 @@ def test_head_metrics_are_the_reports_numbers(pairs):
     assert metrics["n_pairs"] == 8.0
     assert {k for k in metrics if k.startswith("accuracy_")} == {f"accuracy_{s}" for s in SUBSETS}
     singles = frame.assign(kind="single", role="single")
-    empty = tables.head_metrics(evaluate_arrays(rewards, pair_index_from_frame(singles)))
+    empty = tables.head_metrics(evaluate_arrays(rewards, PairIndex.from_frame(singles)))
     assert empty == {"n_pairs": 0.0}  # accuracies of no pairs (None) are not recorded
 
 
 def test_margin_waterfall_adds_up_to_the_margin():
     weights = np.array([0.5, -2.0, 1.0, 3.0, -0.25])
-    chosen = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, weights, 0.1, {3: "three"})
-    rejected = core.explain({1: 1.0, 2: 0.5, 4: 4.0}, weights, 0.1, {2: "two"})
+    chosen = core.explain({0: 2.0, 1: 0.25, 3: -1.0}, Head(weights, 0.1), {3: "three"})
+    rejected = core.explain({1: 1.0, 2: 0.5, 4: 4.0}, Head(weights, 0.1), {2: "two"})
     deltas = core.pair_deltas(chosen, rejected)
     top, labels = tables.margin_waterfall(deltas, 2)
     assert top.total == pytest.approx(chosen.reward - rejected.reward)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from app_env import build_app_env, copy_store
 
+from sarm.head import Head
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +205,9 @@ def test_clicking_a_misranked_row_opens_it_in_compare(page, server):
     with FeatureStore.open(reference, read_only=True) as store:
         data = load_dataset(store)
         weights, bias = store.head_weights()
-    worst = misranked_pairs(data.latents.rewards(weights, bias), data.index, data.frame).iloc[0]
+    worst = misranked_pairs(Head(weights, bias).rewards(data.latents), data.index, data.frame).iloc[
+        0
+    ]
     page.goto(f"{server}/audit", wait_until="domcontentloaded")
     settle(page, "Audit", 3)
     grid = page.locator('[data-testid="stDataFrame"]').nth(1)  # 0 is the accuracy table

@@ -12,9 +12,8 @@ import torch
 from app_env import build_app_env
 from safetensors.torch import load
 
-from sarm.constants import HEAD_WEIGHTS_FILE as HEAD_FILE
+from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
-    MANIFEST_FILE,
     check_output_dir,
     checkpoint_rewards,
     checkpoint_zip,
@@ -68,12 +67,12 @@ def test_head_files_and_manifest():
         metrics_after={"pairwise_accuracy": 0.75, "rmbench": {"hard": float("nan")}}, note="n",
     )  # fmt: skip
     files = head_files(edit, manifest)
-    tensors = load(files[HEAD_FILE])
+    tensors = load(files[HEAD_WEIGHTS_FILE])
     assert tensors["score.weight"].shape == (1, 8)
     np.testing.assert_array_equal(tensors["score.weight"][0].numpy(), edit.weights)
     assert float(tensors["score.bias"][0]) == 0.5
     assert Head.from_tensors(tensors).hash() == edit.applied().hash()
-    doc = json.loads(files[MANIFEST_FILE])
+    doc = json.loads(files[HEAD_MANIFEST_FILE])
     assert doc["parent_head"] == {
         "name": "ingest",
         "hash": Head(base, 0.5).hash(),
@@ -107,9 +106,9 @@ def test_output_dirs_are_checked(tmp_path):
         write_head(edit, {}, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     written = write_head(edit, {"format": "x"}, tmp_path / "out")
-    assert sorted(p.name for p in written) == [HEAD_FILE, MANIFEST_FILE]
+    assert sorted(p.name for p in written) == [HEAD_WEIGHTS_FILE, HEAD_MANIFEST_FILE]
     np.testing.assert_array_equal(
-        Head.load(tmp_path / "out" / HEAD_FILE).weight, [1, 0, 1, 1]
+        Head.load(tmp_path / "out" / HEAD_WEIGHTS_FILE).weight, [1, 0, 1, 1]
     )
     assert read_manifest(tmp_path / "out") == {"format": "x"}
 
@@ -125,7 +124,12 @@ def test_checkpoint_scores_exactly_as_previewed(model, env, tmp_path):
     edit = Head(weights, bias, {top: 0.0, second: 1.75}, name="ingest")
     manifest = edit_manifest(edit, model_info(model))
     target = write_checkpoint(model, edit, manifest, tmp_path / "ckpt")
-    assert {p.name for p in target.iterdir()} >= {"sarm.json", "sae", HEAD_FILE, MANIFEST_FILE}
+    assert {p.name for p in target.iterdir()} >= {
+        "sarm.json",
+        "sae",
+        HEAD_WEIGHTS_FILE,
+        HEAD_MANIFEST_FILE,
+    }
     assert read_manifest(target)["head"]["hash"] == edit.applied().hash()
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left
     convs = [e.conversation() for e in ex]
@@ -153,7 +157,11 @@ def test_checkpoint_zip_holds_the_layout(model):
     edit = Head(model.head.weight, 0.0, {0: 0.5}, name="ingest")
     data = checkpoint_zip(model, edit, {"format": "sarm-head-edit"}, name="edited")
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    assert {"edited/sarm.json", f"edited/{HEAD_FILE}", f"edited/{MANIFEST_FILE}"} <= names
+    assert {
+        "edited/sarm.json",
+        f"edited/{HEAD_WEIGHTS_FILE}",
+        f"edited/{HEAD_MANIFEST_FILE}",
+    } <= names
     assert any(n.startswith("edited/sae/") for n in names)
-    head = zipfile.ZipFile(io.BytesIO(data)).read(f"edited/{HEAD_FILE}")
+    head = zipfile.ZipFile(io.BytesIO(data)).read(f"edited/{HEAD_WEIGHTS_FILE}")
     assert load(head)["score.weight"][0, 0] == torch.tensor(0.5)

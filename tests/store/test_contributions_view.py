@@ -58,8 +58,10 @@ def test_example_page_contributions_come_from_the_view(store):
     head = Head(*store.head_weights())
     row = int(np.argmax(np.diff(latents.indptr)))
     example = store.example(int(latents.example_ids[row]))
-    by_feature = dict(zip(latents.row(row)[0].tolist(), head.contributions(latents.take([row]))))
-    got = dict(zip(example.features["feature_id"], example.features["contribution"]))
+    ids = latents.row(row)[0].tolist()
+    by_feature = dict(zip(ids, head.contributions(latents.take([row])), strict=True))
+    features = example.features
+    got = dict(zip(features["feature_id"], features["contribution"], strict=True))
     assert got == pytest.approx(by_feature, abs=0)
     assert example.reward == pytest.approx(sum(got.values()) + head.bias, abs=1e-9)
     top = store.top_examples(int(example.features["feature_id"].iloc[0]), limit=3)
