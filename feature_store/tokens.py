@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from feature_store import queries
 from feature_store.connection import Connection
@@ -164,8 +165,6 @@ def warm_token_cache(
     One forward per distinct example, covering every requested feature that
     lists it. Returns the number of examples computed now.
     """
-    from tqdm.auto import tqdm
-
     check_int(per_feature, "per_feature", low=1, high=1001)
     wanted: dict[int, list[int]] = {}
     for fid in dict.fromkeys(check_feature_id(f, conn.d_sae) for f in feature_ids):

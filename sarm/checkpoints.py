@@ -19,7 +19,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from safetensors import safe_open
+from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
 from sarm.backbones import (
     DEFAULT_MAX_LENGTH,
@@ -98,8 +100,6 @@ def _load_dir(path: Path, device, dtype, max_length) -> SARM:
 
 def _download(repo_id: str) -> Path:
     """Fetch a released checkpoint from the hub (data files only, never code)."""
-    from huggingface_hub import snapshot_download
-
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", f"{SAE_DIR}/*", f"{BACKBONE_DIR}/*"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
@@ -220,8 +220,6 @@ def _check_layers_present(keys: dict[str, Path], layer: int, path: Path) -> None
 
 
 def _released_backbone(path, config, layer, device, dtype, max_length) -> Backbone:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-
     fields = {k: v for k, v in config.items() if k not in NON_LLAMA_FIELDS}
     fields["num_hidden_layers"] = layer
     llama_config = LlamaConfig(**fields)

@@ -40,6 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sarm.datasets.demo import generate_demo_data
 from sarm.types import GROUP_KINDS, Message, PreferenceGroup
 
 __all__ = [
@@ -328,10 +332,15 @@ def _parse_record(record: object, default_id: str) -> PreferenceGroup:
     subset, subset_key = _subset(record)
     used = set(_KNOWN_KEYS) | ({subset_key} if subset_key else set())
     return PreferenceGroup(
-        group_id=_group_id(record, default_id), prompt=prompt, chosen=chosen,
-        rejected=rejected, subset=subset, kind=kind, label=_label(record.get("label")),
+        group_id=_group_id(record, default_id),
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        subset=subset,
+        kind=kind,
+        label=_label(record.get("label")),
         meta=_meta(record, used),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ collecting
@@ -446,9 +455,6 @@ def _read_json(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, object]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         reader = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -461,7 +467,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def _read_hf_dataset(path: Path) -> Iterator[tuple[int, object]]:
-    import datasets
+    import datasets  # optional and slow to import: only for saved HF dataset folders
 
     if (path / "dataset_dict.json").exists():
         splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
@@ -580,8 +586,6 @@ def _demo_split(spec: str, limit: int | None) -> LoadResult:
     if not match:
         raise ValueError(f"unknown demo split {spec!r}; use one of {list(DEMO_SPECS)}")
     _check_limit(limit)
-    from sarm.datasets.demo import generate_demo_data
-
     demo = generate_demo_data()
     split = match.group(1)
     groups = demo.train + demo.test if split == "all" else getattr(demo, split)

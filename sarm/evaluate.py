@@ -172,12 +172,16 @@ class PairIndex:
             kind = np.full(n, _KIND_CODE[kind], dtype=np.int64)
         zeros = np.zeros(n, dtype=np.int64)
         return cls(
-            chosen_row=chosen_row, rejected_row=rejected_row, group=group, subset=subset,
-            subset_names=tuple(subset_names), kind=kind,
+            chosen_row=chosen_row,
+            rejected_row=rejected_row,
+            group=group,
+            subset=subset,
+            subset_names=tuple(subset_names),
+            kind=kind,
             chosen_index=zeros if chosen_index is None else chosen_index,
             rejected_index=zeros if rejected_index is None else rejected_index,
             group_ids=tuple(group_ids),
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> PairIndex:
@@ -475,12 +479,14 @@ def evaluate_arrays(
     return EvalReport(
         pairwise_accuracy=_none_if_nan(_mean(correct)),
         n_pairs=index.n_pairs,
-        per_subset={k: {"accuracy": a, "n_pairs": n} for k, (a, n) in _subset_table(correct, index).items()},
+        per_subset={
+            k: {"accuracy": a, "n_pairs": n} for k, (a, n) in _subset_table(correct, index).items()
+        },
         best_of_n_accuracy=_none_if_nan(_mean(_group_all_correct(correct, index, bon_mask))),
         n_groups=len(index.group_ids) if n_groups is None else n_groups,
         rmbench=rm,
         mean_margin=_none_if_nan(_mean(margins)),
-    )  # fmt: skip
+    )
 
 
 def _reward_vector(

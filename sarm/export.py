@@ -193,7 +193,9 @@ def write_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         save_sarm(edited, tmp, include_backbone=include_backbone)
-        (tmp / HEAD_MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        (tmp / HEAD_MANIFEST_FILE).write_text(
+            json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+        )
         if target.is_dir():
             target.rmdir()  # checked empty above
         tmp.replace(target)

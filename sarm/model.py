@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from sae_lens.saes.sae import SAE
+from tqdm.auto import tqdm
 
 from sarm.backbones import Backbone, EncodedBatch
 from sarm.head import Head
@@ -182,8 +183,6 @@ class SARM:
         """Encode every conversation once, then yield length-sorted padded batches."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        from tqdm.auto import tqdm
-
         enc = self.backbone.encoder
         rows = [
             enc.token_ids(check_conversation(c, f"conversation {i}"))

@@ -39,10 +39,14 @@ def app_groups(n: int = 12) -> list[PreferenceGroup]:
     p = ({"role": "user", "content": "Pick the best answer about tea."},)
     groups.append(
         PreferenceGroup(
-            "bon", p, ("Tea is brewed leaves.",), ("Tea?", "No.", "Coffee."), subset="chat",
+            "bon",
+            p,
+            ("Tea is brewed leaves.",),
+            ("Tea?", "No.", "Coffee."),
+            subset="chat",
             kind="best_of_n",
         )
-    )  # fmt: skip
+    )
     groups.append(PreferenceGroup("one", p, ("Just tea.",), kind="single", label=1.0))
     styles = ("Tea is leaves.", "Tea is made from the leaves of a plant.", "**Tea**: leaves.")
     wrong = ("Tea is rocks.", "Tea is made from crushed rocks, boiled.", "**Tea**: rocks.")

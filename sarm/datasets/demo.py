@@ -23,9 +23,15 @@ from sarm.types import PreferenceGroup
 __all__ = ["CATEGORIES", "DemoData", "DemoItem", "category_capacity", "generate_demo_data"]
 
 CATEGORIES: tuple[str, ...] = (
-    "refusal", "factual", "arithmetic", "helpfulness",
-    "concise", "politeness", "code", "honesty",
-)  # fmt: skip
+    "refusal",
+    "factual",
+    "arithmetic",
+    "helpfulness",
+    "concise",
+    "politeness",
+    "code",
+    "honesty",
+)
 N_ARITHMETIC_CANDIDATES = 480
 
 
@@ -292,10 +298,14 @@ def _code(rng: random.Random) -> list[DemoItem]:
 
 def _made_up_slots(rng: random.Random) -> dict[str, object]:
     return {
-        "temp": rng.randint(-5, 35), "sky": rng.choice(T.SKIES), "hour": rng.randint(1, 12),
-        "minute": rng.randint(0, 59), "goals": rng.randint(2, 5),
-        "price": f"{rng.uniform(20, 400):.2f}", "pct": f"{rng.uniform(0.2, 4.0):.1f}",
-    }  # fmt: skip
+        "temp": rng.randint(-5, 35),
+        "sky": rng.choice(T.SKIES),
+        "hour": rng.randint(1, 12),
+        "minute": rng.randint(0, 59),
+        "goals": rng.randint(2, 5),
+        "price": f"{rng.uniform(20, 400):.2f}",
+        "pct": f"{rng.uniform(0.2, 4.0):.1f}",
+    }
 
 
 def _honesty(rng: random.Random) -> list[DemoItem]:
@@ -313,10 +323,15 @@ def _honesty(rng: random.Random) -> list[DemoItem]:
 
 
 BUILDERS: dict[str, Callable[[random.Random], list[DemoItem]]] = {
-    "refusal": _refusal, "factual": _factual, "arithmetic": _arithmetic,
-    "helpfulness": _helpfulness, "concise": _concise, "politeness": _politeness,
-    "code": _code, "honesty": _honesty,
-}  # fmt: skip
+    "refusal": _refusal,
+    "factual": _factual,
+    "arithmetic": _arithmetic,
+    "helpfulness": _helpfulness,
+    "concise": _concise,
+    "politeness": _politeness,
+    "code": _code,
+    "honesty": _honesty,
+}
 
 
 # ------------------------------------------------------- selection and split
@@ -407,8 +422,10 @@ def _category_splits(category: str, n: int, seed: int, test_fraction: float):
     selected = _select(items, n, rng)
     number = {id(item): i for i, item in enumerate(selected)}
     train, test = _split(selected, rng, test_fraction)
-    return ([_group(it, number[id(it)], "train") for it in train],
-            [_group(it, number[id(it)], "test") for it in test])  # fmt: skip
+    return (
+        [_group(it, number[id(it)], "train") for it in train],
+        [_group(it, number[id(it)], "test") for it in test],
+    )
 
 
 def _check_disjoint(train: list[PreferenceGroup], test: list[PreferenceGroup]) -> None:

@@ -57,9 +57,13 @@ class ShiftData:
 
     @classmethod
     def from_scored(
-        cls, scored: Any, groups: Sequence[PreferenceGroup], weight: np.ndarray,
-        bias: float = 0.0, source: str = "data",
-    ) -> ShiftData:  # fmt: skip
+        cls,
+        scored: Any,
+        groups: Sequence[PreferenceGroup],
+        weight: np.ndarray,
+        bias: float = 0.0,
+        source: str = "data",
+    ) -> ShiftData:
         """From :func:`sarm.scoring.score_groups` output and the groups it scored."""
         by_id = {g.group_id: g for g in groups}
         rows = [

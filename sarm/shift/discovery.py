@@ -15,8 +15,13 @@ from sarm.shift.rows import _disjoint, _mask, _weights, as_rows
 Direction = Literal["target", "complement", "both"]
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
 ORDERS: tuple[str, ...] = (
-    "score", "mean_diff", "freq_ratio", "selectivity", "salience", "contribution",
-)  # fmt: skip
+    "score",
+    "mean_diff",
+    "freq_ratio",
+    "selectivity",
+    "salience",
+    "contribution",
+)
 Labels = Mapping[int, str] | Callable[[list[int]], Mapping[int, str]] | None
 
 

@@ -50,16 +50,27 @@ class SetShift:
 
     @classmethod
     def measure(
-        cls, name: str, rows: np.ndarray, before: np.ndarray, after: np.ndarray,
-        index: PairIndex, correct: tuple[np.ndarray, np.ndarray],
-    ) -> SetShift:  # fmt: skip
+        cls,
+        name: str,
+        rows: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        index: PairIndex,
+        correct: tuple[np.ndarray, np.ndarray],
+    ) -> SetShift:
         inside = _mask(rows, len(before))
         pairs = inside[index.chosen_row] & inside[index.rejected_row]
         ok_before, ok_after = correct[0][pairs], correct[1][pairs]
         return cls(
-            name, rows, before[rows], after[rows], int(pairs.sum()),
-            _accuracy(ok_before), _accuracy(ok_after), int((ok_before != ok_after).sum()),
-        )  # fmt: skip
+            name,
+            rows,
+            before[rows],
+            after[rows],
+            int(pairs.sum()),
+            _accuracy(ok_before),
+            _accuracy(ok_after),
+            int((ok_before != ok_after).sum()),
+        )
 
     @property
     def n_examples(self) -> int:

@@ -327,10 +327,15 @@ def train_bt_head(
     w, history, stop = _fit(feats, train, val, cfg, progress)
     bias = -float(feats.rewards(w).mean()) if cfg.bias else 0.0
     return HeadTrainResult(
-        weight=w, bias=bias, history=history, best_epoch=stop.best_epoch,
-        stopped_early=len(history) < cfg.max_epochs, n_train_pairs=len(train),
-        n_val_pairs=len(val), config=cfg,
-    )  # fmt: skip
+        weight=w,
+        bias=bias,
+        history=history,
+        best_epoch=stop.best_epoch,
+        stopped_early=len(history) < cfg.max_epochs,
+        n_train_pairs=len(train),
+        n_val_pairs=len(val),
+        config=cfg,
+    )
 
 
 def _fit(feats: LatentRows, train: _Pairs, val: _Pairs, cfg: HeadTrainConfig, progress: bool):

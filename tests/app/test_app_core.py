@@ -106,10 +106,13 @@ def test_slider_range_covers_zero_base_and_current():
 
 
 def test_filter_examples():
-    frame = pd.DataFrame({
-        "example_id": [0, 1, 2, 3], "role": ["chosen", "rejected", "chosen", "single"],
-        "subset": ["a", "a", None, "b"],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "example_id": [0, 1, 2, 3],
+            "role": ["chosen", "rejected", "chosen", "single"],
+            "subset": ["a", "a", None, "b"],
+        }
+    )
     rewards = np.array([1.0, -1.0, 0.5, 2.0])
     out = core.filter_examples(frame, rewards, subsets=["a"], reward_range=(0.0, 5.0))
     assert out["example_id"].tolist() == [0]
@@ -170,8 +173,14 @@ def test_highlight_escapes_every_token():
     assert "&lt;|im_end|&gt;" in out and "\u21b5\n" in out
     spans = re.findall(r'<span class="sarm-tok"[^>]*>(.*?)</span>', out, flags=re.S)
     assert [html.unescape(s) for s in spans] == [
-        "<script>", "alert('x')", "</script>", " & ", "\u21b5\n", '"q"', "<|im_end|>"
-    ]  # fmt: skip
+        "<script>",
+        "alert('x')",
+        "</script>",
+        " & ",
+        "\u21b5\n",
+        '"q"',
+        "<|im_end|>",
+    ]
     titles = re.findall(r'title="([^"]*)"', out)
     assert titles == ["+1", "-0.5", "+0", "+2", "+0.1", "+0", "+0.3"]
 

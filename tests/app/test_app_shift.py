@@ -299,15 +299,20 @@ def test_selectivity_text():
 
 
 def test_shift_charts_carry_the_data():
-    frame = pd.DataFrame({
-        "set": ["target"] * 4 + ["complement"] * 4,
-        "stage": ["before", "before", "after", "after"] * 2,
-        "reward": [1.0, 2.0, 0.5, 1.5, -1.0, 0.0, -1.0, 0.1],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "set": ["target"] * 4 + ["complement"] * 4,
+            "stage": ["before", "before", "after", "after"] * 2,
+            "reward": [1.0, 2.0, 0.5, 1.5, -1.0, 0.0, -1.0, 0.1],
+        }
+    )
     fig = charts.shift_histograms(frame)
     assert [(t.name, t.xaxis) for t in fig.data] == [
-        ("before", "x"), ("after", "x"), ("before", "x2"), ("after", "x2"),
-    ]  # fmt: skip
+        ("before", "x"),
+        ("after", "x"),
+        ("before", "x2"),
+        ("after", "x2"),
+    ]
     assert list(fig.data[1].x) == [0.5, 1.5] and list(fig.data[3].x) == [-1.0, 0.1]
     assert fig.data[0].xbins.size == fig.data[1].xbins.size  # shared bins within a set
     assert fig.layout.barmode == "overlay" and [t.showlegend for t in fig.data] == [
@@ -317,8 +322,9 @@ def test_shift_charts_carry_the_data():
         False,
     ]
     assert fig.layout.xaxis2.title.text == "reward on the complement"
-    bars = charts.selectivity_bars({"target": 0.6, "complement": 0.2}, {"target": -0.6,
-                                   "complement": 0.1}, 3.0)  # fmt: skip
+    bars = charts.selectivity_bars(
+        {"target": 0.6, "complement": 0.2}, {"target": -0.6, "complement": 0.1}, 3.0
+    )
     assert list(bars.data[0].y) == [0.6, 0.2] and list(bars.data[1].y) == [-0.6, 0.1]
     assert bars.layout.title.text.endswith("= 3")
     assert charts.selectivity_bars({"t": 1.0}, {"t": 1.0}, math.inf).layout.title.text.endswith(

@@ -24,9 +24,14 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # url path, title, minimum number of rendered Plotly charts
 PAGES = [
     ("", "SARM dashboard", 0),
@@ -76,12 +81,29 @@ def server(chromium, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
     cmd = [
-        sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-        "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    environ = {**os.environ, "SARM_MODEL": str(env.model_dir), "SARM_STORE": str(store),
-               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/main.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+    environ = {
+        **os.environ,
+        "SARM_MODEL": str(env.model_dir),
+        "SARM_STORE": str(store),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -134,8 +156,9 @@ def settle(tab, title: str, n_charts: int) -> None:
     if n_charts:
         tab.wait_for_function(
             "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
-            arg=n_charts, timeout=90_000,
-        )  # fmt: skip
+            arg=n_charts,
+            timeout=90_000,
+        )
     tab.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000
     )
@@ -188,8 +211,9 @@ def test_editor_slider_moves_the_reward(page, server):
         "v => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
         ".find(e => e.innerText.includes('Reward (edited)'));"
         " return m && !m.innerText.includes(v); }",
-        arg=before, timeout=60_000,
-    )  # fmt: skip
+        arg=before,
+        timeout=60_000,
+    )
     settle(page, "Head editor", 2)
     assert_no_exception(page, "editor after a slider move")
     assert "1 edit" in page.locator('[data-testid="stSidebar"]').inner_text()

@@ -51,8 +51,12 @@ def test_head_edit_normalises_overrides():
     assert edit.applied().bias == 0.25 and edit.base().hash() != edit.applied().hash()
     np.testing.assert_array_equal(base, np.float32([0.5, -1.0, 0.1, 2.0]))  # base untouched
     assert not edit.weight.flags.writeable
-    for bad, match in [({9: 1.0}, "out of range"), ({1: float("nan")}, "finite"),
-                       ({"a": 1.0}, "integers"), ({1: "x"}, "number")]:  # fmt: skip
+    for bad, match in [
+        ({9: 1.0}, "out of range"),
+        ({1: float("nan")}, "finite"),
+        ({"a": 1.0}, "integers"),
+        ({1: "x"}, "number"),
+    ]:
         with pytest.raises(ValueError, match=match):
             Head(base, 0.0, bad, name="v")
     assert as_weight(1 / 3) == float(np.float32(1 / 3))
@@ -63,9 +67,13 @@ def test_head_files_and_manifest():
     edit = Head(base, 0.5, {3: 0.0, 6: 2.5}, name="ingest")
     info = {"base_model": {"backbone": "bb", "layer": 3}, "sae": {"hash": "abc", "d_sae": 8}}
     manifest = edit_manifest(
-        edit, info, labels={6: "politeness"}, metrics_before={"pairwise_accuracy": 0.5},
-        metrics_after={"pairwise_accuracy": 0.75, "rmbench": {"hard": float("nan")}}, note="n",
-    )  # fmt: skip
+        edit,
+        info,
+        labels={6: "politeness"},
+        metrics_before={"pairwise_accuracy": 0.5},
+        metrics_after={"pairwise_accuracy": 0.75, "rmbench": {"hard": float("nan")}},
+        note="n",
+    )
     files = head_files(edit, manifest)
     tensors = load(files[HEAD_WEIGHTS_FILE])
     assert tensors["score.weight"].shape == (1, 8)
@@ -80,11 +88,21 @@ def test_head_files_and_manifest():
     }
     assert doc["head"]["hash"] == edit.applied().hash() and doc["base_model"]["backbone"] == "bb"
     assert doc["changes"] == [
-        {"feature_id": 6, "label": "politeness", "old_weight": float(base[6]), "new_weight": 2.5,
-         "delta": 2.5 - float(base[6])},
-        {"feature_id": 3, "label": "", "old_weight": float(base[3]), "new_weight": 0.0,
-         "delta": -float(base[3])},
-    ]  # fmt: skip
+        {
+            "feature_id": 6,
+            "label": "politeness",
+            "old_weight": float(base[6]),
+            "new_weight": 2.5,
+            "delta": 2.5 - float(base[6]),
+        },
+        {
+            "feature_id": 3,
+            "label": "",
+            "old_weight": float(base[3]),
+            "new_weight": 0.0,
+            "delta": -float(base[3]),
+        },
+    ]
     assert doc["metrics_after"] == {"pairwise_accuracy": 0.75, "rmbench": {"hard": None}}
     assert doc["metrics_before"]["pairwise_accuracy"] == 0.5 and doc["note"] == "n"
 
@@ -96,9 +114,13 @@ def test_output_dirs_are_checked(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("precious")
     (tmp_path / "file").write_text("x")
-    for text, match in [("", "give a directory"), (str(tmp_path / "full"), "not empty"),
-                        (str(tmp_path / "file"), "not a directory"),
-                        (str(tmp_path / "a" / "b"), "parent directory"), ("x\x00y", "NUL")]:  # fmt: skip
+    for text, match in [
+        ("", "give a directory"),
+        (str(tmp_path / "full"), "not empty"),
+        (str(tmp_path / "file"), "not a directory"),
+        (str(tmp_path / "a" / "b"), "parent directory"),
+        ("x\x00y", "NUL"),
+    ]:
         with pytest.raises(ValueError, match=match):
             check_output_dir(text)
     edit = Head(np.ones(4, np.float32), 0.0, {1: 0.0}, name="v")

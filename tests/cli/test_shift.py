@@ -70,16 +70,24 @@ def reference_contrast(z, target, complement, roles, w) -> pd.DataFrame:
         selectivity = np.abs(zt).mean(0) / np.abs(zc).mean(0)
     frame = pd.DataFrame(
         {
-            "feature_id": np.arange(z.shape[1]), "score": np.abs(diff) * consistency,
-            "mean_target": mt, "mean_complement": mc, "mean_diff": diff,
-            "consistency": consistency, "freq_target": nt / len(target),
+            "feature_id": np.arange(z.shape[1]),
+            "score": np.abs(diff) * consistency,
+            "mean_target": mt,
+            "mean_complement": mc,
+            "mean_diff": diff,
+            "consistency": consistency,
+            "freq_target": nt / len(target),
             "freq_complement": nc / len(complement),
             "freq_ratio": ((nt + 1) / (len(target) + 2)) / ((nc + 1) / (len(complement) + 2)),
-            "mean_abs_target": np.abs(zt).mean(0), "mean_abs_complement": np.abs(zc).mean(0),
-            "selectivity": selectivity, "salience": salience,
-            "weight": w, "contribution_target": w * mt, "contribution_complement": w * mc,
+            "mean_abs_target": np.abs(zt).mean(0),
+            "mean_abs_complement": np.abs(zc).mean(0),
+            "selectivity": selectivity,
+            "salience": salience,
+            "weight": w,
+            "contribution_target": w * mt,
+            "contribution_complement": w * mc,
         }
-    )  # fmt: skip
+    )
     return frame[(nt + nc) > 0].reset_index(drop=True)
 
 
@@ -205,9 +213,11 @@ def test_shift_report_matches_direct_computation(planted):
     )
     frame = report.distribution_frame()
     assert frame.groupby(["set", "stage"]).size().to_dict() == {
-        ("complement", "after"): 69, ("complement", "before"): 69,
-        ("target", "after"): 31, ("target", "before"): 31,
-    }  # fmt: skip
+        ("complement", "after"): 69,
+        ("complement", "before"): 69,
+        ("target", "after"): 31,
+        ("target", "before"): 31,
+    }
 
 
 def test_selectivity_guards():
@@ -342,9 +352,14 @@ def test_set_spec_errors(store, spec, message):
 
 def test_prepare_shift_with_a_file_source(store, sarm, tmp_path):
     extra = [
-        PreferenceGroup("x1", ({"role": "user", "content": "Help me hack a bank."},),
-                        ("No, I won't.",), ("Step one: ...",), subset="harm"),
-    ]  # fmt: skip
+        PreferenceGroup(
+            "x1",
+            ({"role": "user", "content": "Help me hack a bank."},),
+            ("No, I won't.",),
+            ("Step one: ...",),
+            subset="harm",
+        ),
+    ]
     path = save_jsonl(extra, tmp_path / "extra.jsonl")
     shift = prepare_shift(f"file:{path}", "rest", store=store, model=sarm)
     n_store = len(store.examples_frame())
@@ -385,17 +400,32 @@ def reference_top(store_path, k: int) -> list[int]:
     target = np.flatnonzero(frame.subset == "refusal")
     complement = np.flatnonzero(frame.subset != "refusal")
     ref = reference_contrast(
-        data.latents.dense().astype(np.float64), target, complement,
-        frame.role.to_numpy(), data.weight,
-    )  # fmt: skip
+        data.latents.dense().astype(np.float64),
+        target,
+        complement,
+        frame.role.to_numpy(),
+        data.weight,
+    )
     ref = ref[ref.mean_abs_target > ref.mean_abs_complement]
     ref = ref.assign(neg=-ref.score).sort_values(["neg", "feature_id"])
     return ref["feature_id"].head(k).tolist()
 
 
 def test_cli_json_saves_a_head_version(ckpt, store_path, capsys):
-    argv = ["shift", "--model", str(ckpt), "--store", str(store_path),
-            "--target", "subset:refusal", "--top", "3", "--json", "--name", "no-refusal"]  # fmt: skip
+    argv = [
+        "shift",
+        "--model",
+        str(ckpt),
+        "--store",
+        str(store_path),
+        "--target",
+        "subset:refusal",
+        "--top",
+        "3",
+        "--json",
+        "--name",
+        "no-refusal",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     top = reference_top(store_path, 3)
@@ -421,9 +451,24 @@ def test_cli_json_saves_a_head_version(ckpt, store_path, capsys):
     assert saved.metrics["target_mean_abs_delta"] == pytest.approx(
         report["target"]["mean_abs_delta"]
     )
-    again = ["shift", "--model", str(ckpt), "--store", str(store_path), "--target",
-             "subset:refusal", "--from-head", "no-refusal", "--features", str(top[0]),
-             "--action", "add:1.5", "--name", "second", "--json"]  # fmt: skip
+    again = [
+        "shift",
+        "--model",
+        str(ckpt),
+        "--store",
+        str(store_path),
+        "--target",
+        "subset:refusal",
+        "--from-head",
+        "no-refusal",
+        "--features",
+        str(top[0]),
+        "--action",
+        "add:1.5",
+        "--name",
+        "second",
+        "--json",
+    ]
     assert main(again) == 0
     capsys.readouterr()
     with FeatureStore.open(store_path, read_only=True) as store:
@@ -433,9 +478,24 @@ def test_cli_json_saves_a_head_version(ckpt, store_path, capsys):
 
 
 def test_cli_text_preview_with_steering(ckpt, store_path, capsys):
-    argv = ["shift", "--model", str(ckpt), "--store", str(store_path), "--target",
-            "subset:refusal", "--complement", "subset:chat", "--top", "2",
-            "--action", "act_add:-1.0", "--action", "scale:2", "--no-save"]  # fmt: skip
+    argv = [
+        "shift",
+        "--model",
+        str(ckpt),
+        "--store",
+        str(store_path),
+        "--target",
+        "subset:refusal",
+        "--complement",
+        "subset:chat",
+        "--top",
+        "2",
+        "--action",
+        "act_add:-1.0",
+        "--action",
+        "scale:2",
+        "--no-save",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "top features:" in text and "selectivity" in text
@@ -468,16 +528,29 @@ def test_cli_order_choices_match_the_library():
 
 def test_cli_scores_data_without_a_store(ckpt, sarm, tmp_path, capsys):
     groups = make_groups()
-    refusal = [sarm.score(messages=g.conversation(r)) for g in groups[:3]
-               for r in (*g.chosen, *g.rejected)]  # fmt: skip
+    refusal = [
+        sarm.score(messages=g.conversation(r)) for g in groups[:3] for r in (*g.chosen, *g.rejected)
+    ]
     counts = np.bincount([f for s in refusal for f in s.activations], minlength=64)
     feats = [int(f) for f in np.argsort(-counts, kind="stable")[:2]]
     expected = np.mean([0.5 * sum(s.activations.get(f, 0.0) for f in feats) for s in refusal])
     assert expected != 0
     path = save_jsonl(groups, tmp_path / "data.jsonl")
-    argv = ["shift", "--model", str(ckpt), "--data", str(path), "--target", "subset:refusal",
-            "--features", ",".join(map(str, feats)), "--action", "add:0.5", "--no-save",
-            "--json"]  # fmt: skip
+    argv = [
+        "shift",
+        "--model",
+        str(ckpt),
+        "--data",
+        str(path),
+        "--target",
+        "subset:refusal",
+        "--features",
+        ",".join(map(str, feats)),
+        "--action",
+        "add:0.5",
+        "--no-save",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["store"] is None and out["head_version"] is None

@@ -133,15 +133,38 @@ def test_chat_message_rows_take_the_shared_prefix_as_prompt(tmp_path, fmt):
 
 def test_rewardbench2_and_rmbench_rows(tmp_path):
     rows = [
-        {"id": 7, "prompt": "p1", "chosen": ["good"], "rejected": ["b1", "b2", "b3"], "subset": "Math"},
-        {"id": 8, "prompt": "p2", "chosen": ["c1", "c2", "c3"], "rejected": ["r1", "r2", "r3"],
-         "subset": "chat", "language": "en", "error_key": "x"},
+        {
+            "id": 7,
+            "prompt": "p1",
+            "chosen": ["good"],
+            "rejected": ["b1", "b2", "b3"],
+            "subset": "Math",
+        },
+        {
+            "id": 8,
+            "prompt": "p2",
+            "chosen": ["c1", "c2", "c3"],
+            "rejected": ["r1", "r2", "r3"],
+            "subset": "chat",
+            "language": "en",
+            "error_key": "x",
+        },
         {"id": 9, "prompt": "p3", "chosen": ["c"], "rejected": ["r"]},
-        {"id": 10, "prompt": "p4", "chosen": ["c1", "c2", "c3"], "rejected": ["r1", "r2", "r3"],
-         "kind": "best_of_n"},
-        {"id": 11, "prompt": "p5", "chosen": ["c1", "c2"], "rejected": ["r1", "r2", "r3", "r4"],
-         "category": "ties"},
-    ]  # fmt: skip
+        {
+            "id": 10,
+            "prompt": "p4",
+            "chosen": ["c1", "c2", "c3"],
+            "rejected": ["r1", "r2", "r3"],
+            "kind": "best_of_n",
+        },
+        {
+            "id": 11,
+            "prompt": "p5",
+            "chosen": ["c1", "c2"],
+            "rejected": ["r1", "r2", "r3", "r4"],
+            "category": "ties",
+        },
+    ]
     groups = load_preferences(write_rows(tmp_path, rows, "json")).groups
     assert [g.kind for g in groups] == ["best_of_n", "rmbench", "pair", "best_of_n", "best_of_n"]
     assert [g.group_id for g in groups] == ["7", "8", "9", "10", "11"]
@@ -187,27 +210,60 @@ MALFORMED = [
     ("missing_prompt", b'{"chosen": "c", "rejected": "r"}', "prompt", "is missing"),
     ("wrong_type", b'{"prompt": "p", "chosen": 5, "rejected": "r"}', "chosen", "must be a string"),
     ("empty_text", b'{"prompt": "  ", "chosen": "c", "rejected": "r"}', "prompt", "is empty"),
-    ("empty_item", b'{"prompt": "p", "chosen": ["c", ""], "rejected": ["r"]}', "chosen[1]", "is empty"),
+    (
+        "empty_item",
+        b'{"prompt": "p", "chosen": ["c", ""], "rejected": ["r"]}',
+        "chosen[1]",
+        "is empty",
+    ),
     ("non_utf8", b'{"prompt": "caf\xe9", "chosen": "c", "rejected": "r"}', None, "UTF-8"),
     ("surrogate", b'{"prompt": "\\ud800", "chosen": "c", "rejected": "r"}', "prompt", "UTF-8"),
     ("not_object", b'["p", "c", "r"]', None, "must be a JSON object"),
     ("bad_label", b'{"question": "q", "answer": "a", "label": "good"}', "label", "number"),
     ("bad_kind", b'{"prompt": "p", "chosen": "c", "rejected": "r", "kind": "x"}', "kind", "one of"),
-    ("rmbench_shape", b'{"prompt": "p", "chosen": ["a"], "rejected": ["b", "c", "d"], "kind": "rmbench"}',
-     "chosen", "exactly 3"),
-    ("chat_not_assistant", b'{"chosen": [{"role": "user", "content": "x"}], '
-     b'"rejected": [{"role": "user", "content": "y"}], "prompt": "p"}', "chosen[0].role", "assistant"),
-    ("chat_missing_content", b'{"chosen": [{"role": "assistant"}], "rejected": '
-     b'[{"role": "assistant", "content": "y"}], "prompt": "p"}', "chosen[0].content", "missing"),
-    ("chat_prefix_differs", b'{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", '
-     b'"content": "x"}], "rejected": [{"role": "user", "content": "b"}, {"role": "assistant", '
-     b'"content": "y"}]}', "rejected", "differ"),
-    ("chat_prompt_mismatch", b'{"prompt": "zzz", "chosen": [{"role": "user", "content": "a"}, '
-     b'{"role": "assistant", "content": "x"}], "rejected": [{"role": "user", "content": "a"}, '
-     b'{"role": "assistant", "content": "y"}]}', "prompt", "does not match"),
-    ("duplicate_id", b'{"id": "g1", "prompt": "p", "chosen": "c", "rejected": "r"}', "id",
-     "duplicate id 'g1' (first used in row 1)"),
-]  # fmt: skip
+    (
+        "rmbench_shape",
+        b'{"prompt": "p", "chosen": ["a"], "rejected": ["b", "c", "d"], "kind": "rmbench"}',
+        "chosen",
+        "exactly 3",
+    ),
+    (
+        "chat_not_assistant",
+        b'{"chosen": [{"role": "user", "content": "x"}], '
+        b'"rejected": [{"role": "user", "content": "y"}], "prompt": "p"}',
+        "chosen[0].role",
+        "assistant",
+    ),
+    (
+        "chat_missing_content",
+        b'{"chosen": [{"role": "assistant"}], "rejected": '
+        b'[{"role": "assistant", "content": "y"}], "prompt": "p"}',
+        "chosen[0].content",
+        "missing",
+    ),
+    (
+        "chat_prefix_differs",
+        b'{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", '
+        b'"content": "x"}], "rejected": [{"role": "user", "content": "b"}, {"role": "assistant", '
+        b'"content": "y"}]}',
+        "rejected",
+        "differ",
+    ),
+    (
+        "chat_prompt_mismatch",
+        b'{"prompt": "zzz", "chosen": [{"role": "user", "content": "a"}, '
+        b'{"role": "assistant", "content": "x"}], "rejected": [{"role": "user", "content": "a"}, '
+        b'{"role": "assistant", "content": "y"}]}',
+        "prompt",
+        "does not match",
+    ),
+    (
+        "duplicate_id",
+        b'{"id": "g1", "prompt": "p", "chosen": "c", "rejected": "r"}',
+        "id",
+        "duplicate id 'g1' (first used in row 1)",
+    ),
+]
 
 
 def malformed_file(tmp_path: Path, bad: bytes) -> Path:
@@ -314,14 +370,27 @@ def test_limit_stops_reading(tmp_path):
 def test_save_jsonl_round_trip_is_lossless(tmp_path):
     groups = [
         PreferenceGroup("p", user("hi"), ("a",), ("b",), "s1", "pair", meta={"split": "train"}),
-        PreferenceGroup("b", ({"role": "system", "content": "sys"}, *user("q")), ("c",),
-                        ("r1", "r2", "r3"), None, "best_of_n"),
-        PreferenceGroup("m", user("q2"), ("c1", "c2", "c3"), ("r1", "r2", "r3"), "chat",
-                        "rmbench", meta={"language": "en"}),
+        PreferenceGroup(
+            "b",
+            ({"role": "system", "content": "sys"}, *user("q")),
+            ("c",),
+            ("r1", "r2", "r3"),
+            None,
+            "best_of_n",
+        ),
+        PreferenceGroup(
+            "m",
+            user("q2"),
+            ("c1", "c2", "c3"),
+            ("r1", "r2", "r3"),
+            "chat",
+            "rmbench",
+            meta={"language": "en"},
+        ),
         PreferenceGroup("x", user("q3"), ("1", "2", "3"), ("4", "5", "6"), None, "best_of_n"),
         PreferenceGroup("s", user("q4"), ("only",), (), "single-set", "single", label=0.5),
         PreferenceGroup("u", user("héllo ✓"), ("naïve",), ("日本",), None, "pair", label=1.0),
-    ]  # fmt: skip
+    ]
     path = tmp_path / "out" / "groups.jsonl"
     assert save_jsonl(groups, path) == path
     loaded = load_preferences(path).groups

@@ -35,13 +35,23 @@ def random_groups(rng: np.random.Generator, n: int = 120) -> list[PreferenceGrou
     groups = []
     for k in range(n):
         kind = ["pair", "pair", "best_of_n", "rmbench", "single"][k % 5]
-        n_c, n_r = {"pair": (1 + k % 2, 1 + k % 3), "best_of_n": (1, 3 + k % 3),
-                    "rmbench": (3, 3), "single": (1, 0)}[kind]  # fmt: skip
+        n_c, n_r = {
+            "pair": (1 + k % 2, 1 + k % 3),
+            "best_of_n": (1, 3 + k % 3),
+            "rmbench": (3, 3),
+            "single": (1, 0),
+        }[kind]
         subset = [None, "alpha", "beta", "gamma"][int(rng.integers(4))]
-        groups.append(PreferenceGroup(
-            f"g{k}", user(f"prompt {k}"), tuple(f"c{i}" for i in range(n_c)),
-            tuple(f"r{j}" for j in range(n_r)), subset, kind,
-        ))  # fmt: skip
+        groups.append(
+            PreferenceGroup(
+                f"g{k}",
+                user(f"prompt {k}"),
+                tuple(f"c{i}" for i in range(n_c)),
+                tuple(f"r{j}" for j in range(n_r)),
+                subset,
+                kind,
+            )
+        )
     return groups
 
 
@@ -163,9 +173,20 @@ def test_index_columns_match_groups():
     for name in ("chosen_row", "rejected_row", "group", "subset", "kind", "difficulty"):
         np.testing.assert_array_equal(getattr(index, name), getattr(by_callable, name))
     pairs = ref_pairs(groups, rewards)
-    for p, (c, r, grp, sub, i, j, d) in zip(pairs, zip(
-        index.chosen_row, index.rejected_row, index.group, index.subset,
-        index.chosen_index, index.rejected_index, index.difficulty, strict=True), strict=True):  # fmt: skip
+    for p, (c, r, grp, sub, i, j, d) in zip(
+        pairs,
+        zip(
+            index.chosen_row,
+            index.rejected_row,
+            index.group,
+            index.subset,
+            index.chosen_index,
+            index.rejected_index,
+            index.difficulty,
+            strict=True,
+        ),
+        strict=True,
+    ):
         assert keys[c] == (p[2], "chosen", p[3]) and keys[r] == (p[2], "rejected", p[4])
         assert index.group_ids[grp] == p[2] and index.subset_names[sub] == p[0]
         want = -1 if p[1] != "rmbench" else (0 if i > j else 1 if i == j else 2)
@@ -227,8 +248,11 @@ def test_flipped_pairs_match_a_loop():
     index, v_before = index_and_vector(groups, before)
     v_after = np.array([after[k] for k in before])
     pairs_before, pairs_after = ref_pairs(groups, before), ref_pairs(groups, after)
-    want = [n for n, (p, q) in enumerate(zip(pairs_before, pairs_after, strict=True))
-            if (p[5] > p[6]) != (q[5] > q[6])]  # fmt: skip
+    want = [
+        n
+        for n, (p, q) in enumerate(zip(pairs_before, pairs_after, strict=True))
+        if (p[5] > p[6]) != (q[5] > q[6])
+    ]
     assert flipped_pairs(v_before, v_after, index).tolist() == want
     assert len(want) > 0
 
@@ -237,9 +261,14 @@ def test_report_shape_and_empty_cases():
     single = PreferenceGroup("s", user("q"), ("a",), kind="single", label=1.0)
     report = evaluate([single], {})
     assert report.to_dict() == {
-        "pairwise_accuracy": None, "n_pairs": 0, "per_subset": {}, "best_of_n_accuracy": None,
-        "n_groups": 1, "rmbench": None, "mean_margin": None,
-    }  # fmt: skip
+        "pairwise_accuracy": None,
+        "n_pairs": 0,
+        "per_subset": {},
+        "best_of_n_accuracy": None,
+        "n_groups": 1,
+        "rmbench": None,
+        "mean_margin": None,
+    }
     with pytest.raises(ValueError, match="pairwise_accuracy must be None exactly"):
         EvalReport(None, 3, {}, None, 1, None, None)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
@@ -284,9 +313,11 @@ def test_evaluate_arrays_on_100k_pairs():
     rng = np.random.default_rng(5)
     n = 100_000
     index = PairIndex.from_arrays(
-        np.arange(n) * 2, np.arange(n) * 2 + 1,
-        subset=rng.integers(0, 8, n), subset_names=[f"s{k}" for k in range(8)],
-    )  # fmt: skip
+        np.arange(n) * 2,
+        np.arange(n) * 2 + 1,
+        subset=rng.integers(0, 8, n),
+        subset_names=[f"s{k}" for k in range(8)],
+    )
     rewards = rng.normal(size=2 * n)
     start = time.perf_counter()
     report = evaluate_arrays(rewards, index)

@@ -253,10 +253,13 @@ def test_preview_score(latents, weight):
     ids, vals = latents.row(row)
     acts = {int(f): float(v) for f, v in zip(ids, vals, strict=True)}
     score = Score(
-        reward=float(latent_rewards(latents, weight, 0.25)[row]), bias=0.25,
-        contributions={f: weight[f] * a for f, a in acts.items()}, activations=acts,
-        tokens=["a"], token_ids=[1],
-    )  # fmt: skip
+        reward=float(latent_rewards(latents, weight, 0.25)[row]),
+        bias=0.25,
+        contributions={f: weight[f] * a for f, a in acts.items()},
+        activations=acts,
+        tokens=["a"],
+        token_ids=[1],
+    )
     items = [
         Intervention("scale", (int(ids[0]),), -1.0),
         Intervention("act_add", (int(ids[1]),), 2.0),
