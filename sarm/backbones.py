@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -77,8 +78,8 @@ def base_model_of(model: nn.Module) -> nn.Module:
 class EncodedBatch:
     """Right-padded token ids for a batch of conversations."""
 
-    input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T]
+    input_ids: Int[torch.Tensor, "B T"]
+    attention_mask: Int[torch.Tensor, "B T"]
     lengths: list[int]
     truncated: list[int]  # tokens dropped from the left, per conversation
 
@@ -203,8 +204,8 @@ class Backbone:
         return self.encoder.encode([check_conversation(c) for c in conversations])
 
     @torch.inference_mode()
-    def hidden_states(self, batch: EncodedBatch) -> torch.Tensor:
-        """``h_t`` after the first ``L`` layers, no final norm: ``[B, T, d]``."""
+    def hidden_states(self, batch: EncodedBatch) -> Float[torch.Tensor, "B T d"]:
+        """``h_t`` after the first ``L`` layers, no final norm."""
         out = self.model(
             input_ids=batch.input_ids.to(self.device),
             attention_mask=batch.attention_mask.to(self.device),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from sae_lens.saes.sae import SAE
 from tqdm.auto import tqdm
 
@@ -303,7 +303,7 @@ class SARM:
         fids = [self.head.check_feature(f) for f in feature_ids]
         lat = self.token_latents(conversation)
         target = torch.tensor(fids, dtype=lat.indices.dtype)
-        match = lat.indices.unsqueeze(-1) == target  # [T, k, F]
+        match: Bool[torch.Tensor, "T k F"] = lat.indices.unsqueeze(-1) == target
         values = (lat.values.unsqueeze(-1) * match).sum(dim=1)
         return TokenActivations(lat.tokens, fids, values.numpy(), lat.reward_trajectory)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jaxtyping import Float, Int
 from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAE
 
@@ -66,7 +67,9 @@ class SAEMeta:
         )
 
 
-def standardize(h: torch.Tensor, eps: float = SARM_EPS) -> torch.Tensor:
+def standardize(
+    h: Float[torch.Tensor, "... d"], eps: float = SARM_EPS
+) -> Float[torch.Tensor, "... d"]:
     """Per-token ``(h - mean) / (std + eps)`` over the last dim, Bessel-corrected std."""
     h = h.float()
     mean = h.mean(dim=-1, keepdim=True)
@@ -88,16 +91,16 @@ def make_topk_sae(d_in: int, d_sae: int, k: int, device: str = "cpu") -> TopKSAE
     return TopKSAE(cfg)
 
 
-def preactivations(sae: SAE, u: torch.Tensor) -> torch.Tensor:
-    """``a = W_enc^T (u - b_pre) + b_lat`` for standardised inputs ``u [..., d]``."""
+def preactivations(sae: SAE, u: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "... m"]:
+    """``a = W_enc^T (u - b_pre) + b_lat`` for standardised inputs ``u``."""
     w_enc = sae.W_enc
     return (u.to(w_enc.dtype) - sae.b_dec) @ w_enc + sae.b_enc
 
 
 def sarm_encode(
-    sae: SAE, u: torch.Tensor, k: int, use_activation: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse latents as ``(values [..., k], indices [..., k])``, kept values unchanged.
+    sae: SAE, u: Float[torch.Tensor, "... d"], k: int, use_activation: bool = True
+) -> tuple[Float[torch.Tensor, "... k"], Int[torch.Tensor, "... k"]]:
+    """Sparse latents as ``(values, indices)``, kept values unchanged.
 
     With ``use_activation=False`` every latent is kept (``k`` is ignored) and the
     indices are ``0..m-1``.
@@ -110,9 +113,11 @@ def sarm_encode(
     return values, indices
 
 
-def sarm_decode(sae: SAE, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def sarm_decode(
+    sae: SAE, values: Float[torch.Tensor, "... k"], indices: Int[torch.Tensor, "... k"]
+) -> Float[torch.Tensor, "... d"]:
     """Reconstruction ``u_hat = W_dec z + b_pre`` from sparse latents."""
-    rows = sae.W_dec[indices]  # [..., k, d]
+    rows: Float[torch.Tensor, "... k d"] = sae.W_dec[indices]
     return (values.unsqueeze(-1) * rows).sum(dim=-2) + sae.b_dec
 
 
