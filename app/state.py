@@ -1,7 +1,8 @@
 """Streamlit glue shared by every page: cached resources, the page context, session keys.
 
-Heavy objects (the SARM, the store, the dataset arrays, one reward editor per
-head version) are ``st.cache_resource`` and never mutated; query results are
+Heavy objects (the SARM, the store, the dataset arrays, one :class:`~sarm.head.Head`
+per saved head version, whose base rewards it computes once) are
+``st.cache_resource`` and never mutated; query results are
 ``st.cache_data`` with bounds, keyed on the store's revision so that a saved
 label shows everywhere on the next rerun. Session keys shared between pages
 start with ``shared_``; each page prefixes its own keys with its name.

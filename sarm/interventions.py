@@ -9,7 +9,7 @@ features:
   is active* (the stored non-zeros of the TopK code). Steering never changes the
   support: a latent multiplied to 0 stays "active" for a later ``act_add``.
 
-Order semantics (tested in ``tests/test_interventions.py``): a list of
+Order semantics (tested in ``tests/core/test_interventions.py``): a list of
 interventions is applied in the order given, each to the weights (or latents) the
 previous ones produced. Hence
 

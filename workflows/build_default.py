@@ -1,6 +1,6 @@
 """``sarm build-demo``: the embedded default SARM, built from nothing, reproducibly.
 
-Steps (each cached under :func:`sarm.demo.paths.demo_root`):
+Steps (each cached under :func:`sarm.cachedir.default_dir`):
 
 1. ``data``: the seeded demo preference data, written as ``data/{train,test}.jsonl``;
 2. ``activations``: ONE backbone pass over every response (SmolLM2-135M, first
