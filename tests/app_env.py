@@ -12,6 +12,8 @@ from pathlib import Path
 
 from helpers import make_tiny_sarm
 
+from feature_store import FeatureStore, ingest
+from sarm import load_sarm
 from sarm.checkpoints import save_sarm
 from sarm.types import PreferenceGroup
 
@@ -56,8 +58,6 @@ def app_groups(n: int = 12) -> list[PreferenceGroup]:
 
 def build_app_env(root: Path) -> AppEnv:
     """Build (or reuse, within one session) the tiny model and its store under ``root``."""
-    from feature_store import FeatureStore, ingest
-    from sarm import load_sarm
 
     model_dir, store_path = root / "model", root / "store.duckdb"
     done = root / "done"

@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from workflows.build_default import build_demo  # noqa: E402
+
 # Tiny models run faster on one thread, and the shared 2-core machines stay responsive.
 torch.set_num_threads(1)
 
@@ -60,7 +62,6 @@ def _seed_everything():
 @pytest.fixture(scope="session")
 def demo_report():
     """The embedded default, built once per session in the temporary cache, with every core."""
-    from workflows.build_default import build_demo
 
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+from sarm import load_sarm
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
@@ -26,8 +30,6 @@ raise RuntimeError("remote code must never be executed")
 
 def make_tokenizer(template: str = "llama3"):
     """A byte-level BPE tokenizer (256 byte tokens, no merges) with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     byte_chars = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
@@ -53,7 +55,6 @@ def make_tokenizer(template: str = "llama3"):
 
 
 def tiny_llama_config(vocab_size: int, n_layers: int = 4, d_model: int = 64):
-    from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -97,7 +98,6 @@ def make_released_checkpoint(
     shards: int = 1,
 ) -> Path:
     """Write a tiny random checkpoint in the released Llama-SARM layout."""
-    from transformers import LlamaModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,6 @@ def _write_shards(directory: Path, tensors: dict, shards: int) -> None:
 
 def make_tiny_sarm(tmp_path: Path, seed: int = 0, d_sae: int = 64, k: int = 8, **kw):
     """A loaded tiny SARM (random weights) built from a released-layout checkpoint."""
-    from sarm import load_sarm
 
     path = make_released_checkpoint(
         Path(tmp_path) / f"tiny-sarm-{seed}", seed=seed, d_sae=d_sae, k=k, **kw

@@ -11,11 +11,13 @@ import pytest
 from app_env import app_groups
 from test_app_pages import env, frame_with, go, metric, model, start, store_path  # noqa: F401
 
+from app import state
+from feature_store import FeatureStore
+from sarm.export import checkpoint_rewards, read_manifest
 from sarm.head import Head, as_weight
 
 
 def current_example(at, store_path):  # noqa: F811
-    from feature_store import FeatureStore
 
     eid = at.selectbox(key="editor_example").value
     with FeatureStore.open(store_path) as store:
@@ -26,7 +28,6 @@ def current_example(at, store_path):  # noqa: F811
 
 def reference_accuracy(rewards_by_id: dict[int, float], store_path) -> float:  # noqa: F811
     """Pairwise accuracy by looping over the original groups (independent of PairIndex)."""
-    from feature_store import FeatureStore
 
     with FeatureStore.open(store_path) as store:
         frame = store.examples_frame()
@@ -66,7 +67,6 @@ def test_slider_changes_the_reward_by_exactly_delta_w_times_z(store_path):  # no
     assert float(metric(at, "Reward (edited)")) == pytest.approx(expected, abs=1e-6)
     assert metric(at, "Changed weights") == "1"
     # the whole store: accuracy against an independent recompute of every reward
-    from feature_store import FeatureStore
 
     with FeatureStore.open(store_path) as store:
         rewards = {}
@@ -121,7 +121,6 @@ def test_flipped_pairs_open_in_compare(store_path):  # noqa: F811
 
 
 def test_save_head_version_and_reload(store_path):  # noqa: F811
-    from feature_store import FeatureStore
 
     at = start("editor")
     _, ex, _weights, bias = current_example(at, store_path)
@@ -160,8 +159,6 @@ def test_save_head_version_and_reload(store_path):  # noqa: F811
 
 
 def test_saved_label_shows_everywhere_and_survives_a_restart(store_path):  # noqa: F811
-    from app import state
-    from feature_store import FeatureStore
 
     at = start("features")
     fid = int(at.number_input(key="features_fid").value)
@@ -213,14 +210,12 @@ def test_bad_label_is_refused_with_a_message(store_path):  # noqa: F811
     at.button(key="features_label_save").click().run()
     assert not at.exception
     assert any("The label was not saved" in e.value and "10000" in e.value for e in at.error)
-    from feature_store import FeatureStore
 
     with FeatureStore.open(store_path) as store:
         assert store.labels_for([fid]) == {fid: "Strongest feature"}  # unchanged
 
 
 def test_export_page_writes_a_checkpoint_that_reproduces_the_preview(store_path, tmp_path):  # noqa: F811
-    from sarm.export import checkpoint_rewards, read_manifest
 
     at = start("editor")
     eid, ex, weights, bias = current_example(at, store_path)

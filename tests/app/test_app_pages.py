@@ -11,10 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_env import build_app_env, copy_store
+from helpers import make_tiny_sarm
 from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
+from app import state
+from app.core import load_dataset
+from app.state import progress_label
+from feature_store import FeatureStore, ingest
+from sarm import load_sarm
+from sarm.checkpoints import save_sarm
 from sarm.head import Head
+from sarm.types import PreferenceGroup
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {
@@ -37,14 +45,12 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(env):
-    from sarm import load_sarm
 
     return load_sarm(env.model_dir)
 
 
 @pytest.fixture
 def store_path(env, tmp_path, monkeypatch):
-    from app import state
 
     path = copy_store(env, tmp_path / "store.duckdb")
     monkeypatch.setenv("SARM_MODEL", str(env.model_dir))
@@ -116,7 +122,6 @@ def test_every_page_renders_its_charts(store_path):
 
 
 def test_explain_waterfall_is_the_models_score(store_path, model):
-    from feature_store import FeatureStore
 
     at = start("explain")
     eid = at.selectbox(key="explain_example").value
@@ -161,7 +166,6 @@ def test_explain_typed_text_and_bad_input(store_path, model):
 
 
 def test_compare_margin_is_decomposed(store_path, model):
-    from feature_store import FeatureStore
 
     at = start("compare")
     pair = at.selectbox(key="compare_pair").value
@@ -199,7 +203,6 @@ def test_compare_typed(store_path, model):
 
 
 def test_features_table_and_feature_page(store_path):
-    from feature_store import FeatureStore
 
     at = start("features")
     with FeatureStore.open(store_path) as store:
@@ -266,9 +269,6 @@ def test_bad_sources_are_explained(store_path, monkeypatch, tmp_path, which, val
 
 
 def test_model_and_store_must_match(store_path, monkeypatch, tmp_path):
-    from helpers import make_tiny_sarm
-
-    from sarm.checkpoints import save_sarm
 
     other = make_tiny_sarm(tmp_path, seed=9, d_sae=64, k=8)
     save_sarm(other, tmp_path / "other", include_backbone=True)
@@ -302,15 +302,12 @@ def test_build_page_when_the_demo_is_missing(monkeypatch, tmp_path):
 
 
 def test_progress_label():
-    from app.state import progress_label
 
     assert progress_label("sae", 0.45) == "sae \u2014 45%"
     assert progress_label("done", 1.7) == "done \u2014 100%"
 
 
 def test_dataset_arrays_match_the_store(store_path):
-    from app.core import load_dataset
-    from feature_store import FeatureStore
 
     with FeatureStore.open(store_path) as store:
         data = load_dataset(store)
@@ -328,10 +325,6 @@ def test_dataset_arrays_match_the_store(store_path):
 
 
 def test_every_page_copes_with_a_store_without_pairs(env, monkeypatch, tmp_path):
-    from app import state
-    from feature_store import FeatureStore, ingest
-    from sarm import load_sarm
-    from sarm.types import PreferenceGroup
 
     p = ({"role": "user", "content": "Say something."},)
     groups = [PreferenceGroup(f"s{i}", p, (f"Reply number {i}.",), kind="single") for i in range(4)]

@@ -22,9 +22,13 @@ from test_app_pages import (  # noqa: F401
     values,
 )
 
-from app import charts, core
+from app import charts, core, state
+from feature_store import FeatureStore, ingest
+from sarm import load_sarm
 from sarm.head import Head, as_weight
 from sarm.interventions import Intervention, parse_actions
+from sarm.types import PreferenceGroup
+from workflows.shift import prepare_shift
 
 
 def number(text: str) -> float:
@@ -32,8 +36,6 @@ def number(text: str) -> float:
 
 
 def library_shift(store_path, target="subset:chat", complement="rest"):  # noqa: F811
-    from feature_store import FeatureStore
-    from workflows.shift import prepare_shift
 
     store = FeatureStore.open(store_path)  # same process: shares the app's connection
     return prepare_shift(target, complement, store=store), store
@@ -205,7 +207,6 @@ def test_send_to_editor_changes_the_reward_by_delta_w_times_z(store_path):  # no
 
 
 def test_save_as_head_version(store_path):  # noqa: F811
-    from feature_store import FeatureStore
 
     at = start("shift")
     shift, _ = library_shift(store_path)
@@ -230,7 +231,6 @@ def test_save_as_head_version(store_path):  # noqa: F811
 
 
 def test_act_add_is_previewed_but_not_sent_or_saved(store_path):  # noqa: F811
-    from feature_store import FeatureStore
 
     at = start("shift")
     at.selectbox(key="shift_action_0").set_value("act_add")
@@ -344,7 +344,6 @@ def test_before_is_the_head_with_the_editors_edits(store_path):  # noqa: F811
     weights, bias = store.head_weights()
     weights = weights.copy()
     weights[fid] = 0.0
-    from workflows.shift import prepare_shift
 
     edited = prepare_shift("subset:chat", "rest", store=store, weight=weights, bias=bias)
     top = edited.discover(limit=20)["feature_id"].head(5).astype(int).tolist()
@@ -358,10 +357,6 @@ def test_before_is_the_head_with_the_editors_edits(store_path):  # noqa: F811
 
 
 def test_a_store_without_pairs(env, monkeypatch, tmp_path):  # noqa: F811
-    from app import state
-    from feature_store import FeatureStore, ingest
-    from sarm import load_sarm
-    from sarm.types import PreferenceGroup
 
     p = ({"role": "user", "content": "Say something."},)
     groups = [PreferenceGroup(f"s{i}", p, (f"Reply number {i}.",), kind="single") for i in range(6)]

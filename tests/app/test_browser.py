@@ -17,8 +17,14 @@ from pathlib import Path
 
 import pytest
 from app_env import build_app_env, copy_store
+from playwright.sync_api import sync_playwright
 
+from app.core import load_dataset, selectivity_text
+from feature_store import FeatureStore
+from sarm.audit import misranked_pairs
 from sarm.head import Head
+from sarm.interventions import parse_actions
+from workflows.shift import prepare_shift
 
 pytestmark = pytest.mark.browser
 
@@ -135,7 +141,6 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
 
 @pytest.fixture(scope="module")
 def page(chromium, server):
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -221,9 +226,6 @@ def test_editor_slider_moves_the_reward(page, server):
 
 
 def test_clicking_a_misranked_row_opens_it_in_compare(page, server):
-    from app.core import load_dataset
-    from feature_store import FeatureStore
-    from sarm.audit import misranked_pairs
 
     server, reference = server
     with FeatureStore.open(reference, read_only=True) as store:
@@ -246,10 +248,6 @@ def test_clicking_a_misranked_row_opens_it_in_compare(page, server):
 
 
 def test_shift_page_draws_the_overlaid_histograms(page, server):
-    from app.core import selectivity_text
-    from feature_store import FeatureStore
-    from sarm.interventions import parse_actions
-    from workflows.shift import prepare_shift
 
     server, reference = server
     with FeatureStore.open(reference, read_only=True) as store:

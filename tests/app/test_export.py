@@ -12,6 +12,8 @@ import torch
 from app_env import build_app_env
 from safetensors.torch import load
 
+from feature_store import FeatureStore
+from sarm import load_sarm
 from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
     check_output_dir,
@@ -36,7 +38,6 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(env):
-    from sarm import load_sarm
 
     return load_sarm(env.model_dir)
 
@@ -136,7 +137,6 @@ def test_output_dirs_are_checked(tmp_path):
 
 
 def test_checkpoint_scores_exactly_as_previewed(model, env, tmp_path):
-    from feature_store import FeatureStore
 
     with FeatureStore.open(env.store_path, read_only=True) as store:
         ex = [store.example(i) for i in (0, 1, 7)]

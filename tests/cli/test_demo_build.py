@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from feature_store import FeatureStore
 from sarm import cachedir as paths
 from sarm import load_sarm
 from sarm.constants import DEFAULT_MODEL
@@ -56,7 +57,6 @@ def test_held_out_figures_are_reproducible(demo):
 
 
 def test_store_matches_model(demo):
-    from feature_store import FeatureStore
 
     model = load_sarm(DEFAULT_MODEL)
     with FeatureStore.open(paths.default_store_path(), read_only=True) as store:

@@ -11,6 +11,7 @@ from helpers import make_released_checkpoint
 from sarm import load_sarm
 from sarm.data import save_jsonl
 from sarm.head import Head
+from sarm.saes import standardize
 from sarm.scoring import evaluate_model, score_groups
 from sarm.types import PreferenceGroup
 from workflows.cli import main
@@ -75,8 +76,6 @@ def test_eval_cli_bad_data(ckpt, tmp_path, capsys):
 
 
 def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
-
-    from sarm.saes import standardize
 
     model = load_sarm(ckpt)
     torch.manual_seed(1)

@@ -15,10 +15,11 @@ from feature_store import FeatureStore, ingest
 from sarm import load_sarm
 from sarm.data import save_jsonl
 from sarm.evaluate import PairIndex
-from sarm.interventions import Intervention, parse_actions
+from sarm.interventions import Intervention, parse_actions, preview_score
 from sarm.latents import SparseLatents
 from sarm.scoring import response_rows
 from sarm.shift import (
+    ORDERS,
     discover_features,
     evaluate_shift,
     feature_contrast,
@@ -26,6 +27,7 @@ from sarm.shift import (
 )
 from sarm.types import PreferenceGroup
 from workflows.cli import main
+from workflows.commands import shift as command
 from workflows.shift import prepare_shift, store_shift_data
 
 PLANTED = (5, 17, 42)
@@ -378,7 +380,6 @@ def test_prepare_shift_with_a_file_source(store, sarm, tmp_path):
 
 
 def test_preview_of_a_real_score_matches_the_shift(store, sarm):
-    from sarm.interventions import preview_score
 
     shift = prepare_shift("subset:refusal", "rest", store=store, model=sarm)
     items = [Intervention("scale", (active_feature(store),), -2.0)]
@@ -520,8 +521,6 @@ def test_cli_errors(ckpt, store_path, capsys, extra, message):
 
 
 def test_cli_order_choices_match_the_library():
-    from sarm.shift import ORDERS
-    from workflows.commands import shift as command
 
     assert command.ORDERS == ORDERS
 

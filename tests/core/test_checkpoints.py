@@ -10,7 +10,14 @@ from helpers import make_released_checkpoint
 from safetensors.torch import load_file, save_file
 
 from sarm import Head, load_sarm, save_sarm
-from sarm.saes import sae_from_released, sae_to_released, sarm_decode, sarm_encode
+from sarm.saes import (
+    load_sae,
+    sae_from_released,
+    sae_to_released,
+    sarm_decode,
+    sarm_encode,
+    save_sae,
+)
 
 PAIR = ("What is the capital of France?", "Paris is the capital of France.")
 
@@ -70,7 +77,6 @@ def test_released_conversion_round_trip(ckpt):
 
 
 def test_sae_lens_save_load_keeps_sarm_encoding(model, tmp_path):
-    from sarm.saes import load_sae, save_sae
 
     save_sae(model.sae, tmp_path / "sae", model.sae_meta)
     sae, meta = load_sae(tmp_path / "sae")

@@ -7,6 +7,9 @@ import os
 import warnings
 from pathlib import Path
 
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sarm.data import (
@@ -44,14 +47,9 @@ def write_rows(tmp_path: Path, rows: list[dict], fmt: str, name: str = "prefs") 
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(rows if fmt == "json" else {"data": rows}), encoding="utf-8")
     elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         path = tmp_path / f"{name}.parquet"
         pq.write_table(pa.Table.from_pylist(rows), path)
     else:
-        import datasets
-
         path = tmp_path / name
         datasets.Dataset.from_list(rows).save_to_disk(str(path))
     return path
@@ -348,7 +346,6 @@ def test_whole_file_errors(tmp_path):
 
 
 def test_hf_dataset_dict_asks_for_a_split(tmp_path):
-    import datasets
 
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(PAIR_ROWS)})
     dd.save_to_disk(str(tmp_path / "dd"))

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from sarm.datasets.demo import CATEGORIES, category_capacity, generate_demo_data
+from sarm.datasets.templates import CODE_TASKS
 from sarm.types import PreferenceGroup
 
 CODE_BLOCK = re.compile(r"```python\n(.*?)\n```", re.S)
@@ -130,7 +131,6 @@ def run_snippet(response: str, args: tuple) -> object:
 
 
 def test_code_chosen_is_correct_and_rejected_is_buggy(demo):
-    from sarm.datasets.templates import CODE_TASKS
 
     checks = {t["key"]: t["checks"] for t in CODE_TASKS}
     for g in by_category(demo.all, "code"):

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from helpers import make_released_checkpoint
+from test_train_sae import small_cfg, tiny_backbone_dir, write_pairs_jsonl
 
+from sarm import load_sarm
+from sarm.backbones import load_backbone
+from sarm.data import load_preferences
+from sarm.evaluate import PairIndex, pairwise_accuracy
 from sarm.head import Head
+from sarm.scoring import response_conversations
 from sarm.train.head import (
     HeadTrainConfig,
     as_latent_rows,
@@ -18,6 +25,9 @@ from sarm.train.head import (
     train_bt_head,
     train_dense_baseline,
 )
+from sarm.train.sae import train_sae
+from sarm.types import pair_conversation
+from workflows.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -238,11 +248,6 @@ def test_bad_latents_and_configs_are_named():
 @pytest.fixture(scope="module")
 def sae_dir(tmp_path_factory):
     """A train-sae output dir (SAE + backbone reference) on a tiny random Llama."""
-    from test_train_sae import small_cfg, tiny_backbone_dir
-
-    from sarm.backbones import load_backbone
-    from sarm.train.sae import train_sae
-    from sarm.types import pair_conversation
 
     root = tmp_path_factory.mktemp("head-cli")
     bb_dir = tiny_backbone_dir(root / "tiny-llama")
@@ -256,13 +261,6 @@ def sae_dir(tmp_path_factory):
 
 
 def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
-    from test_train_sae import write_pairs_jsonl
-
-    from sarm import load_sarm
-    from sarm.data import load_preferences
-    from sarm.evaluate import PairIndex, pairwise_accuracy
-    from sarm.scoring import response_conversations
-    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=40, seed=3)
     out = tmp_path / "sarm"
@@ -298,10 +296,6 @@ def test_cli_train_head_end_to_end(sae_dir, tmp_path, capsys):
 
 
 def test_cli_train_head_on_a_sarm_checkpoint_and_errors(tmp_path, capsys):
-    from helpers import make_released_checkpoint
-    from test_train_sae import write_pairs_jsonl
-
-    from workflows.cli import main
 
     ckpt = make_released_checkpoint(tmp_path / "released", template="chatml")
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=20)

@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import make_tokenizer, tiny_llama_config
 from sae_lens import TopKSAE
+from transformers import LlamaModel
 
+from sarm.backbones import load_backbone
 from sarm.saes import sarm_encode
 from sarm.train.metrics import sae_metrics
 from sarm.train.sae import (
@@ -18,6 +21,8 @@ from sarm.train.sae import (
     to_inference_sae,
     train_sae,
 )
+from sarm.types import pair_conversation
+from workflows.cli import main
 
 D_IN, D_SAE, K = 64, 256, 8
 
@@ -206,8 +211,6 @@ def test_config_dict_roundtrip():
 
 def tiny_backbone_dir(directory, seed: int = 0, n_layers: int = 3):
     """A plain Hugging Face Llama directory (random weights, byte tokenizer, ChatML)."""
-    from helpers import make_tokenizer, tiny_llama_config
-    from transformers import LlamaModel
 
     torch.manual_seed(seed)
     tok = make_tokenizer("chatml")
@@ -251,8 +254,6 @@ def backbone_dir(tmp_path_factory):
 
 
 def test_train_on_a_tiny_backbone_tokens_and_last(backbone_dir, tmp_path):
-    from sarm.backbones import load_backbone
-    from sarm.types import pair_conversation
 
     bb = load_backbone(str(backbone_dir), layer=2)
     convs = [
@@ -276,7 +277,6 @@ def test_train_on_a_tiny_backbone_tokens_and_last(backbone_dir, tmp_path):
 
 
 def test_cli_train_sae(backbone_dir, tmp_path, capsys):
-    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl")
     out = tmp_path / "sae"
@@ -302,7 +302,6 @@ def test_cli_train_sae(backbone_dir, tmp_path, capsys):
 
 
 def test_cli_train_sae_errors_are_clear(backbone_dir, tmp_path, capsys):
-    from workflows.cli import main
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=4)
     argv = ["train-sae", "--backbone", str(backbone_dir), "--layer", "9", "--data", str(data)]
