@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
+from sarm.configs import Direction, OrderBy
 from sarm.latents import SparseLatents
 from sarm.shift.rows import _disjoint, _mask, _weights, as_rows
 
-Direction = Literal["target", "complement", "both"]
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
-ORDERS: tuple[str, ...] = (
-    "score",
-    "mean_diff",
-    "freq_ratio",
-    "selectivity",
-    "salience",
-    "contribution",
-)
+ORDERS: tuple[str, ...] = get_args(OrderBy)
 Labels = Mapping[int, str] | Callable[[list[int]], Mapping[int, str]] | None
 
 

@@ -56,19 +56,47 @@ class HeadTrainConfig:
     of the training responses at 0.
     """
 
-    optimizer: HeadOptimizer = "fista"
-    step_scale: float = 1.0
-    lr: float = 1e-2
-    max_epochs: int = 1000
-    patience: int = 25
-    min_delta: float = 1e-4
-    l1: float = 0.0
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    batch_size: int | None = None
-    lr_schedule: HeadLRSchedule = "cosine"
-    bias: bool = False
-    seed: int = 0
+    optimizer: HeadOptimizer = field(
+        default="fista",
+        metadata={
+            "help": "fista: full-batch proximal gradient (no learning rate, exact zeros "
+            "under l1); adam: uses lr, lr_schedule and batch_size"
+        },
+    )
+    step_scale: float = field(
+        default=1.0, metadata={"help": "FISTA step as a multiple of 1/L (L estimated from data)"}
+    )
+    lr: float = field(default=1e-2, metadata={"help": "learning rate of the adam optimizer"})
+    max_epochs: int = field(default=1000, metadata={"help": "most epochs to run"})
+    patience: int = field(
+        default=25, metadata={"help": "epochs without validation improvement before stopping"}
+    )
+    min_delta: float = field(
+        default=1e-4, metadata={"help": "smallest validation-loss drop that counts as improvement"}
+    )
+    l1: float = field(default=0.0, metadata={"help": "L1 penalty weight, for a sparser head"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "L2 penalty weight (weight_decay / 2 * ||w||^2)"}
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of the pairs held out for early stopping, in [0, 1); "
+            "pairs that share a response stay on one side"
+        },
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "pairs per Adam step (None: full batch)"}
+    )
+    lr_schedule: HeadLRSchedule = field(
+        default="cosine",
+        metadata={"help": "Adam schedule over max_epochs: constant, or cosine down to lr / 100"},
+    )
+    bias: bool = field(
+        default=False,
+        metadata={"help": "add a bias that centres the training rewards at 0"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the validation split and the solver"})
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("fista", "adam"):

@@ -56,26 +56,69 @@ class SAETrainConfig:
     fractions of the training steps; ``dead_feature_window`` is in steps.
     """
 
-    d_sae: int = 4096
-    k: int = 32
-    mode: SAEMode = "tokens"
-    n_epochs: float = 4.0
-    total_samples: int | None = None
-    batch_size: int = 256
-    lr: float = 5e-4
-    lr_schedule: LRSchedule = "constant"
-    lr_warm_up_fraction: float = 0.02
-    lr_decay_fraction: float = 0.2
-    lr_end_factor: float = 0.1
-    dead_feature_window: int = 250
-    aux_loss_coefficient: float = 1.0
-    b_dec_init: BDecInit = "mean"
-    eval_fraction: float = 0.1
-    max_eval_samples: int = 20_000
-    stream: bool = False
-    shuffle_buffer: int = 32_768
-    seed: int = 0
-    device: str = "cpu"
+    d_sae: int = field(default=4096, metadata={"help": "SAE latents m"})
+    k: int = field(default=32, metadata={"help": "active latents per token (TopK), at most d_sae"})
+    mode: SAEMode = field(
+        default="tokens",
+        metadata={
+            "help": "tokens: train on every token; last: only on the final end-of-turn token "
+            "(the released SARM's sequence-level SAE)"
+        },
+    )
+    n_epochs: float = field(
+        default=4.0,
+        metadata={"help": "passes over the activations (unless total_samples is given)"},
+    )
+    total_samples: int | None = field(
+        default=None,
+        metadata={"help": "train on exactly N samples instead of whole passes (stream needs it)"},
+    )
+    batch_size: int = field(default=256, metadata={"help": "activations per SAE training batch"})
+    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    lr_schedule: LRSchedule = field(
+        default="constant",
+        metadata={"help": "after warm-up: constant, or cosine from lr to lr * lr_end_factor"},
+    )
+    lr_warm_up_fraction: float = field(
+        default=0.02, metadata={"help": "share of the steps warming the learning rate up linearly"}
+    )
+    lr_decay_fraction: float = field(
+        default=0.2,
+        metadata={"help": "share of the steps at the end decaying the learning rate linearly to 0"},
+    )
+    lr_end_factor: float = field(
+        default=0.1,
+        metadata={"help": "where the cosine schedule ends, as a fraction of lr, in (0, 1]"},
+    )
+    dead_feature_window: int = field(
+        default=250,
+        metadata={"help": "steps without firing after which a latent counts as dead (for AuxK)"},
+    )
+    aux_loss_coefficient: float = field(
+        default=1.0, metadata={"help": "weight of the AuxK loss that revives dead latents"}
+    )
+    b_dec_init: BDecInit = field(
+        default="mean",
+        metadata={"help": "initial decoder bias (the SARM pre-bias): mean activation or zeros"},
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share of the activations held out for the metrics, in [0, 1)"},
+    )
+    max_eval_samples: int = field(
+        default=20_000, metadata={"help": "at most this many held-out activations"}
+    )
+    stream: bool = field(
+        default=False,
+        metadata={"help": "one pass without keeping activations in memory (needs total_samples)"},
+    )
+    shuffle_buffer: int = field(
+        default=32_768, metadata={"help": "activations shuffled together when streaming"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the initialisation, held-out split and batch order"}
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("tokens", "last"))

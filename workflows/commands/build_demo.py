@@ -5,29 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
+from workflows.build_default import build_demo
+from workflows.commands.flags import ConfigFlags, OutputConfig
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "build-demo",
-        help="build the embedded demo SARM (SmolLM2-135M + SAE + head) and its store",
-        description=(
-            "Generate the seeded demo preference data, run the embedded SmolLM2-135M-Instruct "
-            "backbone once over it, train a TopK SAE (sae-lens) and a Bradley-Terry head plus "
-            "the dense baseline on the train split, evaluate both on the held-out test split, "
-            "save the SARM (then `load_sarm('smollm2-demo')` works) and index the data into the "
-            "demo feature store. Cached: a second run takes seconds; --force rebuilds. "
-            "Artefacts live under $SARM_CACHE_DIR/demo (default ~/.cache/sarm/demo)."
-        ),
-    )
+DESCRIPTION = (
+    "Generate the seeded demo preference data, run the embedded SmolLM2-135M-Instruct "
+    "backbone once over it, train a TopK SAE (sae-lens) and a Bradley-Terry head plus "
+    "the dense baseline on the train split, evaluate both on the held-out test split, "
+    "save the SARM (then `load_sarm('smollm2-demo')` works) and index the data into the "
+    "demo feature store. Cached: a second run takes seconds; --force rebuilds. "
+    "Artefacts live under $SARM_CACHE_DIR/demo (default ~/.cache/sarm/demo)."
+)
+OUTPUT = ConfigFlags(OutputConfig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if the demo is built")
-    p.add_argument("--json", action="store_true", help="print the build report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    OUTPUT.add_to(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from workflows.build_default import build_demo
-
     report = build_demo(force=args.force, progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from sarm.checkpoints import load_sarm
+from sarm.configs import DataConfig, ModelConfig
+from sarm.data import resolve_data
+from sarm.head import Head
+from sarm.scoring import evaluate_model
+from workflows.commands.flags import ConfigFlags, OutputConfig
+
+DESCRIPTION = (
+    "Score every response in DATA once and report pairwise accuracy (ties count as "
+    "wrong), best-of-N accuracy, RM-Bench easy/normal/hard and a per-subset breakdown. "
+    "DATA is a .jsonl/.json/.parquet file, a saved Hugging Face dataset directory, "
+    "or demo:train / demo:test. Example: sarm eval --model smollm2-demo --data demo:test"
+)
+MODEL = ConfigFlags(ModelConfig)
+DATA = ConfigFlags(DataConfig)
+OUTPUT = ConfigFlags(OutputConfig, only=("json",))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a SARM on preference data",
-        description=(
-            "Score every response in DATA once and report pairwise accuracy (ties count as "
-            "wrong), best-of-N accuracy, RM-Bench easy/normal/hard and a per-subset breakdown. "
-            "DATA is a .jsonl/.json/.parquet file, a saved Hugging Face dataset directory, "
-            "or demo:train / demo:test. Example: sarm eval --model smollm2-demo --data demo:test"
-        ),
-    )
-    p.add_argument("--model", required=True, help="smollm2-demo, a checkpoint dir or a hub id")
-    p.add_argument("--data", required=True, help="preference data file or demo:train|demo:test")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    p.add_argument(
-        "--skip-malformed",
-        action="store_true",
-        help="skip (and count) malformed rows instead of stopping at the first",
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    MODEL.add_to(p)
+    DATA.add_to(p)
+    OUTPUT.add_to(p)
     p.add_argument(
         "--baseline",
         nargs="?",
@@ -37,19 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "from the same forward pass; without a value, the model directory's "
         "dense_baseline.safetensors (the demo has one)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sarm.checkpoints import load_sarm
-    from sarm.data import resolve_data
-    from sarm.scoring import evaluate_model
-
-    data = resolve_data(args.data, skip_malformed=args.skip_malformed, limit=args.limit)
-    model = load_sarm(args.model, device=args.device)
+    model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
+    data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
+    model = load_sarm(model_cfg.model, device=model_cfg.device)
     baseline = _baseline(args.baseline, model) if args.baseline else None
     report, base = evaluate_model(
-        model, data.groups, args.batch_size, progress=not args.json, baseline=baseline
+        model, data.groups, model_cfg.batch_size, progress=not args.json, baseline=baseline
     )
     out = report.to_dict() | {"data": data.source, "n_skipped_rows": data.n_skipped}
     if base is not None:
@@ -65,10 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _baseline(spec: str, model):
-    from pathlib import Path
-
-    from sarm.head import Head
-
     if spec != "auto":
         return Head.load(spec)
     path = Path(model.source.get("path", "")) / "dense_baseline.safetensors"

@@ -9,44 +9,39 @@ Three modes:
 from __future__ import annotations
 
 import argparse
-import sys
+
+import feature_store as fs
+from sarm.checkpoints import load_sarm
+from sarm.configs import DataConfig, IndexConfig, ModelConfig
+from sarm.data import resolve_data
+from workflows.commands.flags import ConfigFlags, OutputConfig
+
+DESCRIPTION = (
+    "Score every response of a preference dataset with a SARM and store rewards, "
+    "pooled sparse latents and feature statistics in a DuckDB feature store. "
+    "Interrupted runs resume where they stopped. "
+    "Example: sarm index --model smollm2-demo --data demo:test --store artifacts/demo.duckdb. "
+    "Scale-out: run `sarm index --model M --data F --shard i/n --parts DIR` on n workers "
+    "(i = 0..n-1), then `sarm index --merge DIR --store PATH`."
+)
+# --model and --data are optional here: --merge takes neither.
+MODEL = ConfigFlags(ModelConfig, defaults={"model": None})
+DATA = ConfigFlags(DataConfig, defaults={"data": None})
+INDEX = ConfigFlags(IndexConfig)
+OUTPUT = ConfigFlags(OutputConfig, only=("quiet",))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "index",
-        help="index a dataset into a feature store (rewards, latents, feature statistics)",
-        description=(
-            "Score every response of a preference dataset with a SARM and store rewards, "
-            "pooled sparse latents and feature statistics in a DuckDB feature store. "
-            "Interrupted runs resume where they stopped. "
-            "Example: sarm index --model smollm2-demo --data demo:test --store artifacts/demo.duckdb. "
-            "Scale-out: run `sarm index --model M --data F --shard i/n --parts DIR` on n workers "
-            "(i = 0..n-1), then `sarm index --merge DIR --store PATH`."
-        ),
-    )
-    p.add_argument("--model", help="smollm2-demo, a checkpoint directory, or a hub id")
-    p.add_argument(
-        "--data", help="preference data: .jsonl/.json/.parquet/HF dir, or demo:train|test|all"
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    MODEL.add_to(p)
+    DATA.add_to(p)
     p.add_argument(
         "--store", help="feature store file to create or resume (e.g. artifacts/x.duckdb)"
     )
     p.add_argument("--shard", help="i/n: index only worker i's slice of n into --parts")
     p.add_argument("--parts", help="directory for this shard worker's Parquet parts")
     p.add_argument("--merge", metavar="DIR", help="merge the Parquet parts in DIR into --store")
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="responses per forward pass (default 8)"
-    )
-    p.add_argument("--chunk-size", type=int, default=256, help="responses per commit (default 256)")
-    p.add_argument(
-        "--top-n", type=int, default=20, help="top examples kept per feature (default 20)"
-    )
-    p.add_argument("--limit", type=int, default=None, help="index only the first N groups")
-    p.add_argument("--skip-malformed", action="store_true", help="skip (and count) malformed rows")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    INDEX.add_to(p)
+    OUTPUT.add_to(p)
 
 
 def _check_mode(args: argparse.Namespace) -> str:
@@ -68,34 +63,29 @@ def _check_mode(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import feature_store as fs
-
     mode = _check_mode(args)
-    try:
-        if mode == "merge":
-            return _merge(args, fs)
-        from sarm.checkpoints import load_sarm
-        from sarm.data import resolve_data
-
-        loaded = resolve_data(args.data, skip_malformed=args.skip_malformed, limit=args.limit)
-        sarm = load_sarm(args.model, device=args.device)
-        if mode == "shard":
-            return _shard(args, fs, sarm, loaded)
-        return _index(args, fs, sarm, loaded)
-    except fs.StoreError as exc:
-        print(f"sarm index: error: {exc}", file=sys.stderr)
-        return 1
+    index = INDEX.from_args(args)
+    if mode == "merge":
+        return _merge(args, index)
+    model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
+    loaded = resolve_data(
+        data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
+    )
+    sarm = load_sarm(model_cfg.model, device=model_cfg.device)
+    if mode == "shard":
+        return _shard(args, model_cfg, index, sarm, loaded)
+    return _index(args, model_cfg, index, sarm, loaded)
 
 
-def _index(args, fs, sarm, loaded) -> int:
+def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
     with fs.FeatureStore.open(args.store) as store:
         report = fs.ingest(
             store,
             sarm,
             loaded.groups,
-            batch_size=args.batch_size,
-            chunk_size=args.chunk_size,
-            top_n=args.top_n,
+            batch_size=model_cfg.batch_size,
+            chunk_size=index.chunk_size,
+            top_n=index.top_n,
             source=args.data,
             progress=not args.quiet,
         )
@@ -104,15 +94,15 @@ def _index(args, fs, sarm, loaded) -> int:
     return 0
 
 
-def _shard(args, fs, sarm, loaded) -> int:
+def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
     shard = fs.Shard.parse(args.shard)
     n = fs.ingest_shard(
         sarm,
         loaded.groups,
         args.parts,
         shard,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
+        batch_size=model_cfg.batch_size,
+        chunk_size=index.chunk_size,
         source=args.data,
         progress=not args.quiet,
     )
@@ -124,9 +114,9 @@ def _shard(args, fs, sarm, loaded) -> int:
     return 0
 
 
-def _merge(args, fs) -> int:
+def _merge(args, index: IndexConfig) -> int:
     with fs.FeatureStore.open(args.store) as store:
-        n = fs.merge_parts(store, args.merge, top_n=args.top_n, progress=not args.quiet)
+        n = fs.merge_parts(store, args.merge, top_n=index.top_n, progress=not args.quiet)
         summary = store.summary()
     print(
         f"merged {n} chunks from {args.merge} into {args.store}: {summary['n_examples']} examples, "

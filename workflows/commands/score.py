@@ -5,35 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 
+from feature_store import FeatureStore
+from sarm.attribution import score_top
+from sarm.checkpoints import load_sarm
+from sarm.configs import ModelConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score a response and list its top feature contributions",
-        description=(
-            "Score PROMPT/RESPONSE with a SARM and print the reward split into per-feature "
-            "contributions w_i * z_i (they add up to the reward with the bias). "
-            "Example: sarm score --model smollm2-demo --prompt 'Hi' --response 'Hello!'"
-        ),
-    )
-    p.add_argument(
-        "--model", required=True, help="smollm2-demo, a checkpoint directory, or a hub id"
-    )
+DESCRIPTION = (
+    "Score PROMPT/RESPONSE with a SARM and print the reward split into per-feature "
+    "contributions w_i * z_i (they add up to the reward with the bias). "
+    "Example: sarm score --model smollm2-demo --prompt 'Hi' --response 'Hello!'"
+)
+MODEL = ConfigFlags(ModelConfig, only=("model", "device"))
+OUTPUT = ConfigFlags(OutputConfig, only=("json",))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    MODEL.add_to(p)
     p.add_argument("--prompt", required=True, help="the user turn")
     p.add_argument("--response", required=True, help="the assistant response to score")
     p.add_argument("--top", type=int, default=20, help="contributions to list (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    OUTPUT.add_to(p)
     p.add_argument(
         "--labels", default=None, help="feature store whose labels to show next to feature ids"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sarm.checkpoints import load_sarm
-
-    model = load_sarm(args.model, device=args.device)
+    cfg = MODEL.from_args(args)
+    model = load_sarm(cfg.model, device=cfg.device)
     score = model.score(args.prompt, args.response)
     labels = _labels(args.labels, score.contributions) if args.labels else {}
     if args.json:
@@ -44,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def score_json(score, top: int, labels: dict[int, str]) -> dict:
-    from sarm.attribution import score_top
-
     split = score_top(score, top)
     out = score.to_dict()
     out["top"] = [
@@ -62,8 +60,6 @@ def score_json(score, top: int, labels: dict[int, str]) -> dict:
 
 
 def format_table(score, top: int, labels: dict[int, str]) -> str:
-    from sarm.attribution import score_top
-
     split = score_top(score, top)
     lines = [
         f"reward {score.reward:+.4f}  (bias {score.bias:+.4f}, {len(score.contributions)} active "
@@ -83,7 +79,5 @@ def format_table(score, top: int, labels: dict[int, str]) -> str:
 
 
 def _labels(store_path: str, contributions: dict[int, float]) -> dict[int, str]:
-    from feature_store import FeatureStore
-
     with FeatureStore.open(store_path, read_only=True) as store:
         return store.labels_for(list(contributions))

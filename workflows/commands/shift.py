@@ -16,72 +16,67 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from feature_store import FeatureStore
+from feature_store.heads import INGEST_HEAD, check_name
+from sarm.cachedir import default_store_path
+from sarm.checkpoints import load_sarm
+from sarm.configs import ModelConfig, ShiftConfig
+from sarm.constants import DEFAULT_MODEL
+from sarm.interventions import Intervention, parse_actions
+from sarm.shift import SetSpec
+from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.shift import prepare_shift
+
 DEFAULT_ACTION = "scale:0.0"
-ORDERS = (
+FEATURE_COLUMNS = (
+    "feature_id",
+    "label",
     "score",
-    "mean_diff",
+    "mean_target",
+    "mean_complement",
     "freq_ratio",
     "selectivity",
     "salience",
-    "contribution",
-)  # sarm.shift
-FEATURE_COLUMNS = (
-    "feature_id", "label", "score", "mean_target", "mean_complement", "freq_ratio",
-    "selectivity", "salience", "weight",
-)  # fmt: skip
+    "weight",
+)
+DESCRIPTION = (
+    "Rank the features that separate a TARGET set of responses from a COMPLEMENT, "
+    "apply actions to the top ones, report mean |delta reward| and pairwise accuracy "
+    "on each set and the selectivity ratio (target / complement), and save the edited "
+    "head as a new head version in the store. Set specs: subset:NAME[,NAME], "
+    "subset:!NAME, role:chosen|rejected|single, feature:ID[,ID], label:TEXT, all, "
+    "rest (complement only), file:PATH, demo:train|test|all; join terms with '&'. "
+    "Actions: set:V, scale:V, add:V, zero, act_add:V, act_mul:V, optionally @ID,ID. "
+    "Example: sarm shift --model smollm2-demo --target subset:refusal --top 5 "
+    "--action scale:0.0"
+)
+MODEL = ConfigFlags(ModelConfig)
+SHIFT = ConfigFlags(ShiftConfig)
+OUTPUT = ConfigFlags(OutputConfig, only=("json",))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "shift",
-        help="preference shift: edit the features behind a preference and measure selectivity",
-        description=(
-            "Rank the features that separate a TARGET set of responses from a COMPLEMENT, "
-            "apply actions to the top ones, report mean |delta reward| and pairwise accuracy "
-            "on each set and the selectivity ratio (target / complement), and save the edited "
-            "head as a new head version in the store. Set specs: subset:NAME[,NAME], "
-            "subset:!NAME, role:chosen|rejected|single, feature:ID[,ID], label:TEXT, all, "
-            "rest (complement only), file:PATH, demo:train|test|all; join terms with '&'. "
-            "Actions: set:V, scale:V, add:V, zero, act_add:V, act_mul:V, optionally @ID,ID. "
-            "Example: sarm shift --model smollm2-demo --target subset:refusal --top 5 "
-            "--action scale:0.0"
-        ),
-    )
-    p.add_argument("--model", required=True, help="smollm2-demo, a checkpoint dir or a hub id")
-    p.add_argument("--target", required=True, help="target set spec, e.g. subset:refusal")
-    p.add_argument("--complement", default="rest", help="complement set spec (default: rest)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    MODEL.add_to(p)
+    SHIFT.add_to(p)
     p.add_argument(
         "--store", help="feature store (default for smollm2-demo: the demo store it was built into)"
     )
     p.add_argument("--data", help="score this data (file or demo:test) instead of reading a store")
-    p.add_argument("--top", type=int, default=10, help="features to show and edit (default 10)")
     p.add_argument("--features", help="edit these feature ids (comma-separated) instead of the top")
     p.add_argument(
         "--action",
         action="append",
         help=f"action, repeatable, applied in order (default {DEFAULT_ACTION})",
     )
-    p.add_argument("--direction", default="target", choices=["target", "complement", "both"])
-    p.add_argument(
-        "--order-by",
-        default="score",
-        choices=ORDERS,
-        help="ranking column (default score: |mean diff| x consistency)",
-    )
     p.add_argument("--from-head", help="start from this saved head version instead of the model's")
     p.add_argument("--name", help="name of the head version to save (default: generated)")
     p.add_argument("--note", default="", help="note stored with the head version")
     p.add_argument("--no-save", action="store_true", help="preview only: save no head version")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
+    OUTPUT.add_to(p)
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:
     """Validate cheap arguments before any model is loaded; returns the action specs."""
-    from sarm.interventions import Intervention
-
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     specs = args.action or [DEFAULT_ACTION]
@@ -92,8 +87,6 @@ def _check_args(args: argparse.Namespace) -> list[str]:
             "active); add --no-save to preview it, or use a weight action or act_mul"
         )
     if args.name is not None:
-        from feature_store.heads import check_name
-
         check_name(args.name)
     return specs
 
@@ -101,17 +94,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 def _store_path(args: argparse.Namespace) -> Path | None:
     if args.store:
         return Path(args.store).expanduser()
-    from sarm.cachedir import default_store_path as store_path
-    from sarm.constants import DEFAULT_MODEL as DEMO_NAME
-
-    if args.model == DEMO_NAME and store_path().is_file():
-        return store_path()
+    if args.model == DEFAULT_MODEL and default_store_path().is_file():
+        return default_store_path()
     return None
 
 
 def _needs_store(args: argparse.Namespace) -> bool:
-    from sarm.shift import SetSpec
-
     specs = [SetSpec.parse(args.target), SetSpec.parse(args.complement)]
     filters_base = any(not s.sources and not s.is_rest for s in specs)
     return (filters_base and args.data is None) or not args.no_save or bool(args.from_head)
@@ -131,10 +119,8 @@ def _features(text: str | None, table) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from feature_store import FeatureStore
-    from sarm.checkpoints import load_sarm
-
     specs = _check_args(args)
+    cfg, model_cfg = SHIFT.from_args(args), MODEL.from_args(args)
     path = _store_path(args)
     if path is None and _needs_store(args):
         raise ValueError(
@@ -143,25 +129,29 @@ def run(args: argparse.Namespace) -> int:
         )
     if path is not None and not path.is_file():
         raise ValueError(f"feature store {path} does not exist; build it with `sarm index`")
-    model = load_sarm(args.model, device=args.device)
+    model = load_sarm(model_cfg.model, device=model_cfg.device)
     if path is None:
-        return _run(args, specs, model, None)
+        return _run(args, cfg, model_cfg.batch_size, specs, model, None)
     with FeatureStore.open(path, read_only=args.no_save) as store:
-        return _run(args, specs, model, store)
+        return _run(args, cfg, model_cfg.batch_size, specs, model, store)
 
 
-def _run(args: argparse.Namespace, specs: list[str], model, store) -> int:
-    from sarm.interventions import parse_actions
-    from workflows.shift import prepare_shift
-
+def _run(
+    args: argparse.Namespace, cfg: ShiftConfig, batch_size: int, specs: list[str], model, store
+) -> int:
     start = store.load_head(args.from_head) if args.from_head else None
     shift = prepare_shift(
-        args.target, args.complement, store=store, model=model, data=args.data,
+        cfg.target,
+        cfg.complement,
+        store=store,
+        model=model,
+        data=args.data,
         weight=None if start is None else start.weights,
         bias=None if start is None else start.bias,
-        batch_size=args.batch_size, progress=not args.json,
-    )  # fmt: skip
-    table = shift.discover(limit=args.top, direction=args.direction, order_by=args.order_by)
+        batch_size=batch_size,
+        progress=not args.json,
+    )
+    table = shift.discover(limit=cfg.top, direction=cfg.direction, order_by=cfg.order_by)
     interventions = parse_actions(specs, _features(args.features, table))
     report = shift.evaluate(interventions)
     saved = None if args.no_save else _save(args, store, model, shift, interventions, report)
@@ -179,8 +169,6 @@ def _default_name(args: argparse.Namespace, interventions) -> str:
 def _parent(args: argparse.Namespace, store, model) -> str | None:
     if args.from_head:
         return args.from_head
-    from feature_store.heads import INGEST_HEAD
-
     same = (store.fingerprint() or {}).get("head") == model.fingerprint()["head"]
     return INGEST_HEAD if same and INGEST_HEAD in set(store.head_versions()["name"]) else None
 
@@ -191,9 +179,13 @@ def _save(args, store, model, shift, interventions, report) -> dict[str, Any]:
     actions = " ".join(i.spec() for i in interventions)
     note = args.note or f"sarm shift: {shift.target_spec} vs {shift.complement_spec}; {actions}"
     head = store.save_head(
-        args.name or _default_name(args, interventions), weights, bias,
-        parent=_parent(args, store, model), note=note, metrics=report.to_metrics(),
-    )  # fmt: skip
+        args.name or _default_name(args, interventions),
+        weights,
+        bias,
+        parent=_parent(args, store, model),
+        note=note,
+        metrics=report.to_metrics(),
+    )
     return {"name": head.name, "parent": head.parent, "store": str(store.path)}
 
 
@@ -261,8 +253,6 @@ def _selectivity_text(report: dict[str, Any]) -> str:
 
 def format_result(out: dict[str, Any]) -> str:
     report = out["report"]
-    from sarm.interventions import Intervention
-
     actions = " ".join(Intervention.from_dict(i).spec() for i in report["interventions"])
     lines = [f"target: {out['target']}   complement: {out['complement']}", "top features:"]
     lines += _feature_lines(out["features"])

@@ -6,60 +6,62 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-head",
-        help="train the reward head (Bradley-Terry) over a SARM's pooled SAE latents",
-        description=(
-            "Compute every response's pooled SAE latents z_T once (backbone and SAE frozen), "
-            "then fit the linear head w by the Bradley-Terry loss -log sigmoid(r_chosen - "
-            "r_rejected) with early stopping on a validation split of the pairs (pairs that "
-            "share a group stay on one side). --model is a SARM (checkpoint dir, smollm2-demo, "
-            "hub id) whose head is replaced, or an SAE directory from `sarm train-sae` (its "
-            "backbone and layer are read from sarm_sae.json). --out receives a complete SARM "
-            "(sarm.json, sae/, head.safetensors) plus head_train.json with the training "
-            "history. --baseline also trains the paper's dense baseline, a linear head on the "
-            "standardised hidden state u_T (from the same forward pass), into "
-            "--out/dense_baseline.safetensors (history in --out/baseline/). "
-            "Example: sarm train-head --model artifacts/sae --data demo:train "
-            "--out artifacts/sarm --l1 1e-3"
-        ),
-    )
-    p.add_argument("--model", required=True, help="SARM dir/name/hub id, or a train-sae output dir")
-    p.add_argument(
-        "--data", required=True, help="preference data: .jsonl/.json/.parquet, or demo:train"
-    )
+from sarm.backbones import load_backbone
+from sarm.checkpoints import load_sarm, save_sarm
+from sarm.configs import DataConfig, ModelConfig
+from sarm.data import resolve_data
+from sarm.evaluate import PairIndex
+from sarm.head import Head
+from sarm.model import SARM
+from sarm.saes import load_sae
+from sarm.scoring import response_conversations
+from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
+from workflows.commands.flags import ConfigFlags, OutputConfig
+
+DESCRIPTION = (
+    "Compute every response's pooled SAE latents z_T once (backbone and SAE frozen), "
+    "then fit the linear head w by the Bradley-Terry loss -log sigmoid(r_chosen - "
+    "r_rejected) with early stopping on a validation split of the pairs (pairs that "
+    "share a group stay on one side). --model is a SARM (checkpoint dir, smollm2-demo, "
+    "hub id) whose head is replaced, or an SAE directory from `sarm train-sae` (its "
+    "backbone and layer are read from sarm_sae.json). --out receives a complete SARM "
+    "(sarm.json, sae/, head.safetensors) plus head_train.json with the training "
+    "history. --baseline also trains the paper's dense baseline, a linear head on the "
+    "standardised hidden state u_T (from the same forward pass), into "
+    "--out/dense_baseline.safetensors (history in --out/baseline/). "
+    "Example: sarm train-head --model artifacts/sae --data demo:train "
+    "--out artifacts/sarm --l1 1e-3"
+)
+MODEL = ConfigFlags(ModelConfig)
+DATA = ConfigFlags(DataConfig)
+TRAIN = ConfigFlags(
+    HeadTrainConfig,
+    only=(
+        "l1",
+        "weight_decay",
+        "optimizer",
+        "lr",
+        "max_epochs",
+        "patience",
+        "val_fraction",
+        "bias",
+        "seed",
+    ),
+)
+OUTPUT = ConfigFlags(OutputConfig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    MODEL.add_to(p)
+    DATA.add_to(p)
     p.add_argument("--out", required=True, help="directory for the trained SARM")
     p.add_argument("--backbone", default=None, help="override the SAE dir's backbone")
     p.add_argument("--layer", type=int, default=None, help="override the SAE dir's layer")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 weight for a sparser head (default 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight (default 0)")
-    p.add_argument("--optimizer", choices=["fista", "adam"], default="fista")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (adam only)")
-    p.add_argument("--max-epochs", type=int, default=1000)
-    p.add_argument("--patience", type=int, default=25, help="epochs without val improvement")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="pairs held out (default 0.1)")
-    p.add_argument("--bias", action="store_true", help="centre training rewards at 0 with a bias")
+    TRAIN.add_to(p)
     p.add_argument("--baseline", action="store_true", help="also train the dense u_T baseline")
-    p.add_argument("--batch-size", type=int, default=8, help="conversations per forward pass")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N groups")
-    p.add_argument("--skip-malformed", action="store_true", help="skip (and count) bad rows")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-
-
-def config_from_args(args: argparse.Namespace):
-    from sarm.train.head import HeadTrainConfig
-
-    return HeadTrainConfig(
-        optimizer=args.optimizer, lr=args.lr, max_epochs=args.max_epochs,
-        patience=args.patience, l1=args.l1, weight_decay=args.weight_decay,
-        val_fraction=args.val_fraction, bias=args.bias, seed=args.seed,
-    )  # fmt: skip
+    OUTPUT.add_to(p)
 
 
 def is_sae_dir(path: Path) -> bool:
@@ -67,24 +69,15 @@ def is_sae_dir(path: Path) -> bool:
     return (path / "cfg.json").is_file() and not (path / "sarm.json").is_file()
 
 
-def load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace, model_cfg: ModelConfig):
     """The SARM to train a head for; a bare SAE dir gets its backbone and a zero head."""
-    from sarm.checkpoints import load_sarm
-
-    path = Path(args.model).expanduser()
+    path = Path(model_cfg.model).expanduser()
     if not path.is_dir() or not is_sae_dir(path):
-        return load_sarm(args.model, device=args.device)
-    return sarm_from_sae_dir(path, args.backbone, args.layer, args.device)
+        return load_sarm(model_cfg.model, device=model_cfg.device)
+    return sarm_from_sae_dir(path, args.backbone, args.layer, model_cfg.device)
 
 
 def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, device: str):
-    import torch
-
-    from sarm.backbones import load_backbone
-    from sarm.head import Head
-    from sarm.model import SARM
-    from sarm.saes import load_sae
-
     sae, meta = load_sae(path, device=device)
     backbone = backbone or meta.backbone
     layer = layer or meta.layer
@@ -98,21 +91,16 @@ def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, devic
 
 
 def run(args: argparse.Namespace) -> int:
-    from sarm.data import resolve_data
-    from sarm.evaluate import PairIndex
-    from sarm.scoring import response_conversations
-    from sarm.train.head import train_bt_head
-
-    cfg = config_from_args(args)
-    data = resolve_data(args.data, skip_malformed=args.skip_malformed, limit=args.limit)
+    cfg, model_cfg, data_cfg = TRAIN.from_args(args), MODEL.from_args(args), DATA.from_args(args)
+    data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
     groups = [g for g in data.groups if g.kind != "single"]  # single responses have no pairs
     if not groups:
         raise ValueError(f"{args.data} holds no preference pairs (only single responses)")
     conversations, row_of = response_conversations(groups)
     index = PairIndex.from_groups(groups, row_of)
-    model = load_model(args)
+    model = load_model(args, model_cfg)
     pooled = model.pooled_latents(
-        conversations, args.batch_size, progress=not args.quiet, return_hidden=args.baseline
+        conversations, model_cfg.batch_size, progress=not args.quiet, return_hidden=args.baseline
     )
     pairs = (index.chosen_row, index.rejected_row)
     result = train_bt_head(pooled, *pairs, cfg, n_features=model.d_sae, groups=index.group)
@@ -127,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
 def train_baseline(hidden, pairs, index, cfg, out: Path) -> dict:
     """The dense baseline on ``u_T`` (from the pooled pass): ``dense_baseline.safetensors``
     (what ``sarm eval --baseline`` reads) and its history in ``baseline/``."""
-    from sarm.train.head import train_dense_baseline
-
     result = train_dense_baseline(hidden, *pairs, cfg, groups=index.group)
     result.to_head().save(out / "dense_baseline.safetensors", {"kind": "dense baseline on u_T"})
     result.save_history(out / "baseline")
@@ -137,8 +123,6 @@ def train_baseline(hidden, pairs, index, cfg, out: Path) -> dict:
 
 def save_outputs(model, result, out: Path) -> None:
     """A complete SARM with the new head, plus ``head_train.json``."""
-    from sarm.checkpoints import save_sarm
-
     model.set_head(result.to_head())
     save_sarm(model, out)
     result.save_history(out)
