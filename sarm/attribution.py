@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sarm.model import Score
+if TYPE_CHECKING:
+    from sarm.model import Score
 
 
 @dataclass

@@ -5,11 +5,11 @@ documents itself in ``field(metadata={"help": ...})`` (read it with
 :func:`field_help`), ``Literal`` fields and numbers are checked in
 ``__post_init__`` with a ``ValueError`` that says what to give instead, and
 ``to_dict`` / ``from_dict`` round-trip through plain JSON values. The training
-configs :class:`sarm.train.sae.SAETrainConfig` and
-:class:`sarm.train.head.HeadTrainConfig` document their fields the same way.
+configs :class:`SAETrainConfig` and :class:`HeadTrainConfig` (used by
+:mod:`sarm.train`) document their fields the same way.
 
-This module imports nothing but the standard library, so reading a config never
-pulls in torch.
+This module imports nothing but the standard library, so reading a config (or
+building the ``sarm`` command's parser from them) never pulls in torch.
 """
 
 from __future__ import annotations
@@ -186,3 +186,213 @@ class ShiftConfig(Config):
         self._check_text("complement")
         self._check_at_least("top", 1)
         self._check_literals()
+
+
+# ----------------------------------------------------------------- training
+
+SAEMode = Literal["tokens", "last"]
+LRSchedule = Literal["constant", "cosine"]
+BDecInit = Literal["mean", "zeros"]
+
+
+@dataclass
+class SAETrainConfig(Config):
+    """How to train a TopK SAE (sizes, schedule, evaluation split).
+
+    ``n_epochs`` sets the length for in-memory data; ``total_samples`` (if given)
+    overrides it and is required for ``stream=True``. Warm-up and decay are
+    fractions of the training steps; ``dead_feature_window`` is in steps.
+    """
+
+    d_sae: int = field(default=4096, metadata={"help": "SAE latents m"})
+    k: int = field(default=32, metadata={"help": "active latents per token (TopK), at most d_sae"})
+    mode: SAEMode = field(
+        default="tokens",
+        metadata={
+            "help": "tokens: train on every token; last: only on the final end-of-turn token "
+            "(the released SARM's sequence-level SAE)"
+        },
+    )
+    n_epochs: float = field(
+        default=4.0,
+        metadata={"help": "passes over the activations (unless total_samples is given)"},
+    )
+    total_samples: int | None = field(
+        default=None,
+        metadata={"help": "train on exactly N samples instead of whole passes (stream needs it)"},
+    )
+    batch_size: int = field(default=256, metadata={"help": "activations per SAE training batch"})
+    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    lr_schedule: LRSchedule = field(
+        default="constant",
+        metadata={"help": "after warm-up: constant, or cosine from lr to lr * lr_end_factor"},
+    )
+    lr_warm_up_fraction: float = field(
+        default=0.02, metadata={"help": "share of the steps warming the learning rate up linearly"}
+    )
+    lr_decay_fraction: float = field(
+        default=0.2,
+        metadata={"help": "share of the steps at the end decaying the learning rate linearly to 0"},
+    )
+    lr_end_factor: float = field(
+        default=0.1,
+        metadata={"help": "where the cosine schedule ends, as a fraction of lr, in (0, 1]"},
+    )
+    dead_feature_window: int = field(
+        default=250,
+        metadata={"help": "steps without firing after which a latent counts as dead (for AuxK)"},
+    )
+    aux_loss_coefficient: float = field(
+        default=1.0, metadata={"help": "weight of the AuxK loss that revives dead latents"}
+    )
+    b_dec_init: BDecInit = field(
+        default="mean",
+        metadata={"help": "initial decoder bias (the SARM pre-bias): mean activation or zeros"},
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share of the activations held out for the metrics, in [0, 1)"},
+    )
+    max_eval_samples: int = field(
+        default=20_000, metadata={"help": "at most this many held-out activations"}
+    )
+    stream: bool = field(
+        default=False,
+        metadata={"help": "one pass without keeping activations in memory (needs total_samples)"},
+    )
+    shuffle_buffer: int = field(
+        default=32_768, metadata={"help": "activations shuffled together when streaming"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of the initialisation, held-out split and batch order"}
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or cuda:N"})
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, ("tokens", "last"))
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        _check_choice("b_dec_init", self.b_dec_init, ("mean", "zeros"))
+        for name in ("d_sae", "k", "batch_size", "dead_feature_window", "shuffle_buffer"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("n_epochs", self.n_epochs)
+        _check_positive("lr", self.lr)
+        if self.k > self.d_sae:
+            raise ValueError(f"SAETrainConfig.k={self.k} exceeds d_sae={self.d_sae}")
+        if self.total_samples is not None and self.total_samples < self.batch_size:
+            raise ValueError(
+                f"SAETrainConfig.total_samples={self.total_samples} is below one batch ({self.batch_size})"
+            )
+        for name in ("lr_warm_up_fraction", "lr_decay_fraction", "eval_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"SAETrainConfig.{name} must be in [0, 1), got {getattr(self, name)}"
+                )
+        if self.lr_warm_up_fraction + self.lr_decay_fraction >= 1.0:
+            raise ValueError("SAETrainConfig: lr_warm_up_fraction + lr_decay_fraction must be < 1")
+        if not 0.0 < self.lr_end_factor <= 1.0:
+            raise ValueError(
+                f"SAETrainConfig.lr_end_factor must be in (0, 1], got {self.lr_end_factor}"
+            )
+        if self.stream and self.total_samples is None:
+            raise ValueError(
+                "SAETrainConfig: stream=True needs total_samples (sae-lens fixes the length up front)"
+            )
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"SAETrainConfig.device must be a torch device such as cpu, cuda or cuda:1, "
+                f"got {self.device!r}"
+            )
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"SAETrainConfig.{name} must be one of {choices}, got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"SAETrainConfig.{name} must be > 0, got {value}")
+
+
+HeadLRSchedule = Literal["constant", "cosine"]
+HeadOptimizer = Literal["fista", "adam"]
+
+
+@dataclass
+class HeadTrainConfig(Config):
+    """Optimiser, regularisation, validation split and early stopping for BT training.
+
+    ``optimizer="fista"`` (default) takes one full-batch proximal-gradient step per
+    epoch with step ``step_scale / L`` (``L`` estimated from the data, so features of
+    any scale work); ``"adam"`` uses ``lr``, ``lr_schedule`` and ``batch_size``
+    (``None`` = full batch). One epoch over 100k cached pairs is a single sparse
+    gather, so full batch is the norm. ``bias=True``
+    does not learn a bias (it cancels in Bradley-Terry) but centres the rewards
+    of the training responses at 0.
+    """
+
+    optimizer: HeadOptimizer = field(
+        default="fista",
+        metadata={
+            "help": "fista: full-batch proximal gradient (no learning rate, exact zeros "
+            "under l1); adam: uses lr, lr_schedule and batch_size"
+        },
+    )
+    step_scale: float = field(
+        default=1.0, metadata={"help": "FISTA step as a multiple of 1/L (L estimated from data)"}
+    )
+    lr: float = field(default=1e-2, metadata={"help": "learning rate of the adam optimizer"})
+    max_epochs: int = field(default=1000, metadata={"help": "most epochs to run"})
+    patience: int = field(
+        default=25, metadata={"help": "epochs without validation improvement before stopping"}
+    )
+    min_delta: float = field(
+        default=1e-4, metadata={"help": "smallest validation-loss drop that counts as improvement"}
+    )
+    l1: float = field(default=0.0, metadata={"help": "L1 penalty weight, for a sparser head"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "L2 penalty weight (weight_decay / 2 * ||w||^2)"}
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of the pairs held out for early stopping, in [0, 1); "
+            "pairs that share a response stay on one side"
+        },
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "pairs per Adam step (None: full batch)"}
+    )
+    lr_schedule: HeadLRSchedule = field(
+        default="cosine",
+        metadata={"help": "Adam schedule over max_epochs: constant, or cosine down to lr / 100"},
+    )
+    bias: bool = field(
+        default=False,
+        metadata={"help": "add a bias that centres the training rewards at 0"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the validation split and the solver"})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("fista", "adam"):
+            raise ValueError(
+                f"HeadTrainConfig.optimizer must be 'fista' or 'adam', got {self.optimizer!r}"
+            )
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"HeadTrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
+            )
+        for name in ("lr", "step_scale", "max_epochs", "patience"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HeadTrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("l1", "weight_decay", "min_delta"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"HeadTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(
+                f"HeadTrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}"
+            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(
+                f"HeadTrainConfig.batch_size must be >= 1 or None, got {self.batch_size}"
+            )

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import save
+from safetensors.numpy import save
 
 from sarm.checkpoints import load_sarm, save_sarm
 from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE

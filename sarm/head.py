@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 from sarm.constants import HEAD_WEIGHTS_FILE
 from sarm.latents import SparseLatents
@@ -195,25 +194,25 @@ class Head:
         return out
 
     # ------------------------------------------------------------------ files
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self) -> dict[str, np.ndarray]:
         """``score.weight [1, m]`` (and ``score.bias`` when non-zero) of the effective head."""
-        out = {"score.weight": torch.from_numpy(self.weights.copy()).unsqueeze(0).contiguous()}
+        out = {"score.weight": np.ascontiguousarray(self.weights[None, :])}
         if self.bias != 0.0:
-            out["score.bias"] = torch.tensor([self.bias], dtype=torch.float32)
+            out["score.bias"] = np.array([self.bias], dtype=np.float32)
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], where: str = "head") -> Head:
-        """The head in ``score.weight`` / ``score.bias`` tensors (released layout)."""
+    def from_tensors(cls, tensors: Mapping[str, object], where: str = "head") -> Head:
+        """The head in ``score.weight`` / ``score.bias`` arrays or torch tensors (released layout)."""
         if "score.weight" not in tensors:
             raise ValueError(f"{where}: no 'score.weight' tensor")
-        w = tensors["score.weight"]
-        if w.dim() == 2 and w.shape[0] != 1:
+        w = _as_array(tensors["score.weight"])
+        if w.ndim == 2 and w.shape[0] != 1:
             raise ValueError(
                 f"{where}: score.weight has shape {tuple(w.shape)}; a reward head has one output"
             )
         bias = tensors.get("score.bias")
-        return cls(w, float(bias.flatten()[0]) if bias is not None else 0.0)
+        return cls(w, float(_as_array(bias).reshape(-1)[0]) if bias is not None else 0.0)
 
     def save(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
         """Write the effective head as safetensors, atomically."""
@@ -240,10 +239,15 @@ class Head:
         return f"Head({name}d_sae={self.size}, bias={self.bias:g}{edits})"
 
 
+def _as_array(value: object) -> np.ndarray:
+    """A numpy copy of an array or a torch tensor (on any device, any float dtype)."""
+    if hasattr(value, "detach"):  # a torch tensor; this module does not import torch
+        value = value.detach().cpu().float().numpy()
+    return np.array(value, dtype=np.float32, copy=True)
+
+
 def _weight_vector(weight: object) -> np.ndarray:
-    if isinstance(weight, torch.Tensor):
-        weight = weight.detach().to("cpu", torch.float32).numpy()
-    w = np.array(weight, dtype=np.float32, copy=True)
+    w = _as_array(weight)
     if w.ndim == 2 and w.shape[0] == 1:
         w = w[0]
     if w.ndim != 1 or not w.size:

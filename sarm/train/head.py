@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from sarm.configs import HeadTrainConfig
 from sarm.constants import HEAD_TRAIN_FILE, HEAD_WEIGHTS_FILE
 from sarm.head import Head
 from sarm.train.latents import LatentRows, as_latent_rows
@@ -38,99 +39,6 @@ from sarm.train.pairs import _group_ids, _Pairs, check_pairs, split_pairs
 from sarm.train.pairs import pair_groups as pair_groups
 
 logger = logging.getLogger(__name__)
-
-HeadLRSchedule = Literal["constant", "cosine"]
-HeadOptimizer = Literal["fista", "adam"]
-
-
-@dataclass
-class HeadTrainConfig:
-    """Optimiser, regularisation, validation split and early stopping for BT training.
-
-    ``optimizer="fista"`` (default) takes one full-batch proximal-gradient step per
-    epoch with step ``step_scale / L`` (``L`` estimated from the data, so features of
-    any scale work); ``"adam"`` uses ``lr``, ``lr_schedule`` and ``batch_size``
-    (``None`` = full batch). One epoch over 100k cached pairs is a single sparse
-    gather, so full batch is the norm. ``bias=True``
-    does not learn a bias (it cancels in Bradley-Terry) but centres the rewards
-    of the training responses at 0.
-    """
-
-    optimizer: HeadOptimizer = field(
-        default="fista",
-        metadata={
-            "help": "fista: full-batch proximal gradient (no learning rate, exact zeros "
-            "under l1); adam: uses lr, lr_schedule and batch_size"
-        },
-    )
-    step_scale: float = field(
-        default=1.0, metadata={"help": "FISTA step as a multiple of 1/L (L estimated from data)"}
-    )
-    lr: float = field(default=1e-2, metadata={"help": "learning rate of the adam optimizer"})
-    max_epochs: int = field(default=1000, metadata={"help": "most epochs to run"})
-    patience: int = field(
-        default=25, metadata={"help": "epochs without validation improvement before stopping"}
-    )
-    min_delta: float = field(
-        default=1e-4, metadata={"help": "smallest validation-loss drop that counts as improvement"}
-    )
-    l1: float = field(default=0.0, metadata={"help": "L1 penalty weight, for a sparser head"})
-    weight_decay: float = field(
-        default=0.0, metadata={"help": "L2 penalty weight (weight_decay / 2 * ||w||^2)"}
-    )
-    val_fraction: float = field(
-        default=0.1,
-        metadata={
-            "help": "share of the pairs held out for early stopping, in [0, 1); "
-            "pairs that share a response stay on one side"
-        },
-    )
-    batch_size: int | None = field(
-        default=None, metadata={"help": "pairs per Adam step (None: full batch)"}
-    )
-    lr_schedule: HeadLRSchedule = field(
-        default="cosine",
-        metadata={"help": "Adam schedule over max_epochs: constant, or cosine down to lr / 100"},
-    )
-    bias: bool = field(
-        default=False,
-        metadata={"help": "add a bias that centres the training rewards at 0"},
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the validation split and the solver"})
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("fista", "adam"):
-            raise ValueError(
-                f"HeadTrainConfig.optimizer must be 'fista' or 'adam', got {self.optimizer!r}"
-            )
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"HeadTrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
-            )
-        for name in ("lr", "step_scale", "max_epochs", "patience"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"HeadTrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("l1", "weight_decay", "min_delta"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"HeadTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(
-                f"HeadTrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}"
-            )
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(
-                f"HeadTrainConfig.batch_size must be >= 1 or None, got {self.batch_size}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadTrainConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"HeadTrainConfig: unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 @dataclass

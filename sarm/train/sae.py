@@ -18,9 +18,9 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import sae_lens.training.sae_trainer as sae_trainer_module
 import torch
@@ -28,6 +28,7 @@ from sae_lens import SAETrainer, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.sae import SAE
 
+from sarm.configs import BDecInit, SAETrainConfig
 from sarm.constants import SAE_META_FILE
 from sarm.saes import SAEMeta, load_sae, make_topk_sae, save_sae
 from sarm.train.activations import (
@@ -41,135 +42,6 @@ from sarm.train.activations import (
 from sarm.train.metrics import sae_metrics
 
 logger = logging.getLogger(__name__)
-
-SAEMode = Literal["tokens", "last"]
-LRSchedule = Literal["constant", "cosine"]
-BDecInit = Literal["mean", "zeros"]
-
-
-@dataclass
-class SAETrainConfig:
-    """How to train a TopK SAE (sizes, schedule, evaluation split).
-
-    ``n_epochs`` sets the length for in-memory data; ``total_samples`` (if given)
-    overrides it and is required for ``stream=True``. Warm-up and decay are
-    fractions of the training steps; ``dead_feature_window`` is in steps.
-    """
-
-    d_sae: int = field(default=4096, metadata={"help": "SAE latents m"})
-    k: int = field(default=32, metadata={"help": "active latents per token (TopK), at most d_sae"})
-    mode: SAEMode = field(
-        default="tokens",
-        metadata={
-            "help": "tokens: train on every token; last: only on the final end-of-turn token "
-            "(the released SARM's sequence-level SAE)"
-        },
-    )
-    n_epochs: float = field(
-        default=4.0,
-        metadata={"help": "passes over the activations (unless total_samples is given)"},
-    )
-    total_samples: int | None = field(
-        default=None,
-        metadata={"help": "train on exactly N samples instead of whole passes (stream needs it)"},
-    )
-    batch_size: int = field(default=256, metadata={"help": "activations per SAE training batch"})
-    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
-    lr_schedule: LRSchedule = field(
-        default="constant",
-        metadata={"help": "after warm-up: constant, or cosine from lr to lr * lr_end_factor"},
-    )
-    lr_warm_up_fraction: float = field(
-        default=0.02, metadata={"help": "share of the steps warming the learning rate up linearly"}
-    )
-    lr_decay_fraction: float = field(
-        default=0.2,
-        metadata={"help": "share of the steps at the end decaying the learning rate linearly to 0"},
-    )
-    lr_end_factor: float = field(
-        default=0.1,
-        metadata={"help": "where the cosine schedule ends, as a fraction of lr, in (0, 1]"},
-    )
-    dead_feature_window: int = field(
-        default=250,
-        metadata={"help": "steps without firing after which a latent counts as dead (for AuxK)"},
-    )
-    aux_loss_coefficient: float = field(
-        default=1.0, metadata={"help": "weight of the AuxK loss that revives dead latents"}
-    )
-    b_dec_init: BDecInit = field(
-        default="mean",
-        metadata={"help": "initial decoder bias (the SARM pre-bias): mean activation or zeros"},
-    )
-    eval_fraction: float = field(
-        default=0.1,
-        metadata={"help": "share of the activations held out for the metrics, in [0, 1)"},
-    )
-    max_eval_samples: int = field(
-        default=20_000, metadata={"help": "at most this many held-out activations"}
-    )
-    stream: bool = field(
-        default=False,
-        metadata={"help": "one pass without keeping activations in memory (needs total_samples)"},
-    )
-    shuffle_buffer: int = field(
-        default=32_768, metadata={"help": "activations shuffled together when streaming"}
-    )
-    seed: int = field(
-        default=0, metadata={"help": "seed of the initialisation, held-out split and batch order"}
-    )
-    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or cuda:N"})
-
-    def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, ("tokens", "last"))
-        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        _check_choice("b_dec_init", self.b_dec_init, ("mean", "zeros"))
-        for name in ("d_sae", "k", "batch_size", "dead_feature_window", "shuffle_buffer"):
-            _check_positive(name, getattr(self, name))
-        _check_positive("n_epochs", self.n_epochs)
-        _check_positive("lr", self.lr)
-        if self.k > self.d_sae:
-            raise ValueError(f"SAETrainConfig.k={self.k} exceeds d_sae={self.d_sae}")
-        if self.total_samples is not None and self.total_samples < self.batch_size:
-            raise ValueError(
-                f"SAETrainConfig.total_samples={self.total_samples} is below one batch ({self.batch_size})"
-            )
-        for name in ("lr_warm_up_fraction", "lr_decay_fraction", "eval_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(
-                    f"SAETrainConfig.{name} must be in [0, 1), got {getattr(self, name)}"
-                )
-        if self.lr_warm_up_fraction + self.lr_decay_fraction >= 1.0:
-            raise ValueError("SAETrainConfig: lr_warm_up_fraction + lr_decay_fraction must be < 1")
-        if not 0.0 < self.lr_end_factor <= 1.0:
-            raise ValueError(
-                f"SAETrainConfig.lr_end_factor must be in (0, 1], got {self.lr_end_factor}"
-            )
-        if self.stream and self.total_samples is None:
-            raise ValueError(
-                "SAETrainConfig: stream=True needs total_samples (sae-lens fixes the length up front)"
-            )
-        torch.device(self.device)  # raises on a malformed device string
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAETrainConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"SAETrainConfig: unknown keys {sorted(unknown)}")
-        return cls(**data)
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"SAETrainConfig.{name} must be one of {choices}, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"SAETrainConfig.{name} must be > 0, got {value}")
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from workflows.build_default import build_demo
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
 DESCRIPTION = (
@@ -25,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from workflows.build_default import (
+        build_demo,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     report = build_demo(force=args.force, progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

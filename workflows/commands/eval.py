@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from sarm.checkpoints import load_sarm
 from sarm.configs import DataConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.head import Head
@@ -42,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
     data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
+    from sarm.checkpoints import (
+        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     model = load_sarm(model_cfg.model, device=model_cfg.device)
     baseline = _baseline(args.baseline, model) if args.baseline else None
     report, base = evaluate_model(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 import feature_store as fs
-from sarm.checkpoints import load_sarm
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
 from workflows.commands.flags import ConfigFlags, OutputConfig
@@ -71,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     loaded = resolve_data(
         data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
     )
+    from sarm.checkpoints import (
+        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     sarm = load_sarm(model_cfg.model, device=model_cfg.device)
     if mode == "shard":
         return _shard(args, model_cfg, index, sarm, loaded)

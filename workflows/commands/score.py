@@ -7,7 +7,6 @@ import json
 
 from feature_store import FeatureStore
 from sarm.attribution import score_top
-from sarm.checkpoints import load_sarm
 from sarm.configs import ModelConfig
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
@@ -33,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = MODEL.from_args(args)
+    from sarm.checkpoints import (
+        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     model = load_sarm(cfg.model, device=cfg.device)
     score = model.score(args.prompt, args.response)
     labels = _labels(args.labels, score.contributions) if args.labels else {}

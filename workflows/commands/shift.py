@@ -19,7 +19,6 @@ from typing import Any
 from feature_store import FeatureStore
 from feature_store.heads import INGEST_HEAD, check_name
 from sarm.cachedir import default_store_path
-from sarm.checkpoints import load_sarm
 from sarm.configs import ModelConfig, ShiftConfig
 from sarm.constants import DEFAULT_MODEL
 from sarm.interventions import Intervention, parse_actions
@@ -129,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if path is not None and not path.is_file():
         raise ValueError(f"feature store {path} does not exist; build it with `sarm index`")
+    from sarm.checkpoints import (
+        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     model = load_sarm(model_cfg.model, device=model_cfg.device)
     if path is None:
         return _run(args, cfg, model_cfg.batch_size, specs, model, None)

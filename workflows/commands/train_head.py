@@ -6,18 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from sarm.backbones import load_backbone
-from sarm.checkpoints import load_sarm, save_sarm
-from sarm.configs import DataConfig, ModelConfig
+from sarm.configs import DataConfig, HeadTrainConfig, ModelConfig
+from sarm.constants import BASELINE_HEAD_FILE, SARM_CONFIG_FILE
 from sarm.data import resolve_data
 from sarm.evaluate import PairIndex
 from sarm.head import Head
-from sarm.model import SARM
-from sarm.saes import load_sae
 from sarm.scoring import response_conversations
-from sarm.train.head import HeadTrainConfig, train_bt_head, train_dense_baseline
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
 DESCRIPTION = (
@@ -66,11 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def is_sae_dir(path: Path) -> bool:
     """A bare SAE directory (train-sae output), not a SARM checkpoint."""
-    return (path / "cfg.json").is_file() and not (path / "sarm.json").is_file()
+    return (path / "cfg.json").is_file() and not (path / SARM_CONFIG_FILE).is_file()
 
 
 def load_model(args: argparse.Namespace, model_cfg: ModelConfig):
     """The SARM to train a head for; a bare SAE dir gets its backbone and a zero head."""
+    from sarm.checkpoints import (
+        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     path = Path(model_cfg.model).expanduser()
     if not path.is_dir() or not is_sae_dir(path):
         return load_sarm(model_cfg.model, device=model_cfg.device)
@@ -78,6 +78,12 @@ def load_model(args: argparse.Namespace, model_cfg: ModelConfig):
 
 
 def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, device: str):
+    from sarm.backbones import (
+        load_backbone,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+    from sarm.model import SARM
+    from sarm.saes import load_sae
+
     sae, meta = load_sae(path, device=device)
     backbone = backbone or meta.backbone
     layer = layer or meta.layer
@@ -86,11 +92,15 @@ def sarm_from_sae_dir(path: Path, backbone: str | None, layer: int | None, devic
             f"{path}/sarm_sae.json names no backbone/layer; pass --backbone and --layer"
         )
     bb = load_backbone(backbone, int(layer), device=device)
-    head = Head(torch.zeros(int(sae.cfg.d_sae)))
+    head = Head(np.zeros(int(sae.cfg.d_sae), np.float32))
     return SARM(bb, sae, head, meta, source={"layout": "sae", "path": str(path)})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sarm.train.head import (
+        train_bt_head,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     cfg, model_cfg, data_cfg = TRAIN.from_args(args), MODEL.from_args(args), DATA.from_args(args)
     data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
     groups = [g for g in data.groups if g.kind != "single"]  # single responses have no pairs
@@ -115,14 +125,22 @@ def run(args: argparse.Namespace) -> int:
 def train_baseline(hidden, pairs, index, cfg, out: Path) -> dict:
     """The dense baseline on ``u_T`` (from the pooled pass): ``dense_baseline.safetensors``
     (what ``sarm eval --baseline`` reads) and its history in ``baseline/``."""
+    from sarm.train.head import (
+        train_dense_baseline,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     result = train_dense_baseline(hidden, *pairs, cfg, groups=index.group)
-    result.to_head().save(out / "dense_baseline.safetensors", {"kind": "dense baseline on u_T"})
+    result.to_head().save(out / BASELINE_HEAD_FILE, {"kind": "dense baseline on u_T"})
     result.save_history(out / "baseline")
     return result.summary()
 
 
 def save_outputs(model, result, out: Path) -> None:
     """A complete SARM with the new head, plus ``head_train.json``."""
+    from sarm.checkpoints import (
+        save_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+
     model.set_head(result.to_head())
     save_sarm(model, out)
     result.save_history(out)

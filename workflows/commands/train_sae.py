@@ -6,11 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from sarm.backbones import load_backbone
-from sarm.configs import DataConfig, ModelConfig
+from sarm.configs import DataConfig, ModelConfig, SAETrainConfig
 from sarm.data import resolve_data
 from sarm.scoring import response_conversations
-from sarm.train.sae import SAETrainConfig, train_sae
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
 METRIC_NAMES = {
@@ -72,6 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sarm.backbones import (
+        load_backbone,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    )
+    from sarm.train.sae import train_sae
+
     cfg, data_cfg = TRAIN.from_args(args), DATA.from_args(args)
     data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
     conversations, _ = response_conversations(data.groups)
