@@ -45,13 +45,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(monkeypatch):
-    """Every test sees the session's temporary cache unless it sets its own."""
-    monkeypatch.setenv("SARM_CACHE_DIR", str(TEST_CACHE))
-    yield
-
-
-@pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)
     np.random.seed(0)

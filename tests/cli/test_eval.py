@@ -89,7 +89,7 @@ def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
             batch = model.backbone.encode([g.conversation(text)])
             u = standardize(model.backbone.hidden_states(batch)[0, -1])
             rewards[(g.group_id, role, i)] = float(
-                u.double() @ torch.from_numpy(base.weight).double()
+                u.double() @ torch.tensor(base.weight, dtype=torch.float64)
             )
     pairs = [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("c", 0)]
     correct = [rewards[(g, "chosen", 0)] > rewards[(g, "rejected", j)] for g, j in pairs]
