@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
-from safetensors import safe_open
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
 from sarm.backbones import (
@@ -40,6 +41,7 @@ from sarm.constants import (
     SAE_DIR,
     SARM_CONFIG_FILE,
 )
+from sarm.errors import CheckpointError, brief, unreadable
 from sarm.head import Head
 from sarm.model import SARM
 from sarm.saes import SAEMeta, load_sae, sae_from_released, save_sae
@@ -58,6 +60,23 @@ NON_LLAMA_FIELDS = (
     "sarm_train_mode",
     "auto_map",
     "architectures",
+)
+# Llama fields a released config.json must give as positive integers (``required``)
+# or may give (``optional``); transformers otherwise fails deep inside, or
+# silently uses its own default (vocab_size 32000).
+LLAMA_INT_FIELDS = {
+    "required": ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads"),
+    "optional": ("num_key_value_heads", "max_position_embeddings", "head_dim"),
+}
+# What transformers raises for a checkpoint it cannot build or load.
+MODEL_LOAD_ERRORS = (
+    SafetensorError,
+    StrictDataclassError,
+    OSError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    KeyError,
 )
 
 
@@ -155,7 +174,9 @@ def load_released(
     files = safetensors_files(path)
     keys = _keys_by_file(files)
     _check_layers_present(keys, layer, path)
+    _check_llama_fields(config, keys, path / RELEASED_CONFIG_FILE)
     backbone = _released_backbone(path, config, layer, device, dtype, max_length)
+    check_finite_backbone(backbone, path / "model.safetensors")
     tensors = _read_tensors(keys, lambda k: k.startswith(("sae.", "score.")))
     sae = sae_from_released(tensors, params["sae_k"], device="cpu")
     if sae.cfg.d_sae != params["sae_latent_size"]:
@@ -193,8 +214,11 @@ def safetensors_files(path: Path) -> list[Path]:
 def _keys_by_file(files: list[Path]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            out.update({k: f for k in fh.keys()})  # noqa: SIM118 (safe_open has no __iter__)
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                out.update({k: f for k in fh.keys()})  # noqa: SIM118 (safe_open has no __iter__)
+        except SafetensorError as exc:
+            raise unreadable(f, exc) from exc
     return out
 
 
@@ -202,9 +226,42 @@ def _read_tensors(keys: dict[str, Path], want) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, f in keys.items():
         if want(key):
-            with safe_open(str(f), framework="pt") as fh:
-                out[key] = fh.get_tensor(key)
+            try:
+                with safe_open(str(f), framework="pt") as fh:
+                    out[key] = fh.get_tensor(key)
+            except SafetensorError as exc:
+                raise unreadable(f, exc) from exc
     return out
+
+
+def _tensor_shape(keys: dict[str, Path], key: str) -> tuple[int, ...]:
+    try:
+        with safe_open(str(keys[key]), framework="pt") as fh:
+            return tuple(fh.get_slice(key).get_shape())
+    except SafetensorError as exc:
+        raise unreadable(keys[key], exc) from exc
+
+
+def _check_llama_fields(config: dict, keys: dict[str, Path], where: Path) -> None:
+    """The Llama sizes in ``config.json`` are integers that fit the stored embedding."""
+    for group, names in LLAMA_INT_FIELDS.items():
+        for name in names:
+            if name not in config and group == "optional":
+                continue
+            value = config.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                given = "is missing" if name not in config else f"is {value!r}"
+                raise CheckpointError(
+                    f"{where}: {name} {given}; it must be a positive integer "
+                    "(the Llama size the weights were saved with)"
+                )
+    stored = _tensor_shape(keys, "model.embed_tokens.weight")
+    expected = (config["vocab_size"], config["hidden_size"])
+    if stored != expected:
+        raise CheckpointError(
+            f"{where}: vocab_size={expected[0]} and hidden_size={expected[1]} do not match "
+            f"model.embed_tokens.weight of shape {list(stored)}; fix config.json"
+        )
 
 
 def _check_layers_present(keys: dict[str, Path], layer: int, path: Path) -> None:
@@ -222,15 +279,43 @@ def _check_layers_present(keys: dict[str, Path], layer: int, path: Path) -> None
 def _released_backbone(path, config, layer, device, dtype, max_length) -> Backbone:
     fields = {k: v for k, v in config.items() if k not in NON_LLAMA_FIELDS}
     fields["num_hidden_layers"] = layer
-    llama_config = LlamaConfig(**fields)
     dev = resolve_device(device)
-    with _quiet_transformers():
-        model = LlamaModel.from_pretrained(
-            str(path), config=llama_config, dtype=dtype or torch.float32, trust_remote_code=False
-        )
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    try:
+        llama_config = LlamaConfig(**fields)
+        with _quiet_transformers():
+            model = LlamaModel.from_pretrained(
+                str(path),
+                config=llama_config,
+                dtype=dtype or torch.float32,
+                trust_remote_code=False,
+            )
+    except MODEL_LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{path}: the backbone cannot be built from {RELEASED_CONFIG_FILE} and the "
+            f"weights ({brief(exc)}); check that config.json matches the safetensors"
+        ) from exc
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except MODEL_LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{path}: the tokenizer cannot be loaded ({brief(exc)}); the checkpoint needs "
+            "tokenizer.json or tokenizer.model and tokenizer_config.json"
+        ) from exc
     model = truncate_layers(model, layer).to(dev)
     return Backbone(model, tok, layer, str(path), max_length or DEFAULT_MAX_LENGTH)
+
+
+def check_finite_backbone(backbone: Backbone, where: object) -> None:
+    """CheckpointError naming the first backbone weight that holds NaN or inf.
+
+    Such weights make every reward NaN; the SAE and the head check their own.
+    """
+    for name, param in backbone.model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise CheckpointError(
+                f"{where}: the backbone weight {name} holds NaN or inf; the checkpoint is "
+                "corrupt: download or save it again"
+            )
 
 
 # --------------------------------------------------------------------------- our layout
@@ -272,22 +357,50 @@ def _backbone_reference(backbone: Backbone, directory: Path, include: bool) -> s
 
 
 def _load_ours(path: Path, device, dtype, max_length) -> SARM:
-    manifest = _read_json(path / SARM_CONFIG_FILE)
-    if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path / SARM_CONFIG_FILE} is not a {FORMAT_NAME} checkpoint")
-    if int(manifest.get("version", 0)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written by a newer version (format {manifest['version']}); upgrade sarm"
-        )
+    manifest = _read_manifest(path / SARM_CONFIG_FILE)
     bb = manifest["backbone"]
     included = path / BACKBONE_DIR  # what save_sarm(include_backbone=True) writes
     source = str(included) if bb["name"] == BACKBONE_DIR and included.is_dir() else bb["name"]
     backbone = load_backbone(
-        source, int(bb["layer"]), device, dtype, max_length or int(bb.get("max_length", 2048))
+        source, bb["layer"], device, dtype, max_length or bb.get("max_length", DEFAULT_MAX_LENGTH)
     )
+    check_finite_backbone(backbone, source)
     sae, meta = load_sae(path / manifest.get("sae", SAE_DIR))
     head = Head.load(path / manifest.get("head", HEAD_WEIGHTS_FILE))
     return SARM(backbone, sae, head, meta, source={"layout": "sarm", "path": str(path)})
+
+
+def _read_manifest(where: Path) -> dict:
+    """``sarm.json``, checked field by field (a bad field names itself, never a KeyError)."""
+    manifest = _read_json(where)
+    if manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{where} is not a {FORMAT_NAME} checkpoint (format field)")
+    version = manifest.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{where}: version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} was written by a newer version (format {version}); upgrade sarm"
+        )
+    bb = manifest.get("backbone")
+    if not isinstance(bb, dict):
+        given = "is missing" if bb is None else f"is a {type(bb).__name__}"
+        raise CheckpointError(
+            f'{where}: the field "backbone" {given}; it must be an object '
+            '{"name": ..., "layer": ...} as save_sarm writes it'
+        )
+    if not isinstance(bb.get("name"), str) or not bb["name"].strip():
+        raise CheckpointError(f"{where}: backbone.name must be a backbone name or directory")
+    for key in ("layer", "max_length"):
+        value = bb.get(key, 1 if key == "max_length" else None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(
+                f"{where}: backbone.{key} must be a positive integer, got {value!r}"
+            )
+    for key in ("sae", "head"):
+        if not isinstance(manifest.get(key, ""), str):
+            raise CheckpointError(f"{where}: {key} must be a path relative to the checkpoint")
+    return manifest
 
 
 def _read_json(path: Path) -> dict:
@@ -296,9 +409,11 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a config file") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise CheckpointError(f"{path} must hold a JSON object")
     return data
 
 

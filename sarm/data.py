@@ -23,6 +23,8 @@ A value of ``null`` counts as absent.
 Every malformed row raises :class:`DataError` naming the file, the 1-based row
 (the line number for JSONL) and the field. With ``skip_malformed=True`` such rows
 are skipped, counted in :attr:`LoadResult.n_skipped` and reported by a warning.
+Data that loads but cannot inform a reward model is reported by a warning too:
+no groups at all, or rows whose chosen response is identical to a rejected one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sarm.datasets.demo import generate_demo_data
+from sarm.errors import InputError
 from sarm.types import GROUP_KINDS, Message, PreferenceGroup
 
 __all__ = [
@@ -67,12 +70,14 @@ _KNOWN_KEYS = frozenset(
     | {"response", "label", "meta"}
 )
 
+_TOO_DEEP = "JSON nested too deeply to be a preference row; fix or drop this row"
+
 Numbered = Iterable[tuple[int, object]]
 # (prompt, chosen, rejected, kind) as parsed from one row
 _Parts = tuple[tuple[Message, ...], tuple[str, ...], tuple[str, ...], str]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A malformed file or row; the message names the file, row and field."""
 
     def __init__(self, source: str, row: int | None, field: str | None, problem: str):
@@ -371,6 +376,7 @@ def _collect(
     _check_limit(limit)
     groups: list[PreferenceGroup] = []
     skipped: list[str] = []
+    tied: list[int] = []  # rows whose chosen and rejected responses are the same text
     first_row: dict[str, int] = {}
     stem = _default_stem(source)
     for row, record in numbered:
@@ -393,8 +399,37 @@ def _collect(
             continue
         first_row[group.group_id] = row
         groups.append(group)
+        if _has_tie(group):
+            tied.append(row)
     _warn_skipped(source, skipped)
+    _warn_identical(source, tied)
+    _warn_empty(source, groups, skipped)
     return LoadResult(groups=groups, source=source, skipped=skipped)
+
+
+def _has_tie(group: PreferenceGroup) -> bool:
+    """True if a chosen response is (up to surrounding whitespace) also a rejected one."""
+    return bool({c.strip() for c in group.chosen} & {r.strip() for r in group.rejected})
+
+
+def _warn_identical(source: str, rows: list[int]) -> None:
+    if rows:
+        shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+        warnings.warn(
+            f"{source}: {len(rows)} row(s) have a chosen response identical to a rejected "
+            f"one (rows {shown}); such a pair carries no preference and scores as a tie "
+            "(counted wrong): fix or drop those rows",
+            stacklevel=4,
+        )
+
+
+def _warn_empty(source: str, groups: list[PreferenceGroup], skipped: list[str]) -> None:
+    if not groups:
+        why = f"all {len(skipped)} rows were malformed" if skipped else "it holds no rows"
+        warnings.warn(
+            f"{source}: no preference data ({why}); give a file with prompt/chosen/rejected rows",
+            stacklevel=4,
+        )
 
 
 def _warn_skipped(source: str, skipped: list[str]) -> None:
@@ -428,6 +463,8 @@ def _decode_line(raw: bytes, source: str, line: int) -> object:
         return json.loads(text.lstrip("\ufeff") if line == 1 else text)
     except json.JSONDecodeError as exc:
         return DataError(source, line, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return DataError(source, line, None, _TOO_DEEP)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
@@ -447,6 +484,8 @@ def _read_json(path: Path) -> Iterator[tuple[int, object]]:
         raise DataError(
             source, None, None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise DataError(source, None, None, _TOO_DEEP) from None
     if isinstance(data, Mapping) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -589,4 +628,6 @@ def _demo_split(spec: str, limit: int | None) -> LoadResult:
     demo = generate_demo_data()
     split = match.group(1)
     groups = demo.train + demo.test if split == "all" else getattr(demo, split)
-    return LoadResult(groups=groups[:limit] if limit is not None else groups, source=spec)
+    groups = groups[:limit] if limit is not None else groups
+    _warn_empty(spec, groups, [])
+    return LoadResult(groups=groups, source=spec)

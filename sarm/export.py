@@ -21,7 +21,9 @@ import io
 import json
 import math
 import shutil
+import stat
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -186,16 +188,20 @@ def write_checkpoint(
     """A complete checkpoint (our layout) with the edited head, plus its manifest.
 
     Written into a temporary sibling directory and renamed into place, so a
-    failed export leaves nothing behind.
+    failed export leaves nothing behind. Directories and files get the usual
+    permissions (0755 and 0644 under the usual umask), not a private temporary
+    directory's 0700.
     """
     target = check_output_dir(str(directory))
     edited = edited_model(model, edit)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()  # mode 0777 minus the umask, unlike tempfile.mkdtemp's 0700
     try:
         save_sarm(edited, tmp, include_backbone=include_backbone)
         (tmp / HEAD_MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=2, allow_nan=False) + "\n"
         )
+        _usual_permissions(tmp)
         if target.is_dir():
             target.rmdir()  # checked empty above
         tmp.replace(target)
@@ -203,6 +209,17 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _usual_permissions(root: Path) -> None:
+    """Give every file under ``root`` the mode a new file gets (some writers use 0600).
+
+    ``root`` was made with ``mkdir``, so its mode is 0777 minus the umask; files
+    get that without the execute bits.
+    """
+    dir_mode = stat.S_IMODE(root.stat().st_mode)
+    for path in root.rglob("*"):
+        path.chmod(dir_mode if path.is_dir() else dir_mode & 0o666)
 
 
 def checkpoint_zip(

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from sarm.constants import HEAD_WEIGHTS_FILE
+from sarm.errors import unreadable
 from sarm.latents import SparseLatents
 
 __all__ = ["Head", "as_weight", "contributions", "rewards"]
@@ -147,7 +149,13 @@ class Head:
 
     def take(self, weights: Sequence[float] | np.ndarray, features: Sequence[int]) -> Head:
         """A copy whose ``features`` take their values from a full weight vector ``weights``."""
-        return self.edit({int(f): weights[int(f)] for f in features})
+        ids = [self.check_feature(f) for f in features]
+        values = np.asarray(weights)
+        if values.shape != (self.size,):
+            raise ValueError(
+                f"take needs a full weight vector of shape ({self.size},), got {values.shape}"
+            )
+        return self.edit({f: values[f] for f in ids})
 
     def applied(self, name: str = "") -> Head:
         """The edit folded into new base weights (no overrides), named ``name``."""
@@ -231,7 +239,11 @@ class Head:
             path = path / HEAD_WEIGHTS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"head file not found: {path}")
-        return cls.from_tensors(load_file(str(path)), where=str(path))
+        try:
+            tensors = load_file(str(path))
+        except SafetensorError as exc:
+            raise unreadable(path, exc) from exc
+        return cls.from_tensors(tensors, where=str(path))
 
     def __repr__(self) -> str:
         edits = f", {len(self.overrides)} overrides" if self.overrides else ""

@@ -61,6 +61,8 @@ Action = Literal["set", "scale", "add", "zero", "act_add", "act_mul"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 WEIGHT_ACTIONS = frozenset({"set", "scale", "add", "zero"})
 ACTIVATION_ACTIONS = frozenset({"act_add", "act_mul"})
+# A head is stored in float32: values and edited weights beyond this cannot be saved.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_features(features: object) -> tuple[int, ...]:
@@ -95,6 +97,11 @@ class Intervention:
             raise ValueError(f"{self.action} value must be a number, got {value!r}")
         if not math.isfinite(float(value)):
             raise ValueError(f"{self.action} value must be finite, got {value}")
+        if abs(float(value)) > FLOAT32_MAX:
+            raise ValueError(
+                f"{self.action} value {value} cannot be stored in a float32 head "
+                f"(largest {FLOAT32_MAX:.3g}); give a smaller value"
+            )
         if self.action == "zero" and float(value) != 0.0:
             raise ValueError("zero takes no value (it sets the weight to 0)")
         object.__setattr__(self, "value", float(value))
@@ -205,8 +212,20 @@ def edit_weights(weight: np.ndarray, interventions: Sequence[Intervention]) -> n
     for item in _checked(interventions, len(w)):
         if item.on_weights:
             ids = np.asarray(item.features)
-            w[ids] = item.apply(w[ids])
+            w[ids] = _storable(item.apply(w[ids]), item)
     return w
+
+
+def _storable(weights: np.ndarray, item: Intervention) -> np.ndarray:
+    """``weights`` if a float32 head can hold them (ValueError naming ``item`` otherwise)."""
+    bad = np.flatnonzero(~(np.abs(weights) <= FLOAT32_MAX))
+    if bad.size:
+        features = [item.features[i] for i in bad[:5]]
+        raise ValueError(
+            f"{item.spec()} gives feature(s) {features} weights beyond float32 "
+            f"(|w| > {FLOAT32_MAX:.3g}), which no saved head can hold; use a smaller value"
+        )
+    return weights
 
 
 def steer_values(
@@ -249,7 +268,8 @@ def fold_into_head(weight: np.ndarray, interventions: Sequence[Intervention]) ->
     w = edit_weights(weight, items)
     for item in items:
         if item.action == "act_mul":
-            w[np.asarray(item.features)] *= item.value
+            ids = np.asarray(item.features)
+            w[ids] = _storable(w[ids] * item.value, item)
     return w
 
 

@@ -22,12 +22,17 @@ import torch
 from jaxtyping import Float, Int
 from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAE
+from safetensors import SafetensorError
 
 from sarm.constants import SAE_META_FILE
+from sarm.errors import CheckpointError, brief, unreadable
 
 SARM_EPS = 1e-6
 
 RELEASED_KEYS = ("pre_bias", "latent_bias", "encoder.weight", "decoder.weight")
+SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # what sae-lens's save_model writes
+# What sae-lens raises for a config and weights that do not fit together.
+SAE_LOAD_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, OSError)
 
 
 @dataclass
@@ -181,14 +186,33 @@ def load_sae(directory: str | Path, device: str = "cpu") -> tuple[SAE, SAEMeta]:
     directory = Path(directory)
     if not (directory / "cfg.json").is_file():
         raise FileNotFoundError(f"no sae-lens SAE at {directory} (cfg.json missing)")
-    sae = SAE.load_from_disk(directory, device=str(device))
+    try:
+        sae = SAE.load_from_disk(directory, device=str(device))
+    except SafetensorError as exc:
+        raise unreadable(directory / SAE_WEIGHTS_FILE, exc) from exc
+    except SAE_LOAD_ERRORS as exc:
+        raise CheckpointError(
+            f"{directory}: the SAE cannot be loaded ({brief(exc)}); cfg.json must describe "
+            f"the weights in {SAE_WEIGHTS_FILE} (d_in, d_sae, architecture): save the SAE again"
+        ) from exc
     meta_path = directory / SAE_META_FILE
-    if meta_path.is_file():
-        meta = SAEMeta.from_dict(json.loads(meta_path.read_text()))
-    else:
-        meta = SAEMeta(k=int(getattr(sae.cfg, "k", sae.cfg.d_sae)))
+    meta = (
+        _read_meta(meta_path)
+        if meta_path.is_file()
+        else SAEMeta(k=int(getattr(sae.cfg, "k", sae.cfg.d_sae)))
+    )
     check_finite(sae, str(directory))
     return sae, meta
+
+
+def _read_meta(path: Path) -> SAEMeta:
+    try:
+        return SAEMeta.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path}: not a valid SAE description ({brief(exc)}); it needs at least "
+            '{"k": N} with N >= 1'
+        ) from exc
 
 
 def _write_json(path: Path, payload: dict) -> None:

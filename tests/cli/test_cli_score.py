@@ -52,7 +52,7 @@ def test_score_table(ckpt, capsys):
 
 def test_score_missing_model_is_clear(tmp_path, capsys):
     rc = main(["score", "--model", str(tmp_path / "nope"), "--prompt", "a", "--response", "b"])
-    assert rc == 1
+    assert rc == 2
     assert "no SARM checkpoint" in capsys.readouterr().err
 
 

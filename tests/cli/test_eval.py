@@ -70,7 +70,7 @@ def test_eval_cli_json(ckpt, tmp_path, capsys):
 def test_eval_cli_bad_data(ckpt, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "chosen": "y"}\n')
-    assert main(["eval", "--model", str(ckpt), "--data", str(bad)]) == 1
+    assert main(["eval", "--model", str(ckpt), "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 1" in err
 
@@ -99,5 +99,5 @@ def test_dense_baseline_from_the_same_pass(ckpt, tmp_path, capsys):
     assert main([*args, "--baseline", str(tmp_path / "b.safetensors")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["baseline"]["pairwise_accuracy"] == pytest.approx(sum(correct) / 5)
-    assert main([*args, "--baseline"]) == 1
+    assert main([*args, "--baseline"]) == 2
     assert "dense_baseline.safetensors" in capsys.readouterr().err

@@ -515,7 +515,7 @@ def test_cli_text_preview_with_steering(ckpt, store_path, capsys):
 )
 def test_cli_errors(ckpt, store_path, capsys, extra, message):
     argv = ["shift", "--model", str(ckpt), "--store", str(store_path), "--target", "subset:refusal"]
-    assert main(argv + extra) == 1
+    assert main(argv + extra) == 2
     assert message in capsys.readouterr().err
 
 

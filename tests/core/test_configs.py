@@ -229,5 +229,5 @@ def test_only_the_requested_command_gets_its_arguments(capsys):
 
 
 def test_a_config_error_is_a_clean_cli_error(capsys):
-    assert main(["eval", "--model", "m", "--data", "demo:test", "--batch-size", "0"]) == 1
+    assert main(["eval", "--model", "m", "--data", "demo:test", "--batch-size", "0"]) == 2
     assert "sarm eval: error: ModelConfig.batch_size must be" in capsys.readouterr().err

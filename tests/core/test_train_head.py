@@ -302,5 +302,5 @@ def test_cli_train_head_on_a_sarm_checkpoint_and_errors(tmp_path, capsys):
     argv = ["train-head", "--model", str(ckpt), "--data", str(data), "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "o"), "--l1", "1e-3"]) == 0
     assert "val accuracy" in capsys.readouterr().out
-    assert main([*argv, "--out", str(tmp_path / "o2"), "--val-fraction", "1.5"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "o2"), "--val-fraction", "1.5"]) == 2
     assert "val_fraction must be in [0, 1)" in capsys.readouterr().err

@@ -305,8 +305,8 @@ def test_cli_train_sae_errors_are_clear(backbone_dir, tmp_path, capsys):
 
     data = write_pairs_jsonl(tmp_path / "pairs.jsonl", n=4)
     argv = ["train-sae", "--backbone", str(backbone_dir), "--layer", "9", "--data", str(data)]
-    assert main([*argv, "--out", str(tmp_path / "o"), "--d-sae", "16", "--k", "4"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "o"), "--d-sae", "16", "--k", "4"]) == 2
     assert "layer L=9 is out of range" in capsys.readouterr().err
     argv[4] = "2"
-    assert main([*argv, "--out", str(tmp_path / "o"), "--d-sae", "16", "--k", "32"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "o"), "--d-sae", "16", "--k", "32"]) == 2
     assert "k=32 exceeds d_sae=16" in capsys.readouterr().err

@@ -183,5 +183,5 @@ def test_cli_shards_and_merge(model_dir, single, tmp_path, capsys):
     ],
 )
 def test_cli_bad_arguments(argv, match, capsys):
-    assert sarm_main(argv) == 1
+    assert sarm_main(argv) == 2
     assert match in capsys.readouterr().err

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 DESCRIPTION = (
     "Generate the seeded demo preference data, run the embedded SmolLM2-135M-Instruct "
@@ -30,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = build_demo(force=args.force, progress=not (args.quiet or args.json))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
     else:
         print(format_report(report))
     return 0

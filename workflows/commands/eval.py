@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from sarm.configs import DataConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.head import Head
 from sarm.scoring import evaluate_model
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 DESCRIPTION = (
     "Score every response in DATA once and report pairwise accuracy (ties count as "
@@ -41,12 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
     data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
+    given = _given_baseline(args.baseline)
     from sarm.checkpoints import (
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
 
     model = load_sarm(model_cfg.model, device=model_cfg.device)
-    baseline = _baseline(args.baseline, model) if args.baseline else None
+    baseline = given or (_baseline(args.baseline, model) if args.baseline else None)
     report, base = evaluate_model(
         model, data.groups, model_cfg.batch_size, progress=not args.json, baseline=baseline
     )
@@ -54,13 +54,18 @@ def run(args: argparse.Namespace) -> int:
     if base is not None:
         out["baseline"] = base.to_dict()
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json_text(out))
     else:
         print(format_report(out))
         if base is not None:
             print("\ndense baseline (linear head on u_T, same forward pass):")
             print(format_report(out["baseline"] | {"data": data.source, "n_skipped_rows": 0}))
     return 0
+
+
+def _given_baseline(spec: str | None) -> Head | None:
+    """A baseline file named on the command line, read before any model is loaded."""
+    return Head.load(spec) if spec and spec != "auto" else None
 
 
 def _baseline(spec: str, model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,13 @@ class OutputConfig:
 
     json: bool = field(default=False, metadata={"help": "print the result as JSON instead of text"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+
+
+def json_text(value: Any) -> str:
+    """``value`` as strict JSON for ``--json`` output: NaN and inf become null, never ``NaN``."""
+    from sarm.export import json_safe  # imports torch: only once a command has run
+
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)
 
 
 @dataclass(frozen=True)

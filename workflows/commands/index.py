@@ -9,10 +9,14 @@ Three modes:
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 
 import feature_store as fs
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
+from sarm.errors import is_input_error
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
 DESCRIPTION = (
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if mode == "merge":
         return _merge(args, index)
     model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
+    if mode == "shard":
+        fs.Shard.parse(args.shard)  # a bad i/n fails here, before the model is loaded
     loaded = resolve_data(
         data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
     )
@@ -80,8 +86,28 @@ def run(args: argparse.Namespace) -> int:
     return _index(args, model_cfg, index, sarm, loaded)
 
 
+@contextlib.contextmanager
+def _removed_on_bad_input(path: str) -> Iterator[None]:
+    """A store file this run creates is deleted again if the run stops on bad input.
+
+    Bad input (a store of another model, parts that do not fit) is found before
+    anything is written, so such a file holds nothing. A file that existed
+    before, or a run stopped at run time (interrupted, disk full), is kept: an
+    interrupted run resumes from it.
+    """
+    store = Path(path).expanduser()
+    created = not store.exists()
+    try:
+        yield
+    except Exception as exc:
+        if created and is_input_error(exc):
+            for leftover in (store, store.with_name(store.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
+
+
 def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
-    with fs.FeatureStore.open(args.store) as store:
+    with _removed_on_bad_input(args.store), fs.FeatureStore.open(args.store) as store:
         report = fs.ingest(
             store,
             sarm,
@@ -118,7 +144,7 @@ def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
 
 
 def _merge(args, index: IndexConfig) -> int:
-    with fs.FeatureStore.open(args.store) as store:
+    with _removed_on_bad_input(args.store), fs.FeatureStore.open(args.store) as store:
         n = fs.merge_parts(store, args.merge, top_n=index.top_n, progress=not args.quiet)
         summary = store.summary()
     print(

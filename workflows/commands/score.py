@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from feature_store import FeatureStore
 from sarm.attribution import score_top
 from sarm.configs import ModelConfig
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 DESCRIPTION = (
     "Score PROMPT/RESPONSE with a SARM and print the reward split into per-feature "
@@ -30,8 +30,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Validate the cheap arguments before the model is loaded."""
+    if args.top < 0:
+        raise ValueError(f"--top must be 0 or more, got {args.top}")
+    if args.labels and not Path(args.labels).expanduser().is_file():
+        raise FileNotFoundError(
+            f"--labels: feature store {args.labels} does not exist; give a store built by "
+            "`sarm index`"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = MODEL.from_args(args)
+    _check_args(args)
     from sarm.checkpoints import (
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
@@ -40,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     score = model.score(args.prompt, args.response)
     labels = _labels(args.labels, score.contributions) if args.labels else {}
     if args.json:
-        print(json.dumps(score_json(score, args.top, labels), indent=2))
+        print(json_text(score_json(score, args.top, labels)))
     else:
         print(format_table(score, args.top, labels))
     return 0

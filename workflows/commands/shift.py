@@ -23,7 +23,7 @@ from sarm.configs import ModelConfig, ShiftConfig
 from sarm.constants import DEFAULT_MODEL
 from sarm.interventions import Intervention, parse_actions
 from sarm.shift import SetSpec
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 from workflows.shift import prepare_shift
 
 DEFAULT_ACTION = "scale:0.0"
@@ -159,7 +159,7 @@ def _run(
     report = shift.evaluate(interventions)
     saved = None if args.no_save else _save(args, store, model, shift, interventions, report)
     out = _result(args, store, shift, table, report, saved)
-    print(json.dumps(out, indent=2, allow_nan=False) if args.json else format_result(out))
+    print(json_text(out) if args.json else format_result(out))
     return 0
 
 

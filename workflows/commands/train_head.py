@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from sarm.data import resolve_data
 from sarm.evaluate import PairIndex
 from sarm.head import Head
 from sarm.scoring import response_conversations
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 DESCRIPTION = (
     "Compute every response's pooled SAE latents z_T once (backbone and SAE frozen), "
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     save_outputs(model, result, Path(args.out))
     if args.baseline:
         report["baseline"] = train_baseline(pooled.hidden, pairs, index, cfg, Path(args.out))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json_text(report) if args.json else format_report(report))
     return 0
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from sarm.configs import DataConfig, ModelConfig, SAETrainConfig
 from sarm.data import resolve_data
 from sarm.scoring import response_conversations
-from workflows.commands.flags import ConfigFlags, OutputConfig
+from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 METRIC_NAMES = {
     "normalized_mse": "normalised MSE",
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     out = trained.save(args.out, backbone=backbone_reference(args.backbone), layer=args.layer)
     report = {"out": str(out), "n_responses": len(conversations), **trained.metrics}
     report |= {"samples_per_second": trained.history["samples_per_second"]}
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json_text(report) if args.json else format_report(report))
     return 0
 
 
