@@ -13,13 +13,14 @@ from feature_store.errors import (
     NotCachedError,
     StoreBusyError,
     StoreError,
+    StoreIncompleteError,
     StoreMismatchError,
     StoreNotFoundError,
     StoreReadOnlyError,
     StoreVersionError,
 )
 from feature_store.heads import HeadVersion
-from feature_store.ingest import IngestReport, ingest
+from feature_store.ingest import IngestReport, StoreStatus, ingest
 from feature_store.labels import LABEL_SOURCES, LabelVersion
 from feature_store.plan import Chunk, Shard
 from feature_store.queries import FEATURE_ORDERS, StoredExample
@@ -49,9 +50,11 @@ __all__ = [
     "StatsConfig",
     "StoreBusyError",
     "StoreError",
+    "StoreIncompleteError",
     "StoreMismatchError",
     "StoreNotFoundError",
     "StoreReadOnlyError",
+    "StoreStatus",
     "StoreVersionError",
     "StoredExample",
     "TokenHighlights",
