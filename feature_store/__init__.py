@@ -11,6 +11,7 @@ from feature_store.connection import Connection
 from feature_store.errors import (
     HeadVersionError,
     NotCachedError,
+    PartError,
     StoreBusyError,
     StoreError,
     StoreIncompleteError,
@@ -46,6 +47,7 @@ __all__ = [
     "LabelVersion",
     "LatentSource",
     "NotCachedError",
+    "PartError",
     "Shard",
     "StatsConfig",
     "StoreBusyError",

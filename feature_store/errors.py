@@ -41,3 +41,7 @@ class HeadVersionError(StoreError, ValueError):
 
 class StoreIncompleteError(StoreError):
     """Every chunk is stored but the statistics are missing (the end of an ingest failed)."""
+
+
+class PartError(StoreError):
+    """A shard part disagrees with its manifest or with itself; the merge refuses it."""

@@ -32,7 +32,7 @@ from feature_store.chunks import (
     write_chunk,
 )
 from feature_store.connection import Connection
-from feature_store.errors import StoreError, StoreMismatchError
+from feature_store.errors import PartError, StoreError, StoreMismatchError
 from feature_store.ingest import compute_chunk, finish, pending_chunks
 from feature_store.plan import Chunk, Shard, data_fingerprint, make_chunks
 from feature_store.source import LatentSource
@@ -139,10 +139,6 @@ def _identity(binding: Binding) -> dict[str, str]:
     keys = ("data_fingerprint", "n_examples", "chunk_size", "d_sae", "head_bias")
     meta = binding.meta()
     return {**binding.fingerprint, **{k: meta[k] for k in keys}}
-
-
-class PartError(StoreError):
-    """A shard part disagrees with its manifest or with itself."""
 
 
 def _refuse(path: Path, what: str) -> PartError:
