@@ -11,15 +11,17 @@ from feature_store.connection import Connection
 from feature_store.errors import (
     HeadVersionError,
     NotCachedError,
+    PartError,
     StoreBusyError,
     StoreError,
+    StoreIncompleteError,
     StoreMismatchError,
     StoreNotFoundError,
     StoreReadOnlyError,
     StoreVersionError,
 )
 from feature_store.heads import HeadVersion
-from feature_store.ingest import IngestReport, ingest
+from feature_store.ingest import IngestReport, StoreStatus, ingest
 from feature_store.labels import LABEL_SOURCES, LabelVersion
 from feature_store.plan import Chunk, Shard
 from feature_store.queries import FEATURE_ORDERS, StoredExample
@@ -45,13 +47,16 @@ __all__ = [
     "LabelVersion",
     "LatentSource",
     "NotCachedError",
+    "PartError",
     "Shard",
     "StatsConfig",
     "StoreBusyError",
     "StoreError",
+    "StoreIncompleteError",
     "StoreMismatchError",
     "StoreNotFoundError",
     "StoreReadOnlyError",
+    "StoreStatus",
     "StoreVersionError",
     "StoredExample",
     "TokenHighlights",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 
 import numpy as np
@@ -132,6 +132,17 @@ def _latents_table(examples: Sequence[Response], latents: SparseLatents) -> pa.T
         },
         schema=LATENTS_SCHEMA,
     )
+
+
+def chunk_responses(examples: pa.Table) -> list[Response]:
+    """The :class:`Response` of each row of a chunk's examples (their content, not scores)."""
+    names = [f.name for f in fields(Response) if f.name != "prompt_messages"]
+    return [
+        Response(
+            **{k: row[k] for k in names}, prompt_messages=tuple(json.loads(row["prompt_messages"]))
+        )
+        for row in examples.select([*names, "prompt_messages"]).to_pylist()
+    ]
 
 
 def committed_chunks(conn: Connection) -> set[int]:

@@ -36,6 +36,14 @@ from feature_store.sqlutil import fetch_one
 
 logger = logging.getLogger(__name__)
 
+#: DuckDB never installs or loads an extension on its own (no network, no foreign formats)
+DUCKDB_CONFIG: dict[str, bool] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_DUCKDB_MAGIC = (8, b"DUCK")  # offset and bytes of the DuckDB file signature
+_KNOWN_FORMATS = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parquet file"}
+
 
 def wrap_duckdb_error(exc: duckdb.Error, what: str, path: Path) -> StoreError:
     """The store's own error for a DuckDB failure during ``what``."""
@@ -75,10 +83,12 @@ class Connection:
             raise StoreNotFoundError(
                 f"feature store {path} does not exist; build it with `sarm index`"
             )
-        if not read_only:
+        if path.exists():
+            check_duckdb_file(path)
+        elif not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=DUCKDB_CONFIG)
         except duckdb.Error as exc:
             raise wrap_duckdb_error(exc, "opening", path) from exc
         try:
@@ -97,6 +107,7 @@ class Connection:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                self._meta = None  # a closed store answers nothing, not even from the cache
 
     def __enter__(self) -> Self:
         return self
@@ -263,6 +274,28 @@ class Connection:
                 cur.execute("CHECKPOINT")
         except StoreError as exc:  # an optimisation only: the WAL is folded in on close
             logger.warning("%s", exc)
+
+
+def check_duckdb_file(path: Path) -> None:
+    """Raise StoreError unless ``path`` starts with the DuckDB file signature.
+
+    Checked before DuckDB sees the file, so a foreign file (a SQLite database
+    renamed ``.duckdb``, say) never makes DuckDB look for an extension to read it.
+    """
+    offset, magic = _DUCKDB_MAGIC
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)  # the longest signature we know
+    except OSError as exc:
+        raise StoreError(f"cannot read feature store {path}: {exc}") from exc
+    if head[offset : offset + len(magic)] == magic:
+        return
+    kind = next((name for sig, name in _KNOWN_FORMATS.items() if head.startswith(sig)), None)
+    found = "it is empty" if not head else f"it looks like {kind}" if kind else "unknown format"
+    raise StoreError(
+        f"{path} is not a DuckDB file ({found}); give the path of a feature store built by "
+        "`sarm index`, or a new path to create one"
+    )
 
 
 def _prepare_schema(con: duckdb.DuckDBPyConnection, read_only: bool) -> None:

@@ -37,3 +37,11 @@ class NotCachedError(StoreError, LookupError):
 
 class HeadVersionError(StoreError, ValueError):
     """A head version name is unknown, already taken, or its weights are malformed."""
+
+
+class StoreIncompleteError(StoreError):
+    """Every chunk is stored but the statistics are missing (the end of an ingest failed)."""
+
+
+class PartError(StoreError):
+    """A shard part disagrees with its manifest or with itself; the merge refuses it."""

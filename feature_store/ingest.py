@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
 from feature_store import stats
-from feature_store.binding import Binding, bind
+from feature_store.binding import Binding, bind, stored_binding
 from feature_store.chunks import ChunkData, committed_chunks, write_chunk
 from feature_store.connection import Connection
-from feature_store.errors import StoreError
+from feature_store.errors import StoreError, StoreIncompleteError
 from feature_store.plan import Chunk, data_fingerprint, make_chunks
 from feature_store.source import LatentSource
+from feature_store.sqlutil import fetch_one
 from feature_store.validate import check_int
 from sarm.types import PreferenceGroup, Response, responses_of
 
@@ -134,11 +135,94 @@ def ingest(
     )
 
 
-def finish(conn: Connection, binding: Binding, top_n: int = 20) -> None:
-    """Mark the ingest complete, recompute statistics and checkpoint the file."""
+def finish(conn: Connection, binding: Binding, top_n: int = 20, **stats_config: int) -> None:
+    """Recompute statistics and mark the ingest complete in one transaction; checkpoint.
+
+    ``stats_config``: the other :class:`~feature_store.stats.StatsConfig` fields.
+    """
     missing = [c.index for c in pending_chunks(conn, binding)]
     if missing:
         raise StoreError(f"cannot finish {conn.path}: chunks {missing[:20]} are not stored yet")
-    conn.set_meta({"complete": "true"})
-    stats.refresh_stats(conn, top_n=top_n)
+    stats.refresh_stats(conn, top_n=top_n, **stats_config, mark_complete=True)
     conn.checkpoint()
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """Where a store stands, and what to do about it.
+
+    ``state``: ``empty`` (no model bound), ``indexing`` (chunks still missing:
+    an ingest or merge is running or was interrupted), ``unfinished`` (every
+    chunk stored, but the statistics or the ``complete`` flag are missing: the
+    end of an ingest failed) or ``complete``.
+    """
+
+    state: str
+    problem: str = ""
+    advice: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    @property
+    def message(self) -> str:
+        """One line for status displays ('' for a complete store)."""
+        return f"{self.problem}; {self.advice}" if self.advice else self.problem
+
+
+def store_status(conn: Connection) -> StoreStatus:
+    """The :class:`StoreStatus` of ``conn``."""
+    binding = stored_binding(conn)
+    if binding is None:
+        return StoreStatus(
+            "empty", f"feature store {conn.path} holds no examples yet", "fill it with `sarm index`"
+        )
+    again = f"run `sarm index --store {conn.path}` again with the same --model and --data"
+    n_chunks = len(make_chunks(binding.n_examples, binding.chunk_size))
+    n_missing = len(pending_chunks(conn, binding))
+    if n_missing:
+        return StoreStatus(
+            "indexing",
+            f"feature store {conn.path} holds {n_chunks - n_missing} of {n_chunks} chunks",
+            f"{again} to resume",
+        )
+    problem = _unfinished_part(conn, binding)
+    if problem:
+        return StoreStatus(
+            "unfinished",
+            f"feature store {conn.path}: {problem}",
+            f"{again} (or --merge DIR) to finish",
+        )
+    return StoreStatus("complete")
+
+
+def _unfinished_part(conn: Connection, binding: Binding) -> str | None:
+    """What is missing from a store whose chunks are all stored (None: nothing)."""
+    with conn.read("checking the feature statistics") as cur:
+        n_stats = int(fetch_one(cur, "SELECT count(*) FROM feature_stats")[0])
+    meta = conn.meta()
+    if n_stats != binding.d_sae or "stats_refreshed_at" not in meta:
+        return f"statistics missing ({n_stats} of {binding.d_sae} features)"
+    if meta.get("complete") != "true":
+        return "the ingest was never marked complete"
+    return None
+
+
+def finish_unfinished(conn: Connection) -> StoreStatus:
+    """Complete a store whose ingest ended before its statistics were written.
+
+    Read-write: recomputes the statistics (with the store's recorded settings)
+    and marks it complete. Read-only: raises :class:`StoreIncompleteError`
+    saying how to finish it. Other states are returned as they are.
+    """
+    status = store_status(conn)
+    if status.state != "unfinished":
+        return status
+    if conn.read_only:
+        raise StoreIncompleteError(status.message)
+    logger.warning("%s; finishing it now", status.problem)
+    binding = stored_binding(conn)
+    assert binding is not None  # an unfinished store has a binding
+    finish(conn, binding, **asdict(stats.StatsConfig.from_meta(conn.meta())))
+    return store_status(conn)

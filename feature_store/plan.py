@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from feature_store.validate import check_int
@@ -31,7 +31,7 @@ def example_key(example: Response) -> list[object]:
     ]
 
 
-def data_fingerprint(plan: Sequence[Response]) -> str:
+def data_fingerprint(plan: Iterable[Response]) -> str:
     """sha256 (16 hex digits) of the planned examples' content, in order."""
     digest = hashlib.sha256()
     for example in plan:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +23,38 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from feature_store.binding import Binding, bind
-from feature_store.chunks import EXAMPLES_SCHEMA, LATENTS_SCHEMA, ChunkData, write_chunk
+from feature_store.binding import Binding, bind, stored_binding
+from feature_store.chunks import (
+    EXAMPLES_SCHEMA,
+    LATENTS_SCHEMA,
+    ChunkData,
+    chunk_responses,
+    write_chunk,
+)
 from feature_store.connection import Connection
-from feature_store.errors import StoreError, StoreMismatchError
+from feature_store.errors import PartError, StoreError, StoreMismatchError
 from feature_store.ingest import compute_chunk, finish, pending_chunks
 from feature_store.plan import Chunk, Shard, data_fingerprint, make_chunks
 from feature_store.source import LatentSource
 from sarm.constants import SHARD_HEAD_FILE, SHARD_MANIFEST_FILE
-from sarm.types import PreferenceGroup, responses_of
+from sarm.latents import SparseLatents
+from sarm.types import PreferenceGroup, Response, responses_of
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+#: Parquet metadata key of a part: the identity of the run that wrote it
+PART_META_KEY = b"sarm.part"
+#: stored rewards must equal the head applied to the stored latents within this
+REWARD_ATOL = REWARD_RTOL = 1e-5
 
 
 def _part(parts: Path, index: int, kind: str) -> Path:
     return parts / f"chunk-{index:06d}.{kind}.parquet"
 
 
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
+def _atomic_parquet(table: pa.Table, path: Path, identity: dict[str, str] | None = None) -> None:
+    if identity is not None:
+        table = table.replace_schema_metadata({PART_META_KEY: json.dumps(identity).encode()})
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
@@ -114,16 +127,132 @@ def ingest_shard(
     ) as bar:
         for chunk in todo:
             data = compute_chunk(sarm, plan[chunk.start : chunk.stop], binding, batch_size)
-            _atomic_parquet(data.latents, _part(parts, chunk.index, "latents"))
-            _atomic_parquet(data.examples, _part(parts, chunk.index, "examples"))
+            identity = _identity(binding)
+            _atomic_parquet(data.latents, _part(parts, chunk.index, "latents"), identity)
+            _atomic_parquet(data.examples, _part(parts, chunk.index, "examples"), identity)
             bar.update(chunk.size)
     return len(todo)
 
 
-def _read_chunk(parts: Path, chunk: Chunk) -> ChunkData:
-    examples = pq.read_table(_part(parts, chunk.index, "examples"), schema=EXAMPLES_SCHEMA)
-    latents = pq.read_table(_part(parts, chunk.index, "latents"), schema=LATENTS_SCHEMA)
+def _identity(binding: Binding) -> dict[str, str]:
+    """What each part records about its run: model fingerprint and dataset."""
+    keys = ("data_fingerprint", "n_examples", "chunk_size", "d_sae", "head_bias")
+    meta = binding.meta()
+    return {**binding.fingerprint, **{k: meta[k] for k in keys}}
+
+
+def _refuse(path: Path, what: str) -> PartError:
+    return PartError(
+        f"shard part {path} is refused: {what}; nothing was merged. Delete the chunk's two "
+        "part files and rerun the shard worker that owns it (`sarm index --shard i/n`)"
+    )
+
+
+def _read_part(path: Path, schema: pa.Schema, binding: Binding) -> pa.Table:
+    """One part file, with its schema and its run identity checked."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _refuse(path, f"it cannot be read as Parquet ({exc})") from exc
+    if not table.schema.equals(schema):
+        got = {f.name: str(f.type) for f in table.schema}
+        want = {f.name: str(f.type) for f in schema}
+        diff = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+        detail = ", ".join(
+            f"{k}: {got.get(k, 'missing')} (expected {want.get(k, 'none')})" for k in diff
+        )
+        raise _refuse(path, f"its columns differ from the expected schema ({detail or 'order'})")
+    identity = (table.schema.metadata or {}).get(PART_META_KEY)
+    if identity is not None:
+        try:
+            theirs = json.loads(identity)
+        except ValueError as exc:
+            raise _refuse(path, f"its run identity is not JSON ({exc})") from exc
+        ours = _identity(binding)
+        diff = sorted(k for k in ours.keys() | theirs.keys() if theirs.get(k) != ours.get(k))
+        if diff:
+            raise _refuse(
+                path, f"it was written by a different run than the manifest (differs in {diff})"
+            )
+    return table.replace_schema_metadata(None)
+
+
+def _read_chunk(parts: Path, chunk: Chunk, binding: Binding) -> ChunkData:
+    """A chunk's two parts, verified against the binding (see :func:`verify_chunk`)."""
+    examples_path, latents_path = (
+        _part(parts, chunk.index, "examples"),
+        _part(parts, chunk.index, "latents"),
+    )
+    examples = _read_part(examples_path, EXAMPLES_SCHEMA, binding)
+    latents = _read_part(latents_path, LATENTS_SCHEMA, binding)
+    verify_chunk(examples, examples_path, latents, latents_path, chunk, binding)
     return ChunkData(examples, latents)
+
+
+def verify_chunk(
+    examples: pa.Table,
+    examples_path: Path,
+    latents: pa.Table,
+    latents_path: Path,
+    chunk: Chunk,
+    binding: Binding,
+) -> None:
+    """Refuse a chunk whose rows, ids or rewards disagree with the binding.
+
+    Examples must be exactly ``chunk.start .. chunk.stop - 1``; latents must
+    belong to those examples, name features of the SAE once each, and be
+    finite; every stored reward must equal the ingest head applied to the
+    stored latents within ``REWARD_ATOL + REWARD_RTOL * |reward|``.
+    """
+    ids = examples["example_id"].to_numpy()
+    if not np.array_equal(ids, np.arange(chunk.start, chunk.stop)):
+        raise _refuse(
+            examples_path,
+            f"it holds {len(ids)} examples, expected ids {chunk.start}..{chunk.stop - 1} in order",
+        )
+    rows = latents["example_id"].to_numpy().astype(np.int64) - chunk.start
+    feats = latents["feature_id"].to_numpy().astype(np.int64)
+    values = latents["activation"].to_numpy()
+    if rows.size and (rows.min() < 0 or rows.max() >= chunk.size):
+        raise _refuse(
+            latents_path, f"it has latents of examples outside {chunk.start}..{chunk.stop - 1}"
+        )
+    if feats.size and (feats.min() < 0 or feats.max() >= binding.d_sae):
+        raise _refuse(latents_path, f"it has feature ids outside 0..{binding.d_sae - 1}")
+    if not np.isfinite(values).all():
+        raise _refuse(latents_path, "it has non-finite activations")
+    order = np.lexsort((feats, rows))
+    rows, feats, values = rows[order], feats[order], values[order]
+    if np.any((np.diff(rows) == 0) & (np.diff(feats) == 0)):
+        raise _refuse(latents_path, "it stores a feature twice for one example")
+    indptr = np.searchsorted(rows, np.arange(chunk.size + 1))
+    recomputed = binding.head.rewards(SparseLatents(indptr, feats, values, binding.d_sae))
+    stored = examples["reward"].to_numpy()
+    bad = ~(np.abs(stored - recomputed) <= REWARD_ATOL + REWARD_RTOL * np.abs(recomputed))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise _refuse(
+            examples_path,
+            f"{int(bad.sum())} of {chunk.size} stored rewards differ from the head applied to "
+            f"the latents in {latents_path.name} (example {chunk.start + i}: stored "
+            f"{float(stored[i])!r}, recomputed {float(recomputed[i])!r})",
+        )
+
+
+def _verify_parts(parts: Path, chunks: Sequence[Chunk], binding: Binding) -> None:
+    """Verify every chunk, and that together they hold the manifest's dataset."""
+
+    def contents() -> Iterator[Response]:
+        for chunk in chunks:
+            yield from chunk_responses(_read_chunk(parts, chunk, binding).examples)
+
+    got = data_fingerprint(contents())
+    if got != binding.data_fingerprint:
+        raise PartError(
+            f"the examples in {parts} have content fingerprint {got}, the manifest "
+            f"{binding.data_fingerprint}: a part was edited or comes from another dataset; "
+            "nothing was merged"
+        )
 
 
 def merge_parts(
@@ -131,7 +260,8 @@ def merge_parts(
 ) -> int:
     """Load every chunk in ``parts`` into ``store`` (resumable); returns chunks merged now.
 
-    Refuses (and writes nothing) while any chunk is missing.
+    Refuses (and writes nothing) while any chunk is missing, or when any part
+    disagrees with the manifest (schema, run identity, ids, rewards, contents).
     """
     parts = Path(parts)
     binding = read_binding(parts)
@@ -142,9 +272,16 @@ def merge_parts(
             f"{parts} lacks {len(missing)} of {len(chunks)} chunks (first: {missing[:10]}); "
             "wait for every shard worker to finish"
         )
+    current = stored_binding(conn)
+    if current is not None and not current.same_head(binding):
+        raise StoreMismatchError(
+            f"the parts in {parts} were scored with a different ingest head than store "
+            f"{conn.path}; merge them into a new store"
+        )
+    _verify_parts(parts, chunks, binding)
     binding = bind(conn, binding)
     todo = pending_chunks(conn, binding)
     for chunk in tqdm(todo, unit="chunk", desc="merging", disable=not progress):
-        write_chunk(conn, chunk, _read_chunk(parts, chunk))
+        write_chunk(conn, chunk, _read_chunk(parts, chunk, binding))
     finish(conn, binding, top_n)
     return len(todo)

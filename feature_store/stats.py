@@ -17,7 +17,8 @@ Definitions (N = number of examples; sums run over the stored non-zeros):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 
 from feature_store.connection import Connection
@@ -120,11 +121,29 @@ class StatsConfig:
         check_int(self.per_band, "per_band", low=0, high=1_001)
         check_int(self.hist_bins, "hist_bins", low=1, high=1_001)
 
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str]) -> StatsConfig:
+        """The settings of the store's last refresh (defaults for those never recorded)."""
+        given = {
+            f.name: int(meta[f"stats_{f.name}"]) for f in fields(cls) if f"stats_{f.name}" in meta
+        }
+        return cls(**given)
+
 
 def refresh_stats(
-    conn: Connection, top_n: int = 20, bands: int = 4, per_band: int = 3, hist_bins: int = 20
+    conn: Connection,
+    top_n: int = 20,
+    bands: int = 4,
+    per_band: int = 3,
+    hist_bins: int = 20,
+    *,
+    mark_complete: bool = False,
 ) -> StatsConfig:
-    """Recompute every feature table in one transaction (readers see old or new, never half)."""
+    """Recompute every feature table in one transaction (readers see old or new, never half).
+
+    ``mark_complete=True`` (the end of an ingest) sets ``complete`` in the same
+    transaction, so a store is never marked complete without its statistics.
+    """
     config = StatsConfig(top_n, bands, per_band, hist_bins)
     d_sae = conn.d_sae
     if d_sae is None:
@@ -140,5 +159,7 @@ def refresh_stats(
         )
         now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
         put_meta(cur, {f"stats_{k}": v for k, v in {**asdict(config), "refreshed_at": now}.items()})
+        if mark_complete:
+            put_meta(cur, {"complete": "true"})
     logger.info("feature statistics refreshed for %d features", d_sae)
     return config

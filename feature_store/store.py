@@ -11,14 +11,17 @@ a connection, never the store, so nothing calls back into this class.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from typing_extensions import Self
 
 from feature_store import heads, labels, queries, stats, tokens
 from feature_store.connection import Connection
 from feature_store.heads import HeadVersion
+from feature_store.ingest import StoreStatus, finish_unfinished, store_status
 from feature_store.queries import StoredExample
 from feature_store.source import TokenSource
 from feature_store.tokens import TokenHighlights
@@ -27,6 +30,37 @@ from sarm.latents import SparseLatents
 
 class FeatureStore(Connection):
     """An indexed dataset in DuckDB. Create with :meth:`FeatureStore.open`."""
+
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Self:
+        """Open the store at ``path`` (see :meth:`Connection.open`), checking it is finished.
+
+        A store whose chunks are all stored but whose statistics are missing
+        (its ingest failed at the very end) is finished now when opened
+        read-write, and refused with a StoreIncompleteError saying how to
+        finish it when opened read-only.
+        """
+        store = super().open(path, read_only=read_only)
+        try:
+            finish_unfinished(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def status(self) -> StoreStatus:
+        """Empty, indexing, unfinished or complete, with a line saying what to do."""
+        return store_status(self)
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`Connection.summary` plus the store's ``status`` and its ``status_message``."""
+        status = self.status()
+        return {
+            **super().summary(),
+            "complete": status.complete,
+            "status": status.state,
+            "status_message": status.message,
+        }
 
     # ------------------------------------------------------------------ queries
     def features(self, **kwargs: Any) -> pd.DataFrame:

@@ -125,19 +125,24 @@ def store_from_arrays(
         fingerprint, head.size, head, data_fingerprint(plan), len(plan), chunk_size, "synthetic"
     )
     store = FeatureStore.open(path)
-    bind(store, binding)
-    tokens = np.array([len(e.prompt) + len(e.response) for e in plan]) // 4
-    for chunk in tqdm(make_chunks(len(plan), chunk_size), desc="synthetic", disable=not progress):
-        rows = np.arange(chunk.start, chunk.stop)
-        data = ChunkData.from_results(
-            plan[chunk.start : chunk.stop],
-            latents.take(rows),
-            rewards[rows],
-            tokens[rows],
-            np.zeros(chunk.size, bool),
-        )
-        write_chunk(store, chunk, data)
-    finish(store, binding, top_n)
+    try:
+        bind(store, binding)
+        tokens = np.array([len(e.prompt) + len(e.response) for e in plan]) // 4
+        chunks = make_chunks(len(plan), chunk_size)
+        for chunk in tqdm(chunks, desc="synthetic", disable=not progress):
+            rows = np.arange(chunk.start, chunk.stop)
+            data = ChunkData.from_results(
+                plan[chunk.start : chunk.stop],
+                latents.take(rows),
+                rewards[rows],
+                tokens[rows],
+                np.zeros(chunk.size, bool),
+            )
+            write_chunk(store, chunk, data)
+        finish(store, binding, top_n)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
