@@ -156,13 +156,16 @@ class ChatEncoder:
         """``[(template text, message text as placed), ...]`` and a final ``(text, "")``."""
         open_, close = _markers(conversation)
         marked = [{**m, "content": f"{open_}{m['content']}{close}"} for m in conversation]
-        parts = self.render(marked).split(open_)
+        first, *parts = self.render(marked).split(open_)
+        if close in first or any(part.count(close) != 1 for part in parts):
+            raise ValueError(
+                "the chat template cuts or rewrites message text, so SARM cannot tell message "
+                "text from template text; use a template that inserts each message's content whole"
+            )
         pieces: list[tuple[str, str]] = []
-        template = parts[0]
-        for part in parts[1:]:
-            content, sep, after = part.partition(close)
-            if not sep:
-                raise ValueError("the chat template cut a message's text; it cannot be scored")
+        template = first
+        for part in parts:
+            content, _, after = part.partition(close)
             pieces.append((template, content))
             template = after
         pieces.append((template, ""))
