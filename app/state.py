@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import core
+from app import core, text
 from feature_store import FeatureStore, StoreBusyError, StoreError
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
@@ -368,7 +368,7 @@ def sidebar_sources() -> core.Sources:
         st.text_input("Feature store (.duckdb file)", key="sidebar_store")
         st.button("Use these", key="sidebar_apply", on_click=_apply_sources)
         if st.session_state.get(NOTICE):
-            st.error(st.session_state[NOTICE])
+            st.error(text.plain(st.session_state[NOTICE]))
     return sources
 
 
@@ -376,13 +376,13 @@ def sidebar_status(ctx: Context) -> None:
     """Which model, SAE, head version and store are in use."""
     model, fp = ctx.model, ctx.model.fingerprint()
     n_edits = len(ctx.head.overrides)
-    head = ctx.head.name + (f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else "")
+    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
     sb = st.sidebar
     sb.markdown(
-        f"**Model** `{fp['backbone']}` layer {model.layer}  \n"
-        f"**SAE** `{fp['sae']}` ({model.d_sae:,} latents, k={model.k})  \n"
-        f"**Head** {head} `{ctx.head.hash()}`  \n"
-        f"**Store** `{ctx.store.path.name}`: {ctx.data.n_examples:,} responses, "
+        f"**Model** {text.code(fp['backbone'])} layer {model.layer}  \n"
+        f"**SAE** {text.code(fp['sae'])} ({model.d_sae:,} latents, k={model.k})  \n"
+        f"**Head** {text.plain(ctx.head.name)}{edits} {text.code(ctx.head.hash())}  \n"
+        f"**Store** {text.code(ctx.store.path.name)}: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
     if ctx.store.read_only:
@@ -390,7 +390,7 @@ def sidebar_status(ctx: Context) -> None:
             "The store is open read-only (another process writes it): labels cannot be saved."
         )
     for note in ctx.notes:
-        sb.caption(note)
+        sb.caption(text.plain(note))
 
 
 # --------------------------------------------------------------------------- the demo
