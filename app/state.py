@@ -245,11 +245,13 @@ def context() -> Context:
     try:
         sources = core.check_sources(sources)
     except ValueError as exc:
-        stop_with("error", f"{exc}. Fix it in the sidebar, or set SARM_MODEL / SARM_STORE.")
+        stop_with(
+            "error", f"{text.plain(exc)}. Fix it in the sidebar, or set SARM_MODEL / SARM_STORE."
+        )
     try:
         model = load_model(sources.model)
     except Exception as exc:  # any loader failure becomes a message, not a traceback
-        stop_with("error", f"Could not load the SARM {sources.model!r}: {exc}")
+        stop_with("error", text.problem(f"Could not load the SARM {text.code(sources.model)}", exc))
     try:
         store = open_store(sources.store)
         with warnings.catch_warnings(record=True) as caught:
@@ -258,18 +260,23 @@ def context() -> Context:
         notes = tuple(str(w.message) for w in caught)
         data = load_dataset(sources.store)
     except StoreError as exc:
-        stop_with("error", f"Feature store problem: {exc}")
+        stop_with("error", text.problem("Feature store problem", exc))
     if data.n_examples == 0:
         stop_with(
             "info",
-            f"The feature store {sources.store} holds no examples yet; fill it with `sarm index`.",
+            f"The feature store {text.code(sources.store)} holds no examples yet; "
+            "fill it with `sarm index`.",
         )
     base = st.session_state[HEAD_BASE]
     try:
         head = head_version(sources.store, base).edit(st.session_state[OVERRIDES])
     except StoreError as exc:
         st.session_state[HEAD_BASE] = INGEST_HEAD
-        stop_with("error", f"Head version {base!r} could not be loaded ({exc}); back to 'ingest'.")
+        stop_with(
+            "error",
+            f"Head version {text.plain(repr(base))} could not be loaded ({text.plain(exc)}); "
+            "back to 'ingest'.",
+        )
     return Context(sources, model, store, data, head, notes)
 
 
