@@ -1,6 +1,8 @@
 """Plotly figure builders: pure functions from plain data to figures.
 
 Colours follow the token highlights: orange raises the reward, blue lowers it.
+Plotly renders a subset of HTML (links, bold, line breaks) in every text it draws,
+so labels, subsets, roles, set names and tokens pass through ``chart_text``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.highlight import display_text
+from app.text import chart_text
 from sarm.attribution import TopContributions
 
 UP = "#f58220"
@@ -50,14 +53,14 @@ def waterfall(
 
     The relative bars add up to ``top.total`` exactly (the total bar is that sum).
     """
-    names = [feature_name(f, labels) for f, _ in top.top]
+    names = [chart_text(feature_name(f, labels)) for f, _ in top.top]
     values = [float(c) for _, c in top.top]
     names.append(f"all other features ({top.n_rest})")
     values.append(float(top.rest))
     if top.bias != 0.0:
         names.append("bias")
         values.append(float(top.bias))
-    names.append(total_name)
+    names.append(chart_text(total_name))
     measure = ["relative"] * (len(values)) + ["total"]
     texts = [f"{v:+.4g}" for v in values] + [f"{top.total:.4g}"]
     fig = go.Figure(
@@ -98,7 +101,8 @@ def reward_trajectory(
 ) -> go.Figure:
     """``r_t`` as a line over token positions; a feature's activation as bars behind it."""
     x = np.arange(len(tokens))
-    hover = [display_text(t).replace("\n", "") or "\u2423" for t in tokens]
+    hover = [chart_text(display_text(t).replace("\n", "") or "\u2423") for t in tokens]
+    track_name = chart_text(track_name)
     fig = go.Figure()
     if track is not None:
         fig.add_trace(
@@ -188,7 +192,7 @@ def subset_accuracy(
     label = "auto" if len(table) * (1 + has_after) <= 12 else "none"
     fig.add_trace(
         go.Bar(
-            x=table["subset"],
+            x=[chart_text(s) for s in table["subset"]],
             y=table["accuracy_before"],
             name="before" if has_after else "accuracy",
             marker={"color": BEFORE if has_after else UP},
@@ -199,7 +203,7 @@ def subset_accuracy(
     if has_after:
         fig.add_trace(
             go.Bar(
-                x=table["subset"],
+                x=[chart_text(s) for s in table["subset"]],
                 y=table["accuracy_after"],
                 name="after",
                 marker={"color": AFTER},
@@ -221,9 +225,9 @@ def rewards_by_group(
         part = frame[frame["role"] == role]
         fig.add_trace(
             go.Box(
-                x=part["subset"],
+                x=[chart_text(s) for s in part["subset"]],
                 y=part["reward"],
-                name=role,
+                name=chart_text(role),
                 boxmean=True,
                 marker={"color": colours.get(role, TOTAL)},
             )
@@ -241,7 +245,7 @@ def error_features(
 ) -> go.Figure:
     """Horizontal bars of ``margin_sum`` for the ``n`` features with the largest |sum|."""
     part = table.reindex(table["margin_sum"].abs().sort_values(ascending=False).index).head(n)
-    names = [feature_name(f, labels) for f in part["feature_id"]]
+    names = [chart_text(feature_name(f, labels)) for f in part["feature_id"]]
     vals = part["margin_sum"].to_numpy(float)
     fig = go.Figure(
         go.Bar(
@@ -271,8 +275,9 @@ def shift_histograms(
     """
     sets = list(dict.fromkeys(frame["set"]))
     fig = make_subplots(rows=1, cols=max(len(sets), 1), horizontal_spacing=0.08)
-    for col, name in enumerate(sets, start=1):
-        part = frame[frame["set"] == name]
+    for col, set_name in enumerate(sets, start=1):
+        part = frame[frame["set"] == set_name]
+        name = chart_text(set_name)
         edges = np.histogram_bin_edges(part["reward"].to_numpy(float), bins=bins)
         size = float(edges[1] - edges[0]) if len(edges) > 1 and edges[1] > edges[0] else None
         # one bin past the last edge: plotly's bins are [a, a + size), so the maximum gets drawn
@@ -325,6 +330,7 @@ def selectivity_bars(
         )
         title = f"Selectivity = mean |\u0394r| target / complement = {ratio}"
     names = list(mean_abs_delta)
+    shown = [chart_text(n) for n in names]
     fig = go.Figure()
     for label, data, colour in (
         ("mean |\u0394r|", mean_abs_delta, AFTER),
@@ -333,7 +339,7 @@ def selectivity_bars(
         vals = [float(data[n]) for n in names]
         fig.add_trace(
             go.Bar(
-                x=names,
+                x=shown,
                 y=vals,
                 name=label,
                 marker={"color": colour},

@@ -1,7 +1,10 @@
 """Token highlights: per-token values rendered as escaped, coloured HTML spans.
 
-Token texts come from the model's tokenizer and from user data, so every one is
-HTML-escaped before it reaches a page; only the span markup is ours. Positive
+This module is the dashboard's only source of HTML. Token texts come from the
+model's tokenizer and from user data, and titles and feature names from labels,
+so every string it is given is HTML-escaped; only the span markup is ours. What it
+returns is a :class:`SafeHtml`, and ``app.widgets.show_html`` (the one ``st.html``
+call) draws nothing else. Positive
 values are shaded orange, negative ones blue, with opacity proportional to
 ``|value| / scale`` so that texts shown side by side can share one scale.
 """
@@ -21,6 +24,10 @@ NEGATIVE_RGB = (45, 110, 230)
 MAX_ALPHA = 0.85
 NEWLINE_MARK = "\u21b5"  # the return-arrow glyph shown where a token holds a line break
 _SPECIAL = re.compile(r"^<\|[^|<>]{1,40}\|>$|^<s>$|^</s>$")
+
+
+class SafeHtml(str):
+    """HTML built by this module from escaped text (the only kind ``show_html`` draws)."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,12 @@ def highlight_html(
     *,
     scale: float | None = None,
     title: str | None = None,
-) -> str:
+) -> SafeHtml:
     """Escaped HTML of the tokens, each shaded by its value (hover shows the value)."""
     spans = token_spans(tokens, values, scale)
     body = "".join(_span_html(s) for s in spans)
     head = f'<div class="sarm-hl-title">{html.escape(title)}</div>' if title else ""
-    return (
+    return SafeHtml(
         f'<div class="sarm-hl">{head}<div style="font-family:ui-monospace,monospace;'
         "font-size:0.85em;white-space:pre-wrap;word-break:break-word;line-height:1.8;"
         'border:1px solid rgba(128,128,128,0.3);border-radius:6px;padding:8px;">'
@@ -105,11 +112,12 @@ def highlight_html(
     )
 
 
-def legend_html(scale: float, what: str = "activation") -> str:
-    """A one-line legend for the colour scale."""
+def legend_html(scale: float, feature: str | None = None) -> SafeHtml:
+    """A one-line legend for the colour scale: ``activation of FEATURE`` (the name escaped)."""
     pos = token_color(scale, scale)
     neg = token_color(-scale, scale)
-    return (
+    what = "activation" if feature is None else f"activation of {feature}"
+    return SafeHtml(
         '<div style="font-size:0.8em;">'
         f'<span style="background:{neg};padding:0 6px;">{-scale:+.3g}</span> '
         f"{html.escape(what)} "
@@ -118,6 +126,7 @@ def legend_html(scale: float, what: str = "activation") -> str:
 
 
 __all__ = [
+    "SafeHtml",
     "TokenSpan",
     "display_text",
     "highlight_html",

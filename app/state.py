@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import core
+from app import core, text
 from feature_store import FeatureStore, StoreBusyError, StoreError
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
@@ -245,11 +245,13 @@ def context() -> Context:
     try:
         sources = core.check_sources(sources)
     except ValueError as exc:
-        stop_with("error", f"{exc}. Fix it in the sidebar, or set SARM_MODEL / SARM_STORE.")
+        stop_with(
+            "error", f"{text.plain(exc)}. Fix it in the sidebar, or set SARM_MODEL / SARM_STORE."
+        )
     try:
         model = load_model(sources.model)
     except Exception as exc:  # any loader failure becomes a message, not a traceback
-        stop_with("error", f"Could not load the SARM {sources.model!r}: {exc}")
+        stop_with("error", text.problem(f"Could not load the SARM {text.code(sources.model)}", exc))
     try:
         store = open_store(sources.store)
         with warnings.catch_warnings(record=True) as caught:
@@ -258,18 +260,23 @@ def context() -> Context:
         notes = tuple(str(w.message) for w in caught)
         data = load_dataset(sources.store)
     except StoreError as exc:
-        stop_with("error", f"Feature store problem: {exc}")
+        stop_with("error", text.problem("Feature store problem", exc))
     if data.n_examples == 0:
         stop_with(
             "info",
-            f"The feature store {sources.store} holds no examples yet; fill it with `sarm index`.",
+            f"The feature store {text.code(sources.store)} holds no examples yet; "
+            "fill it with `sarm index`.",
         )
     base = st.session_state[HEAD_BASE]
     try:
         head = head_version(sources.store, base).edit(st.session_state[OVERRIDES])
     except StoreError as exc:
         st.session_state[HEAD_BASE] = INGEST_HEAD
-        stop_with("error", f"Head version {base!r} could not be loaded ({exc}); back to 'ingest'.")
+        stop_with(
+            "error",
+            f"Head version {text.plain(repr(base))} could not be loaded ({text.plain(exc)}); "
+            "back to 'ingest'.",
+        )
     return Context(sources, model, store, data, head, notes)
 
 
@@ -368,7 +375,7 @@ def sidebar_sources() -> core.Sources:
         st.text_input("Feature store (.duckdb file)", key="sidebar_store")
         st.button("Use these", key="sidebar_apply", on_click=_apply_sources)
         if st.session_state.get(NOTICE):
-            st.error(st.session_state[NOTICE])
+            st.error(text.plain(st.session_state[NOTICE]))
     return sources
 
 
@@ -376,13 +383,13 @@ def sidebar_status(ctx: Context) -> None:
     """Which model, SAE, head version and store are in use."""
     model, fp = ctx.model, ctx.model.fingerprint()
     n_edits = len(ctx.head.overrides)
-    head = ctx.head.name + (f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else "")
+    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
     sb = st.sidebar
     sb.markdown(
-        f"**Model** `{fp['backbone']}` layer {model.layer}  \n"
-        f"**SAE** `{fp['sae']}` ({model.d_sae:,} latents, k={model.k})  \n"
-        f"**Head** {head} `{ctx.head.hash()}`  \n"
-        f"**Store** `{ctx.store.path.name}`: {ctx.data.n_examples:,} responses, "
+        f"**Model** {text.code(fp['backbone'])} layer {model.layer}  \n"
+        f"**SAE** {text.code(fp['sae'])} ({model.d_sae:,} latents, k={model.k})  \n"
+        f"**Head** {text.plain(ctx.head.name)}{edits} {text.code(ctx.head.hash())}  \n"
+        f"**Store** {text.code(ctx.store.path.name)}: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
     if ctx.store.read_only:
@@ -390,7 +397,7 @@ def sidebar_status(ctx: Context) -> None:
             "The store is open read-only (another process writes it): labels cannot be saved."
         )
     for note in ctx.notes:
-        sb.caption(note)
+        sb.caption(text.plain(note))
 
 
 # --------------------------------------------------------------------------- the demo

@@ -1,8 +1,19 @@
-"""What the pages write: numbers, captions and option labels as plain strings (no Streamlit)."""
+"""What the pages write: numbers, captions and option labels as plain strings (no Streamlit).
+
+Every user- or dataset-controlled value (labels, descriptions, prompts, responses,
+subsets, group ids, head names, paths, error messages that echo input) that goes
+into a Markdown-rendering element (``st.markdown``, ``st.caption``, ``st.header``,
+``st.info``/``st.error``...) passes through :func:`plain` or :func:`code`, so that it
+shows as exactly its characters: no emphasis, link, image, HTML or autolink. Chart
+text goes through :func:`chart_text` (Plotly renders a subset of HTML). Selectbox
+options, ``st.text``, ``st.json`` and dataframes show text as it is and need neither.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -13,6 +24,53 @@ from sarm.interventions import Intervention
 
 MAX_NOTE = 2000  # characters of a head version's default note
 VERIFY_TOLERANCE = 1e-4  # |reward difference| under which an exported checkpoint matches
+
+
+# --------------------------------------------------------------------------- the plain-text path
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the characters
+# that start Markdown, GFM or Streamlit markup (emphasis, code, links, images, HTML,
+# entities, headings, tables, strikethrough, LaTeX, directives, emoji).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$&!:{}])")
+# Characters that are markup only at the start of a line: lists, setext headings, ordered lists.
+_LINE_START = re.compile(r"^([ \t]*)([-+=]|\d{1,9}(?=[.)]))", re.MULTILINE)
+# GFM turns bare URLs, www. names and e-mail addresses into links after escapes are read:
+# a word joiner (invisible, U+2060) breaks the patterns it looks for.
+_AUTOLINK = re.compile(r"(?i)(https?|www)(?=\\?[:.])|(@)")
+WORD_JOINER = "\u2060"
+
+
+def plain(value: object) -> str:
+    """``value`` as Markdown that renders as exactly its characters (no markup, link or HTML)."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+    escaped = _LINE_START.sub(_escape_line_start, escaped)
+    return _AUTOLINK.sub(lambda m: m.group(0) + WORD_JOINER, escaped)
+
+
+def _escape_line_start(match: re.Match) -> str:
+    """``- x`` -> ``\\- x``; ``1. x`` -> ``1\\. x`` (the backslash escapes the next character)."""
+    indent, marker = match.groups()
+    return f"{indent}{marker}\\" if marker.isdigit() else f"{indent}\\{marker}"
+
+
+def code(value: object) -> str:
+    """``value`` as a Markdown code span (one line): shown verbatim, in a monospace font."""
+    body = " ".join(str(value).splitlines())
+    if not body:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body[0] in "` " or body[-1] in "` " else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def problem(what: str, exc: object) -> str:
+    """An error line: our ``what``, then the (escaped) message, which may echo user input."""
+    return f"{what}: {plain(exc)}"
+
+
+def chart_text(value: object) -> str:
+    """Text for a Plotly label, tick, legend or hover: its HTML subset escaped."""
+    return html.escape(str(value), quote=False)
 
 
 def fmt(value: float | None, spec: str = ".4f") -> str:
@@ -37,13 +95,13 @@ def edit_caption(base_name: str, n_changed: int) -> str:
     if not n_changed:
         return ""
     return (
-        f"Under the edited head: {base_name} with {n_changed} changed weight"
+        f"Under the edited head: {plain(base_name)} with {n_changed} changed weight"
         f"{'s' * (n_changed != 1)} (see Head editor)."
     )
 
 
 def rmbench_caption(accuracies: Mapping[str, float]) -> str:
-    return "RM-Bench: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracies.items())
+    return "RM-Bench: " + ", ".join(f"{plain(k)} {v:.1%}" for k, v in accuracies.items())
 
 
 # --------------------------------------------------------------------------- examples and pairs
@@ -52,10 +110,20 @@ def rmbench_caption(accuracies: Mapping[str, float]) -> str:
 def example_caption(ex) -> str:
     """Where a stored example comes from (``ex``: a ``StoredExample``)."""
     return (
-        f"group `{ex.group_id}` \u00b7 {ex.role} #{ex.response_index} \u00b7 subset "
-        f"{ex.subset or '(none)'} \u00b7 {ex.n_tokens} tokens"
+        f"group {code(ex.group_id)} \u00b7 {plain(ex.role)} #{ex.response_index} \u00b7 subset "
+        f"{plain(ex.subset or '(none)')} \u00b7 {ex.n_tokens} tokens"
         f"{' (truncated)' if ex.truncated else ''}"
     )
+
+
+def prompt_caption(prompt: str) -> str:
+    return f"Prompt: {plain(short(prompt, 300))}"
+
+
+def saved_head(name: str, parent: str | None = None) -> str:
+    """The note after a head version is saved."""
+    parent_note = f" (parent {plain(repr(parent))})" if parent is not None else ""
+    return f"Saved head version {plain(repr(name))}{parent_note}"
 
 
 def example_option(example_id: int, role: str, subset: str, reward: float, response: str) -> str:
@@ -101,27 +169,28 @@ def margin_verdict(margin: float) -> tuple[str, str]:
 def track_caption(title: str, track: np.ndarray) -> str:
     """A highlighted text's heading: the pooled (last-token) activation and the peak."""
     peak = float(np.max(np.abs(track))) if len(track) else 0.0
-    return f"**{title}** \u00b7 pooled z = {track[-1]:.4f} \u00b7 peak |z| = {peak:.4f}"
+    return f"**{plain(title)}** \u00b7 pooled z = {track[-1]:.4f} \u00b7 peak |z| = {peak:.4f}"
 
 
 # --------------------------------------------------------------------------- features
 
 
 def feature_header(feature_id: int, label: str) -> str:
-    return f"Feature {feature_id}" + (f": {label}" if label else "")
+    return f"Feature {feature_id}" + (f": {plain(label)}" if label else "")
 
 
 def top_example(row: Mapping) -> str:
     """The line above a top-activating example's highlight."""
     return (
-        f"**#{row['example_id']}** \u00b7 {row['role']} \u00b7 {row['subset'] or '(none)'} "
+        f"**#{row['example_id']}** \u00b7 {plain(row['role'])} \u00b7 "
+        f"{plain(row['subset'] or '(none)')} "
         f"\u00b7 z = {row['activation']:.4f} \u00b7 contribution {row['contribution']:+.4f}"
     )
 
 
 def editor_feature(name: str, base: float, activation: float) -> str:
     """The Head editor's heading of one feature's slider."""
-    return f"**{name}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"
+    return f"**{plain(name)}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"
 
 
 def error_margin_caption(n_errors: int, total_margin: float) -> str:
@@ -142,7 +211,7 @@ def shift_sets_caption(sets: Mapping[str, object], specs: Sequence[str], ms: flo
     """
     return (
         " \u00b7 ".join(
-            f"**{name}** `{spec}`: {p.n_examples:,} responses, {p.n_pairs:,} pairs"
+            f"**{plain(name)}** {code(spec)}: {p.n_examples:,} responses, {p.n_pairs:,} pairs"
             for (name, p), spec in zip(sets.items(), specs, strict=True)
         )
         + f" \u00b7 recomputed in {ms:.1f} ms"
@@ -158,6 +227,7 @@ def shift_note(target: str, complement: str, actions: Sequence[Intervention]) ->
 
 
 def steering_warning(steering: Sequence[str]) -> str:
+    """``steering``: specs of parsed actions (action names, numbers and feature ids only)."""
     return (
         f"{', '.join(steering)} adds to a feature's activation wherever it is active; that "
         "depends on which latents are active, not on their values, so no linear head can "

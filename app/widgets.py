@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, choices, core, state, text
-from app.highlight import highlight_html, legend_html, value_scale
+from app.highlight import SafeHtml, highlight_html, legend_html, value_scale
 from feature_store import StoreError
 
 MAX_TRAJECTORY_FEATURES = 200
@@ -53,8 +53,20 @@ def feature_choice(
     return st.selectbox(label, list(options), key=key, format_func=options.get)
 
 
+def show_html(fragment: SafeHtml) -> None:
+    """The dashboard's one ``st.html``: only HTML built (and escaped) by ``app.highlight``."""
+    if not isinstance(fragment, SafeHtml):
+        raise TypeError("show_html draws only SafeHtml from app.highlight, never raw strings")
+    st.html(fragment)
+
+
 def highlight(tokens, values, scale: float, title: str | None = None) -> None:
-    st.html(highlight_html(tokens, values, scale=scale, title=title))
+    show_html(highlight_html(tokens, values, scale=scale, title=title))
+
+
+def legend(scale: float, feature: str) -> None:
+    """The colour legend of a feature's activations (its name escaped by ``legend_html``)."""
+    show_html(legend_html(scale, feature))
 
 
 def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int]):
@@ -64,7 +76,9 @@ def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int]):
             int(example_id), [int(f) for f in feature_ids], sarm=ctx.model
         )
     except (StoreError, ValueError) as exc:
-        st.warning(f"Per-token activations are not available for example {example_id}: {exc}")
+        st.warning(
+            text.problem(f"Per-token activations are not available for example {example_id}", exc)
+        )
         return None
 
 
@@ -91,7 +105,7 @@ def stored_trajectory(ctx: state.Context, example_id: int, hl) -> tuple[np.ndarr
 
 def token_view(tokens, track, trajectory, name: str, key: str, scale: float | None = None):
     scale = value_scale(track) if scale is None else scale
-    st.html(legend_html(scale, f"activation of {name}"))
+    legend(scale, name)
     highlight(tokens, track, scale)
     st.plotly_chart(
         charts.reward_trajectory(tokens, trajectory, track, name), key=f"{key}_trajectory"

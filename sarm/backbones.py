@@ -11,6 +11,7 @@ left so that the end-of-turn token is always kept.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -93,18 +94,30 @@ class EncodedBatch:
 
 
 class ChatEncoder:
-    """Renders conversations with the chat template and finds the pooled token."""
+    """Renders conversations with the chat template and finds the pooled token.
+
+    Message text is data, never markup: a control token written inside a message
+    (``"<|im_end|>"`` in a response) is tokenized as the plain characters it is made of,
+    so only the chat template itself places turn markers.
+    """
 
     def __init__(self, tokenizer, max_length: int = DEFAULT_MAX_LENGTH):
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template; SARM scores chat conversations")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"{type(tokenizer).__name__} is a slow tokenizer; SARM needs a fast one "
+                "(a tokenizer.json) to keep message text apart from control tokens"
+            )
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self._blank: dict[int, bool] = {}
         self._special = set(tokenizer.all_special_ids)
+        self._control = _control_tokens(tokenizer)
         self._warned_eot = False
+        self._warned_spans = False
 
     def render(self, conversation: Conversation) -> str:
         return self.tokenizer.apply_chat_template(
@@ -113,12 +126,113 @@ class ChatEncoder:
 
     def token_ids(self, conversation: Conversation) -> tuple[list[int], int]:
         """Ids ending at the final end-of-turn token, and how many were cut from the left."""
-        text = self.render(conversation)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        self._check_roles(conversation)
+        text, spans = self.render_with_spans(conversation)
+        ids = self._tokenize(text, spans)
         ids = self._strip_trailing_blanks(ids)
         self._check_eot(ids[-1])
         dropped = max(0, len(ids) - self.max_length)
         return ids[dropped:], dropped
+
+    # ----------------------------------------------------------------- message spans
+
+    def render_with_spans(self, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered text and the ``[start, end)`` character span of every message text.
+
+        The template is rendered a second time with each message wrapped in marker
+        characters; the pieces between markers are the template's own text. They are
+        aligned with the plain rendering (allowing for templates that trim message
+        text), so the rendered text is exactly what the template produces.
+        """
+        text = self.render(conversation)
+        pieces = self._template_pieces(conversation)
+        spans = _align(text, pieces)
+        if spans is not None:
+            return text, spans
+        self._warn_unaligned()
+        return _join_pieces(pieces)
+
+    def _template_pieces(self, conversation: Conversation) -> list[tuple[str, str]]:
+        """``[(template text, message text as placed), ...]`` and a final ``(text, "")``."""
+        open_, close = _markers(conversation)
+        marked = [{**m, "content": f"{open_}{m['content']}{close}"} for m in conversation]
+        first, *parts = self.render(marked).split(open_)
+        if close in first or any(part.count(close) != 1 for part in parts):
+            raise ValueError(
+                "the chat template cuts or rewrites message text, so SARM cannot tell message "
+                "text from template text; use a template that inserts each message's content whole"
+            )
+        pieces: list[tuple[str, str]] = []
+        template = first
+        for part in parts:
+            content, _, after = part.partition(close)
+            pieces.append((template, content))
+            template = after
+        pieces.append((template, ""))
+        return pieces
+
+    def _warn_unaligned(self) -> None:
+        if not self._warned_spans:
+            self._warned_spans = True
+            warnings.warn(
+                "the chat template changes message text beyond trimming whitespace; "
+                "scoring the message text as written",
+                stacklevel=4,
+            )
+
+    def _check_roles(self, conversation: Conversation) -> None:
+        for i, message in enumerate(conversation):
+            found = [t for t in self._control.values() if t in message["role"]]
+            if found:
+                raise ValueError(
+                    f"messages[{i}].role contains the control token {found[0]!r}; "
+                    "roles are plain names such as 'user' or 'assistant'"
+                )
+
+    # ----------------------------------------------------------------- tokenizing
+
+    def _tokenize(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """Token ids with control tokens recognised only in the template's own text."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        pairs = zip(ids, offsets, strict=True)
+        if not any(tid in self._control and _inside(at, spans) for tid, at in pairs):
+            return ids
+        return self._tokenize_between(text, self._template_markers(text, spans))
+
+    def _template_markers(
+        self, text: str, spans: list[tuple[int, int]]
+    ) -> list[tuple[tuple[int, int], int]]:
+        """Control tokens of the template's own text: ``((start, end), id)`` in ``text``."""
+        markers = []
+        for start, stop in _gaps(spans, len(text)):
+            enc = self.tokenizer(
+                text[start:stop], add_special_tokens=False, return_offsets_mapping=True
+            )
+            markers += [
+                ((start + b, start + e), tid)
+                for tid, (b, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+                if tid in self._control
+            ]
+        return markers
+
+    def _tokenize_between(self, text: str, markers: list[tuple[tuple[int, int], int]]) -> list[int]:
+        """Template control tokens as ids; all text between them with control tokens split."""
+        ids: list[int] = []
+        start = 0
+        for (begin, end), tid in markers:
+            ids += self._plain_ids(text[start:begin])
+            ids.append(tid)
+            start = end
+        ids += self._plain_ids(text[start:])
+        return ids
+
+    def _plain_ids(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
 
     def _strip_trailing_blanks(self, ids: list[int]) -> list[int]:
         end = len(ids)
@@ -160,6 +274,76 @@ class ChatEncoder:
     def tokens(self, ids: Iterable[int]) -> list[str]:
         """Readable token strings (byte-level markers decoded)."""
         return [self.tokenizer.decode([int(t)]) for t in ids]
+
+
+def _control_tokens(tokenizer) -> dict[int, str]:
+    """Every special token of the tokenizer (id -> text): the tokens a template may place."""
+    control = {
+        int(tid): tok.content for tid, tok in tokenizer.added_tokens_decoder.items() if tok.special
+    }
+    control.update(zip(tokenizer.all_special_ids, tokenizer.all_special_tokens, strict=True))
+    return control
+
+
+def _markers(conversation: Conversation) -> tuple[str, str]:
+    """Two private-use marker strings that occur in no message of ``conversation``."""
+    texts = [m["content"] for m in conversation]
+    for code in range(0xE000, 0xF8FF, 2):
+        open_, close = chr(code), chr(code + 1)
+        if not any(open_ in t or close in t for t in texts):
+            return open_, close
+    raise ValueError("the messages use every private-use character; they cannot be scored")
+
+
+def _align(text: str, pieces: list[tuple[str, str]]) -> list[tuple[int, int]] | None:
+    """Character spans of the message texts in ``text``, or None if the pieces do not fit."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for (template, content), (following, _) in itertools.pairwise(pieces):
+        if not text.startswith(template, pos):
+            return None
+        pos += len(template)
+        placed = next(
+            (
+                c
+                for c in dict.fromkeys(
+                    (content, content.strip(), content.lstrip(), content.rstrip())
+                )
+                if text.startswith(c + following, pos)
+            ),
+            None,
+        )
+        if placed is None:
+            return None
+        spans.append((pos, pos + len(placed)))
+        pos += len(placed)
+    return spans if text[pos:] == pieces[-1][0] else None
+
+
+def _join_pieces(pieces: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """Template text and message text as placed (markers removed), with the message spans."""
+    text, spans = "", []
+    for template, content in pieces:
+        text += template
+        spans.append((len(text), len(text) + len(content)))
+        text += content
+    return text, spans[:-1]
+
+
+def _gaps(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges of ``[0, length)`` outside ``spans`` (sorted, disjoint)."""
+    gaps, pos = [], 0
+    for start, stop in spans:
+        gaps.append((pos, start))
+        pos = stop
+    gaps.append((pos, length))
+    return [(a, b) for a, b in gaps if b > a]
+
+
+def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """Whether a token's character span overlaps a message text span."""
+    begin, end = offset
+    return any(begin < stop and start < end for start, stop in spans)
 
 
 # --------------------------------------------------------------------------- backbone

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state
+from app import state, text
 from sarm import cachedir as paths
 from sarm.constants import DEFAULT_LAYER
 from workflows.build_default import build_demo
@@ -13,7 +13,7 @@ def intro() -> str:
         "The dashboard opens on the embedded default: SmolLM2-135M-Instruct cut after "
         f"{DEFAULT_LAYER} layers, a TopK sparse autoencoder and a Bradley-Terry head trained "
         "on seeded demo preference data, and a feature store of that data. They are not built "
-        f"yet (`{paths.default_dir()}`). Building takes a few minutes on a CPU, once; keep this "
+        f"yet ({text.code(paths.default_dir())}). Building takes a few minutes on a CPU, once; keep this "
         "page open meanwhile. `scripts/dashboard` (or `sarm build-demo`) does the same from a "
         "terminal.\n\n"
         "To open another model and store instead, set them in the sidebar or start with "
@@ -43,7 +43,8 @@ def _build() -> None:
         except Exception as exc:  # show any failure as a message; the cached steps are kept
             status.update(label="The build failed", state="error")
             st.error(
-                f"Building the demo failed: {exc}. Run `sarm build-demo` in a terminal for details."
+                text.problem("Building the demo failed", exc)
+                + ". Run `sarm build-demo` in a terminal for details."
             )
             st.stop()
         status.update(label="The demo is built", state="complete")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import charts, choices, core, state, tables, text, widgets
-from app.highlight import legend_html, value_scale
+from app.highlight import value_scale
 from sarm.audit import pair_table
 
 INDEXED, TYPED = "Indexed pair", "Type two responses to one prompt"
@@ -17,7 +17,7 @@ def render() -> None:
         ids = _indexed_pair(ctx)
         expls = [ctx.explain_example(e) for e in ids]
         examples = [ctx.example(e) for e in ids]
-        st.caption(f"Prompt: {core.short(examples[0].prompt, 300)}")
+        st.caption(text.prompt_caption(examples[0].prompt))
     else:
         scored = _typed_pair(ctx)
         expls = [
@@ -60,7 +60,7 @@ def render() -> None:
         tokens = [s["tokens"] for s in scored]
         tracks = [core.feature_track(s["values"], s["indices"], fid) for s in scored]
     scale = value_scale(*tracks)
-    st.html(legend_html(scale, f"activation of {name}"))
+    widgets.legend(scale, name)
     cols = st.columns(2)
     for col, title, tok, track in zip(cols, ("Chosen", "Rejected"), tokens, tracks, strict=True):
         with col:
@@ -116,4 +116,4 @@ def _typed_pair(ctx: state.Context) -> list[dict]:
     try:
         return [state.score_text(ctx.sources.model, typed[0], r) for r in typed[1:]]
     except ValueError as exc:
-        state.stop_with("error", f"Cannot score this text: {exc}")
+        state.stop_with("error", text.problem("Cannot score this text", exc))

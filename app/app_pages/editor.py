@@ -109,7 +109,7 @@ def _add_features(ctx: state.Context, expl: core.Explanation) -> None:
         try:
             hits = ctx.store.search_labels(query, limit=50)
         except (ValueError, StoreError) as exc:
-            c.error(str(exc))
+            c.error(text.plain(exc))
             return
         if hits.empty:
             c.caption("No label matches.")
@@ -251,12 +251,12 @@ def _save(ctx: state.Context, after) -> None:
                 metrics=tables.head_metrics(after),
             )
         except (ValueError, StoreError) as exc:
-            st.error(f"Not saved: {exc}")
+            st.error(text.problem("Not saved", exc))
         else:
             ss[state.HEAD_BASE] = name.strip()
             state.set_overrides({})
             clear_sliders()
-            ss["editor_notice"] = f"Saved head version {name.strip()!r}; it is now the base."
+            ss["editor_notice"] = f"{text.saved_head(name.strip())}; it is now the base."
             st.rerun()
     if ss.get("editor_notice"):
         st.success(ss.pop("editor_notice"))

@@ -69,4 +69,4 @@ def _typed(ctx: state.Context) -> dict:
     try:
         return state.score_text(ctx.sources.model, *typed)
     except ValueError as exc:
-        state.stop_with("error", f"Cannot score this text: {exc}")
+        state.stop_with("error", text.problem("Cannot score this text", exc))

@@ -31,11 +31,14 @@ def render() -> None:
     changes = edit.changes()
     labels = ctx.labels([f for f, _, _ in changes])
     if changes:
-        st.markdown(f"**{len(changes)}** weight(s) changed from head version `{edit.name}`:")
+        st.markdown(
+            f"**{len(changes)}** weight(s) changed from head version {text.code(edit.name)}:"
+        )
         st.dataframe(tables.weight_changes(changes, labels), hide_index=True, key="export_changes")
     else:
         st.info(
-            f"No weight differs from head version `{edit.name}`: the export is that head as "
+            f"No weight differs from head version {text.code(edit.name)}: the export is that "
+            "head as "
             "it is. Change weights in the Head editor first to export an edited head."
         )
 
@@ -97,9 +100,9 @@ def _head(edit, manifest: dict) -> None:
         try:
             written = write_head(edit, manifest, head_dir)
         except (ValueError, OSError) as exc:
-            st.error(f"Nothing written: {exc}")
+            st.error(text.problem("Nothing written", exc))
         else:
-            st.success("Wrote " + ", ".join(str(p) for p in written))
+            st.success("Wrote " + ", ".join(text.code(p) for p in written))
 
 
 def _checkpoint(ctx: state.Context, manifest: dict) -> None:
@@ -119,10 +122,10 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
                     ctx.model, edit, manifest, ckpt_dir, include_backbone=include
                 )
         except (ValueError, OSError) as exc:
-            st.error(f"Nothing written: {exc}")
+            st.error(text.problem("Nothing written", exc))
         else:
             st.session_state["export_written"] = (str(path), edit.hash())
-            st.success(f"Wrote the checkpoint to {path}")
+            st.success(f"Wrote the checkpoint to {text.code(path)}")
     st.download_button(
         "Download the checkpoint (zip, backbone by reference)",
         lambda: checkpoint_zip(ctx.model, edit, manifest),
@@ -139,7 +142,7 @@ def _verify(ctx: state.Context, rewards_after) -> None:
     if not written:
         return
     path, head_hash = written
-    st.markdown(f"Last written: `{path}` (head `{head_hash}`)")
+    st.markdown(f"Last written: {text.code(path)} (head {text.code(head_hash)})")
     if st.button("Verify: load it with load_sarm and rescore examples", key="export_verify"):
         frame = ctx.data.frame
         current = ctx.data.row(ss.get(state.EXAMPLE, int(frame["example_id"].iloc[0])))
@@ -149,7 +152,7 @@ def _verify(ctx: state.Context, rewards_after) -> None:
             with st.spinner("Loading the exported checkpoint and scoring ..."):
                 got = checkpoint_rewards(path, convs)
         except Exception as exc:  # any loader failure is reported, not raised
-            st.error(f"The checkpoint did not load: {exc}")
+            st.error(text.problem("The checkpoint did not load", exc))
         else:
             same_head = head_hash == ctx.head.hash()
             ss["export_verified"] = tables.verify_table(

@@ -3,7 +3,6 @@
 import streamlit as st
 
 from app import charts, choices, state, tables, text, widgets
-from app.highlight import legend_html
 from feature_store import StoreError
 
 PAGE_SIZE = 50
@@ -28,7 +27,7 @@ def render() -> None:
         info = state.feature_stats(ctx.path, ctx.revision(), fid)
         top, quantiles, hist = state.feature_examples(ctx.path, fid, TOP_EXAMPLES)
     except (LookupError, StoreError) as exc:
-        state.stop_with("error", f"Feature {fid}: {exc}")
+        state.stop_with("error", text.problem(f"Feature {fid}", exc))
     _statistics(ctx, fid, info)
     left, right = st.columns([3, 2])
     with left:
@@ -64,7 +63,7 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     try:
         _, total = state.features_page(ctx.path, rev, limit=1, **filters)
     except (ValueError, StoreError) as exc:
-        state.stop_with("error", f"Cannot list features: {exc}")
+        state.stop_with("error", text.problem("Cannot list features", exc))
     pages = choices.page_count(total, PAGE_SIZE)
     page = int(g2.number_input(f"Page (of {pages})", 1, pages, 1, key="features_page"))
     frame, _ = state.features_page(
@@ -114,7 +113,7 @@ def _feature_id(ctx: state.Context, clicked: tuple[int, int, int] | None, first:
 def _statistics(ctx: state.Context, fid: int, info: dict) -> None:
     st.header(text.feature_header(fid, info.get("label") or ""))
     if info.get("label_description"):
-        st.caption(info["label_description"])
+        st.caption(text.plain(info["label_description"]))
     m = st.columns(6)
     m[0].metric("Weight (ingest)", f"{info['weight']:.4f}")
     m[1].metric("Weight (current)", f"{float(ctx.head.weights[fid]):.4f}")
@@ -148,7 +147,7 @@ def _label(ctx: state.Context, fid: int, info: dict) -> None:
                 ss["features_label_author"],
             )
         except (ValueError, StoreError) as exc:
-            st.error(f"The label was not saved: {exc}")
+            st.error(text.problem("The label was not saved", exc))
         else:
             ss.pop("features_label_for", None)
             st.rerun()
@@ -172,7 +171,7 @@ def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
     else:
         n_hl = st.slider("Highlighted", 1, min(10, len(top)), min(3, len(top)), key="features_n_hl")
         scale = choices.highlight_scale(top["activation"])
-        st.html(legend_html(scale, f"activation of f{fid}"))
+        widgets.legend(scale, f"f{fid}")
         for _, row in top.head(n_hl).iterrows():
             st.markdown(text.top_example(row))
             hl = widgets.stored_tracks(ctx, int(row["example_id"]), [fid])

@@ -51,7 +51,7 @@ def render() -> None:
     try:
         shift = state.preference_shift(ctx.path, *shift_key)
     except (ValueError, StoreError) as exc:
-        state.stop_with("error", f"Cannot select the sets: {exc}")
+        state.stop_with("error", text.problem("Cannot select the sets", exc))
     chosen = _discovery(ctx, shift_key)
     actions = _actions(chosen)
     try:
@@ -59,7 +59,7 @@ def render() -> None:
         report = shift.evaluate(actions)
         ms = (time.perf_counter() - start) * 1000
     except ValueError as exc:
-        state.stop_with("error", f"Invalid actions: {exc}")
+        state.stop_with("error", text.problem("Invalid actions", exc))
     _report(report, (target, complement), ms)
     _use(ctx, shift, actions, report, target, complement)
 
@@ -112,14 +112,14 @@ def _sets(ctx: state.Context) -> tuple[str, str]:
         target_text = _set_choice(left, "target", [BUILD, TYPED], subsets)
         complement_text = _set_choice(right, "complement", [REST, BUILD, TYPED], subsets)
     except ValueError as exc:
-        state.stop_with("error", f"Invalid set: {exc}. Type the spec instead.")
+        state.stop_with("error", text.problem("Invalid set", exc) + ". Type the spec instead.")
     if not target_text or not complement_text:
         which = "target" if not target_text else "complement"
         state.stop_with("info", f"Choose the {which}: subsets and/or roles, or type a set spec.")
     try:
         return core.check_cached_spec(target_text), core.check_cached_spec(complement_text)
     except ValueError as exc:
-        state.stop_with("error", f"Invalid set spec: {exc}")
+        state.stop_with("error", text.problem("Invalid set spec", exc))
 
 
 def _discovery(ctx: state.Context, shift_key: tuple) -> list[int]:
@@ -207,7 +207,7 @@ def _actions(chosen: list[int]) -> list:
     try:
         return core.shift_actions(steps, chosen, specs)
     except ValueError as exc:
-        state.stop_with("error", f"Invalid actions: {exc}")
+        state.stop_with("error", text.problem("Invalid actions", exc))
 
 
 def _report(report, specs: tuple[str, str], ms: float) -> None:
@@ -263,7 +263,7 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
         state.send_to_editor(ctx, weights, touched_features(actions))
         state.switch_to("editor")
     with st.form("shift_save_form"):
-        st.markdown(f"**Save as a head version** (parent `{ctx.head.name}`)")
+        st.markdown(f"**Save as a head version** (parent {text.code(ctx.head.name)})")
         name = st.text_input("Name (new, immutable)", key="shift_save_name")
         note = st.text_input("Note (default: the sets and the actions)", key="shift_save_note")
         author = st.text_input("Author", key="shift_save_author")
@@ -271,7 +271,10 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
     if not save:
         return
     if steering:
-        st.error(f"Not saved: {', '.join(steering)} cannot be folded into a head (see above).")
+        st.error(
+            text.problem("Not saved", ", ".join(steering))
+            + " cannot be folded into a head (see above)."
+        )
         return
     try:
         weights, bias = shift.head(actions)
@@ -285,9 +288,9 @@ def _use(ctx: state.Context, shift, actions, report, target: str, complement: st
             metrics=report.to_metrics(),
         )
     except (ValueError, StoreError) as exc:
-        st.error(f"Not saved: {exc}")
+        st.error(text.problem("Not saved", exc))
     else:
         st.success(
-            f"Saved head version {name.strip()!r} (parent {ctx.head.name!r}); choose it as "
+            f"{text.saved_head(name.strip(), ctx.head.name)}; choose it as "
             "the base in the Head editor to keep working from it."
         )

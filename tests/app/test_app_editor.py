@@ -167,7 +167,7 @@ def test_saved_label_shows_everywhere_and_survives_a_restart(store_path):  # noq
     at.text_input(key="features_label_author").input("tester")
     at.button(key="features_label_save").click().run()
     assert not at.exception and not at.error
-    assert at.header[0].value == f"Feature {fid}: Polite refusal <i>"
+    assert at.header[0].value == f"Feature {fid}: Polite refusal \\<i\\>"  # escaped
     history = frame_with(at, "created_at")
     assert (
         history["label"].tolist()[0] == "Polite refusal <i>"
@@ -199,7 +199,7 @@ def test_saved_label_shows_everywhere_and_survives_a_restart(store_path):  # noq
     assert json.loads(out.stdout)[0] == {"label": "Polite refusal <i>", "author": "tester"}
     at2 = start("features")
     at2.number_input(key="features_fid").set_value(fid).run()
-    assert at2.header[0].value == f"Feature {fid}: Polite refusal <i>"
+    assert at2.header[0].value == f"Feature {fid}: Polite refusal \\<i\\>"
 
 
 def test_bad_label_is_refused_with_a_message(store_path):  # noqa: F811
