@@ -64,12 +64,6 @@ def wrap_duckdb_error(
                 "writes a new file and renames it into place"
             )
         return StoreBusyError(f"{what}: feature store {path}: {advice} ({text})")
-    if "different configuration" in text:
-        return StoreBusyError(
-            f"{what}: feature store {path} is already open in this process with "
-            f"read_only={not read_only}; open it the same way (read_only=True is enough to "
-            f"save labels and head versions) ({text})"
-        )
     return StoreError(f"{what} failed on feature store {path}: {text}")
 
 
@@ -116,7 +110,7 @@ class Connection:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con, read_only = _connect(path, read_only)
         except duckdb.Error as exc:
             raise wrap_duckdb_error(exc, "opening", path, read_only=read_only) from exc
         try:
@@ -235,8 +229,9 @@ class Connection:
         """A cursor inside one transaction, holding the store's write lock."""
         if self._read_only:
             raise StoreReadOnlyError(
-                f"{what}: feature store {self._path} was opened read-only; "
-                "open it without read_only=True to change it"
+                f"{what}: feature store {self._path} is open read-only (read_only=True, or "
+                "this process had it open read-only already); its tables are rebuilt by "
+                "`sarm index`, and labels and head versions can be saved all the same"
             )
         with self._lock:
             cur = self._cursor()
@@ -354,6 +349,24 @@ class Connection:
                 cur.execute("CHECKPOINT")
         except StoreError as exc:  # an optimisation only: the WAL is folded in on close
             logger.warning("%s", exc)
+
+
+def _connect(path: Path, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A DuckDB connection, and whether this store must treat it as read-only.
+
+    DuckDB refuses a second connection of one process in the other mode. When
+    this process has the file open already (a dashboard reading it, a script
+    writing it), share that one, read-only for this store: a file open
+    read-only is at the latest schema, and labels and head versions can be
+    saved all the same.
+    """
+    try:
+        return duckdb.connect(str(path), read_only=read_only), read_only
+    except duckdb.ConnectionException as exc:
+        if "different configuration" not in str(exc):
+            raise
+        logger.info("feature store %s is open in this process already; sharing it read-only", path)
+        return duckdb.connect(str(path), read_only=not read_only), True
 
 
 def _prepare_schema(con: duckdb.DuckDBPyConnection, read_only: bool) -> None:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
-    with fs.FeatureStore.open(args.store) as store:
+    with fs.FeatureStore.building(args.store) as store:  # readers keep reading meanwhile
         report = fs.ingest(
             store,
             sarm,
@@ -118,7 +118,7 @@ def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
 
 
 def _merge(args, index: IndexConfig) -> int:
-    with fs.FeatureStore.open(args.store) as store:
+    with fs.FeatureStore.building(args.store) as store:  # readers keep reading meanwhile
         n = fs.merge_parts(store, args.merge, top_n=index.top_n, progress=not args.quiet)
         summary = store.summary()
     print(
