@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from app import core, text
-from feature_store import FeatureStore, StoreBusyError, StoreError
+from feature_store import FeatureStore, StoreError
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
 from sarm.constants import INGEST_HEAD, SARM_CONFIG_FILE
@@ -49,11 +49,19 @@ def load_model(ref: str):
 
 @st.cache_resource(show_spinner="Opening the feature store ...", on_release=FeatureStore.close)
 def open_store(path: str) -> FeatureStore:
-    """Read-write (labels, head versions, highlight cache); read-only if another process writes."""
+    """The store, read-only: other dashboards, ``sarm eval`` and ``sarm index`` run meanwhile.
+
+    Labels and head versions are saved all the same (to the store's annotations
+    database; ``store.annotation_note`` says why not when they cannot be). New
+    highlights are computed without caching them.
+    """
+    store = FeatureStore.open(path, read_only=True)
     try:
-        return FeatureStore.open(path)
-    except StoreBusyError:
-        return FeatureStore.open(path, read_only=True)
+        store.annotations  # noqa: B018  open it now, so that its problems show as the store's
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 @st.cache_resource(show_spinner="Reading the store's latents (once) ...", max_entries=8)
@@ -392,9 +400,9 @@ def sidebar_status(ctx: Context) -> None:
         f"**Store** {text.code(ctx.store.path.name)}: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
-    if ctx.store.read_only:
+    if not ctx.store.can_annotate:
         sb.warning(
-            "The store is open read-only (another process writes it): labels cannot be saved."
+            text.plain(f"{ctx.store.annotation_note} Labels and head versions cannot be saved.")
         )
     for note in ctx.notes:
         sb.caption(text.plain(note))

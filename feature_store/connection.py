@@ -5,6 +5,11 @@ reads through its own cursor, and writes are serialised by a lock and run in a
 transaction, so concurrent writers lose nothing and readers never see half a
 write. Every ``duckdb.Error`` leaves this module as a :class:`StoreError`.
 
+Labels and head versions are not in the DuckDB file: they live in the
+:class:`~feature_store.annotations.Annotations` database beside it, which many
+processes write at once, also while the DuckDB file is open read-only
+(:attr:`Connection.annotations`, opened on first use).
+
 The store's modules (ingest, statistics, queries, labels, heads, tokens) take a
 :class:`Connection`; :class:`feature_store.store.FeatureStore` is the facade
 that adds their functions as methods.
@@ -21,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow.compute as pc
 from typing_extensions import Self
 
+from feature_store.annotations import Annotations, LegacyRows, annotations_path, read_only_reason
 from feature_store.errors import (
     StoreBusyError,
     StoreError,
@@ -33,6 +41,7 @@ from feature_store.errors import (
 from feature_store.meta import MODEL_KEYS, put_meta
 from feature_store.schema import check_version, current_version, migrate
 from feature_store.sqlutil import fetch_one
+from sarm.constants import INGEST_HEAD
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +54,42 @@ _DUCKDB_MAGIC = (8, b"DUCK")  # offset and bytes of the DuckDB file signature
 _KNOWN_FORMATS = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parquet file"}
 
 
-def wrap_duckdb_error(exc: duckdb.Error, what: str, path: Path) -> StoreError:
+def wrap_duckdb_error(
+    exc: duckdb.Error, what: str, path: Path, *, read_only: bool | None = None
+) -> StoreError:
     """The store's own error for a DuckDB failure during ``what``."""
     text = str(exc)
     if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
-        return StoreBusyError(
-            f"{what}: feature store {path} is open for writing in another process; "
-            f"close it there or open this one with read_only=True ({text})"
-        )
+        if read_only:
+            advice = (
+                "another process has it open for writing (an older sarm, or a script); "
+                "DuckDB lets no reader in meanwhile: wait for it to finish"
+            )
+        else:
+            advice = (
+                "another process has it open; open it with read_only=True (labels and head "
+                "versions are saved all the same), and rebuild it with `sarm index`, which "
+                "writes a new file and renames it into place"
+            )
+        return StoreBusyError(f"{what}: feature store {path}: {advice} ({text})")
     return StoreError(f"{what} failed on feature store {path}: {text}")
 
 
 class Connection:
     """An open store file. Create with :meth:`open` (the facade's ``FeatureStore.open``)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: Path,
+        read_only: bool,
+        annotations: str | Path | None = None,
+    ) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
         self._path = path
         self._read_only = read_only
+        self._annotations_path = Path(annotations or annotations_path(path)).expanduser()
+        self._annotations: Annotations | None = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._meta: dict[str, str] | None = None
@@ -70,11 +97,16 @@ class Connection:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Self:
+    def open(
+        cls, path: str | Path, *, read_only: bool = False, annotations: str | Path | None = None
+    ) -> Self:
         """Open (creating or migrating it if needed) the store at ``path``.
 
-        ``read_only=True`` never creates or migrates, and lets several processes
-        read the same file at once.
+        ``read_only=True`` never creates or migrates the DuckDB file, and lets
+        several processes read it at once; labels and head versions can still be
+        saved (they go to the annotations database, by default
+        ``annotations_path(path)``; ``sarm index`` names the final store's while
+        it builds a temporary file).
         """
         path = Path(path).expanduser()
         if path.is_dir():
@@ -88,9 +120,9 @@ class Connection:
         elif not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=DUCKDB_CONFIG)
+            con, read_only = _connect(path, read_only)
         except duckdb.Error as exc:
-            raise wrap_duckdb_error(exc, "opening", path) from exc
+            raise wrap_duckdb_error(exc, "opening", path, read_only=read_only) from exc
         try:
             _prepare_schema(con, read_only)
         except duckdb.Error as exc:
@@ -99,11 +131,14 @@ class Connection:
         except BaseException:
             con.close()
             raise
-        return cls(con, path, read_only)
+        return cls(con, path, read_only, annotations)
 
     def close(self) -> None:
         """Close the store (and every thread's cursor). Safe to call twice."""
         with self._lock:
+            if self._annotations is not None:
+                self._annotations.close()
+                self._annotations = None
             if self._con is not None:
                 self._con.close()
                 self._con = None
@@ -131,6 +166,55 @@ class Connection:
     def closed(self) -> bool:
         return self._con is None
 
+    # ------------------------------------------------------------- annotations
+    @property
+    def annotations(self) -> Annotations:
+        """The labels and head versions database (opened, and created, on first use)."""
+        if self._con is None:
+            raise StoreError(f"feature store {self._path} is closed")
+        with self._lock:
+            if self._annotations is None:
+                reason = read_only_reason(self._path, self._annotations_path)
+                self._annotations = Annotations.open(
+                    self._annotations_path, reason=reason, legacy=self._legacy_annotations
+                )
+            return self._annotations
+
+    @property
+    def can_annotate(self) -> bool:
+        """Whether labels and head versions can be saved (see :attr:`annotation_note`)."""
+        return self.annotations.writable
+
+    @property
+    def annotation_note(self) -> str | None:
+        """Why labels and head versions cannot be saved, or None when they can."""
+        reason = self.annotations.reason
+        return None if reason is None else f"Labelling is disabled: {reason}."
+
+    def _legacy_annotations(self) -> LegacyRows:
+        """Labels and head versions kept in the DuckDB file (schema <= 4), oldest first."""
+        with self.read("reading labels and head versions to import") as cur:
+            labels = cur.execute(
+                """SELECT feature_id, label, description, author, source, created_at
+                   FROM labels ORDER BY label_id"""
+            ).fetchall()
+            heads = cur.execute(
+                f"""SELECT name, parent, note, author, metrics, bias, weights, created_at
+                    FROM head_versions WHERE name <> '{INGEST_HEAD}' ORDER BY created_at, name"""
+            ).fetchall()
+        return labels, [(*h[:6], np.asarray(h[6], "<f4").tobytes(), h[7]) for h in heads]
+
+    @contextmanager
+    def read_labels(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """:meth:`read`, with the latest labels registered as the view ``current_labels``."""
+        latest = self.annotations.latest_labels()
+        with self.read(what) as cur:
+            registered = getattr(self._local, "labels", (None, None))
+            if registered[0] is not cur or registered[1] is not latest:
+                cur.register("current_labels", latest)  # an Arrow table: no copy
+                self._local.labels = (cur, latest)
+            yield cur
+
     # ------------------------------------------------------------ cursors, guards
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         con = self._con
@@ -156,8 +240,9 @@ class Connection:
         """A cursor inside one transaction, holding the store's write lock."""
         if self._read_only:
             raise StoreReadOnlyError(
-                f"{what}: feature store {self._path} was opened read-only; "
-                "open it without read_only=True to change it"
+                f"{what}: feature store {self._path} is open read-only (read_only=True, or "
+                "this process had it open read-only already); its tables are rebuilt by "
+                "`sarm index`, and labels and head versions can be saved all the same"
             )
         with self._lock:
             cur = self._cursor()
@@ -248,7 +333,8 @@ class Connection:
             n_examples, n_latents = fetch_one(
                 cur, "SELECT (SELECT count(*) FROM examples), (SELECT count(*) FROM latents)"
             )
-            n_labelled = fetch_one(cur, "SELECT count(*) FROM latest_labels WHERE label <> ''")[0]
+        latest = self.annotations.latest_labels()
+        n_labelled = pc.sum(pc.not_equal(latest["label"], "")).as_py() or 0
         meta = self.meta()
         size = self.size_bytes()
         return {
@@ -274,6 +360,24 @@ class Connection:
                 cur.execute("CHECKPOINT")
         except StoreError as exc:  # an optimisation only: the WAL is folded in on close
             logger.warning("%s", exc)
+
+
+def _connect(path: Path, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """A DuckDB connection, and whether this store must treat it as read-only.
+
+    DuckDB refuses a second connection of one process in the other mode. When
+    this process has the file open already (a dashboard reading it, a script
+    writing it), share that one, read-only for this store: a file open
+    read-only is at the latest schema, and labels and head versions can be
+    saved all the same.
+    """
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=DUCKDB_CONFIG), read_only
+    except duckdb.ConnectionException as exc:
+        if "different configuration" not in str(exc):
+            raise
+        logger.info("feature store %s is open in this process already; sharing it read-only", path)
+        return duckdb.connect(str(path), read_only=not read_only, config=DUCKDB_CONFIG), True
 
 
 def check_duckdb_file(path: Path) -> None:

@@ -1,7 +1,10 @@
 """Named head versions: save, list, diff, load back.
 
 A head version is immutable once saved (a new idea gets a new name, with the
-old one as its ``parent``), so the history of edits is never lost.
+old one as its ``parent``), so the history of edits is never lost. Saved
+versions live in the annotations database (:mod:`feature_store.annotations`);
+the version ``ingest`` is the head the DuckDB store was indexed with, read from
+its ``head_weights`` table, so it always matches the store's rewards.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from feature_store import labels
+from feature_store import labels, queries
 from feature_store.connection import Connection
 from feature_store.errors import HeadVersionError
-from feature_store.sqlutil import fetch_one, small_frame
 from feature_store.validate import check_finite, check_str
+from sarm.constants import INGEST_HEAD
 
 _NAME = re.compile(r"^[\w][\w .:@+-]{0,99}$")
-INGEST_HEAD = "ingest"
 
 
 def check_name(name: object, what: str = "head version name") -> str:
@@ -90,71 +92,89 @@ def save_head(
             f"head {name!r} has {head.d_sae} weights; this store's SAE has {d_sae} latents"
         )
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with conn.write(f"saving head version {name!r}") as cur:
-        _check_names(cur, head)
-        cur.execute(
-            "INSERT INTO head_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                head.name,
-                head.parent,
-                head.note,
-                head.author,
-                json.dumps(head.metrics),
-                head.bias,
-                head.weights.tolist(),
-                now,
-            ],
-        )
+    row = (
+        head.name,
+        head.parent,
+        head.note,
+        head.author,
+        json.dumps(head.metrics),
+        head.bias,
+        head.weights.astype("<f4").tobytes(),
+        now,
+    )
+    reserved = frozenset({INGEST_HEAD}) if d_sae is not None else frozenset()
+    conn.annotations.add_head(row, reserved)
     return HeadVersion(**{**head.__dict__, "created_at": now})
 
 
-def _check_names(cur, head: HeadVersion) -> None:
-    if fetch_one(cur, "SELECT 1 FROM head_versions WHERE name = ?", [head.name]):
-        raise HeadVersionError(
-            f"head version {head.name!r} already exists; versions are immutable, pick a new name"
-        )
-    if head.parent is not None and not fetch_one(
-        cur, "SELECT 1 FROM head_versions WHERE name = ?", [head.parent]
-    ):
-        raise HeadVersionError(f"parent head version {head.parent!r} does not exist")
-
-
-def head_versions(conn: Connection) -> pd.DataFrame:
-    """``name, parent, note, author, created_at, bias, d_sae, n_nonzero`` plus one column per metric."""
-    with conn.read("listing head versions") as cur:
-        frame = small_frame(
-            cur,
-            """SELECT name, parent, note, author, created_at, bias, len(weights) AS d_sae,
-                      len(list_filter(weights, lambda x: x <> 0)) AS n_nonzero, metrics
-               FROM head_versions ORDER BY created_at DESC, name""",
-        )
-    metrics = pd.DataFrame([json.loads(m) for m in frame.pop("metrics")], index=frame.index)
-    return pd.concat([frame, metrics.add_prefix("metric_")], axis=1)
-
-
-def load_head(conn: Connection, name: str) -> HeadVersion:
-    """The saved head version ``name``; HeadVersionError if there is none."""
-    check_name(name)
-    with conn.read(f"loading head version {name!r}") as cur:
-        row = fetch_one(
-            cur,
-            """SELECT name, parent, note, author, metrics, bias, weights, created_at
-               FROM head_versions WHERE name = ?""",
-            [name],
-        )
-    if row is None:
-        raise HeadVersionError(f"head version {name!r} does not exist in {conn.path}")
-    name_, parent, note, author, metrics, bias, weights, created_at = row
+def ingest_head(conn: Connection) -> HeadVersion | None:
+    """The head the store was indexed with, as version ``ingest`` (None before ingest)."""
+    meta = conn.meta()
+    if "d_sae" not in meta:
+        return None
+    weights, bias = queries.head_weights(conn)
+    created = meta.get("created_at")
     return HeadVersion(
-        name_,
-        np.asarray(weights, dtype=np.float32),
+        INGEST_HEAD,
+        weights,
+        bias,
+        note=f"head used to index this store ({meta.get('head', 'unknown')})",
+        created_at=datetime.fromisoformat(created) if created else None,
+    )
+
+
+def _from_row(row: tuple) -> HeadVersion:
+    name, parent, note, author, metrics, bias, weights, created_at = row
+    return HeadVersion(
+        name,
+        np.frombuffer(weights, dtype="<f4").astype(np.float32),
         bias,
         parent,
         note,
         author,
         json.loads(metrics),
-        created_at,
+        datetime.fromisoformat(created_at),
     )
+
+
+def head_versions(conn: Connection) -> pd.DataFrame:
+    """``name, parent, note, author, created_at, bias, d_sae, n_nonzero`` plus one column per metric."""
+    versions = [_from_row(row) for row in conn.annotations.head_rows()]
+    ingest = ingest_head(conn)
+    versions += [ingest] if ingest is not None else []
+    frame = pd.DataFrame(
+        [
+            {
+                "name": v.name,
+                "parent": v.parent,
+                "note": v.note,
+                "author": v.author,
+                "created_at": pd.Timestamp(v.created_at) if v.created_at else pd.NaT,
+                "bias": v.bias,
+                "d_sae": v.d_sae,
+                "n_nonzero": int(np.count_nonzero(v.weights)),
+            }
+            for v in versions
+        ],
+        columns=["name", "parent", "note", "author", "created_at", "bias", "d_sae", "n_nonzero"],
+    )
+    metrics = pd.DataFrame([v.metrics for v in versions], index=frame.index)
+    frame = pd.concat([frame, metrics.add_prefix("metric_")], axis=1)
+    order = frame.sort_values(["created_at", "name"], ascending=[False, True], kind="stable")
+    return order.reset_index(drop=True)
+
+
+def load_head(conn: Connection, name: str) -> HeadVersion:
+    """The saved head version ``name``; HeadVersionError if there is none."""
+    check_name(name)
+    if name == INGEST_HEAD:
+        found = ingest_head(conn)
+    else:
+        rows = conn.annotations.head_rows(name)
+        found = _from_row(rows[0]) if rows else None
+    if found is None:
+        raise HeadVersionError(f"head version {name!r} does not exist in {conn.path}")
+    return found
 
 
 def diff_heads(conn: Connection, a: str, b: str) -> pd.DataFrame:

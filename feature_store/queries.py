@@ -2,6 +2,8 @@
 
 Every value reaches DuckDB as a bound parameter. The only SQL assembled in
 Python is the ORDER BY clause, picked from the fixed :data:`FEATURE_ORDERS`.
+Queries that show labels join ``current_labels``, the latest labels of the
+annotations database registered on the cursor by ``Connection.read_labels``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ FEATURE_COLUMNS = """
     nullif(l.label, '') AS label, l.description AS label_description"""
 
 FEATURE_FILTER = """
-    FROM feature_stats s LEFT JOIN latest_labels l USING (feature_id)
+    FROM feature_stats s LEFT JOIN current_labels l USING (feature_id)
     WHERE ($min_frequency::DOUBLE IS NULL OR s.frequency >= $min_frequency)
       AND ($max_frequency::DOUBLE IS NULL OR s.frequency <= $max_frequency)
       AND ($labelled::BOOLEAN IS NULL OR (coalesce(l.label, '') <> '') = $labelled)
@@ -108,7 +110,7 @@ def features(
         "LIMIT $limit OFFSET $offset"
     )
     fetch = small_frame if params["limit"] is not None and params["limit"] <= 5000 else large_frame
-    with conn.read("listing features") as cur:
+    with conn.read_labels("listing features") as cur:
         return fetch(cur, sql, params)
 
 
@@ -123,7 +125,7 @@ def count_features(
 ) -> int:
     """Number of features matching the same filters as :func:`features`."""
     params = _filters(min_frequency, max_frequency, labelled, feature_ids, search)
-    with conn.read("counting features") as cur:
+    with conn.read_labels("counting features") as cur:
         return int(fetch_one(cur, f"SELECT count(*) {FEATURE_FILTER}", params)[0])
 
 
@@ -220,7 +222,7 @@ class StoredExample(Response):
 def example(conn: Connection, example_id: int) -> StoredExample:
     """The example with ``example_id``; LookupError if there is none."""
     eid = check_int(example_id, "example_id", low=0)
-    with conn.read("reading an example") as cur:
+    with conn.read_labels("reading an example") as cur:
         cur.execute(
             """SELECT example_id, group_index, group_id, role, response_index, kind, subset,
                       target, prompt, response, prompt_messages, reward, n_tokens, truncated
@@ -235,7 +237,7 @@ def example(conn: Connection, example_id: int) -> StoredExample:
             cur,
             """SELECT c.feature_id, c.activation, c.weight, c.contribution,
                       nullif(l.label, '') AS label
-               FROM contributions c LEFT JOIN latest_labels l USING (feature_id)
+               FROM contributions c LEFT JOIN current_labels l USING (feature_id)
                WHERE c.example_id = ?
                ORDER BY abs(c.contribution) DESC, c.feature_id""",
             [eid],
@@ -319,11 +321,6 @@ def revision(conn: Connection) -> tuple[int, int]:
     """``(newest label id, number of head versions)``: changes whenever either is added.
 
     Readers that cache label- or head-dependent results key their caches on it.
+    Both live in the annotations database, which other processes may write.
     """
-    with conn.read("reading the store revision") as cur:
-        row = fetch_one(
-            cur,
-            """SELECT (SELECT coalesce(max(label_id), 0) FROM labels),
-                      (SELECT count(*) FROM head_versions)""",
-        )
-    return int(row[0]), int(row[1])
+    return conn.annotations.label_revision(), conn.annotations.n_heads()

@@ -10,7 +10,11 @@ a connection, never the store, so nothing calls back into this class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,9 @@ import pandas as pd
 from typing_extensions import Self
 
 from feature_store import heads, labels, queries, stats, tokens
+from feature_store.annotations import annotations_path
 from feature_store.connection import Connection
+from feature_store.errors import StoreError
 from feature_store.heads import HeadVersion
 from feature_store.ingest import StoreStatus, finish_unfinished, store_status
 from feature_store.queries import StoredExample
@@ -27,12 +33,17 @@ from feature_store.source import TokenSource
 from feature_store.tokens import TokenHighlights
 from sarm.latents import SparseLatents
 
+logger = logging.getLogger(__name__)
+PARTIAL_SUFFIX = ".partial"
+
 
 class FeatureStore(Connection):
     """An indexed dataset in DuckDB. Create with :meth:`FeatureStore.open`."""
 
     @classmethod
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Self:
+    def open(
+        cls, path: str | Path, *, read_only: bool = False, annotations: str | Path | None = None
+    ) -> Self:
         """Open the store at ``path`` (see :meth:`Connection.open`), checking it is finished.
 
         A store whose chunks are all stored but whose statistics are missing
@@ -40,7 +51,7 @@ class FeatureStore(Connection):
         read-write, and refused with a StoreIncompleteError saying how to
         finish it when opened read-only.
         """
-        store = super().open(path, read_only=read_only)
+        store = super().open(path, read_only=read_only, annotations=annotations)
         try:
             finish_unfinished(store)
         except BaseException:
@@ -61,6 +72,27 @@ class FeatureStore(Connection):
             "status": status.state,
             "status_message": status.message,
         }
+
+    @classmethod
+    @contextmanager
+    def building(cls, path: str | Path) -> Iterator[FeatureStore]:
+        """A store in which to (re)build ``path``, renamed onto ``path`` when the block succeeds.
+
+        The work happens in ``path.partial`` (a copy of ``path`` when it exists,
+        so a built store is resumed or extended), which processes reading
+        ``path`` never see: they keep the file they opened until they reopen it.
+        An interrupted build leaves ``path.partial``, and the next one resumes
+        from it. Labels and head versions stay in ``path``'s annotations database.
+        """
+        final = Path(path).expanduser()
+        if final.is_dir():
+            raise StoreError(f"feature store path {final} is a directory; give a .duckdb file path")
+        partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        if final.exists() and not partial.exists():
+            _copy_store(final, partial)
+        with cls.open(partial, annotations=annotations_path(final)) as store:
+            yield store
+        _replace_store(partial, final)
 
     # ------------------------------------------------------------------ queries
     def features(self, **kwargs: Any) -> pd.DataFrame:
@@ -194,3 +226,28 @@ class FeatureStore(Connection):
     ) -> int:
         """Precompute highlights for the top ``per_feature`` examples of ``feature_ids``."""
         return tokens.warm_token_cache(self, sarm, feature_ids, per_feature, progress=progress)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _copy_store(source: Path, target: Path) -> None:
+    """Copy a store file and its write-ahead log, the file last (its presence means complete)."""
+    logger.info("copying %s to %s to build into", source, target)
+    tmp = target.with_name(target.name + ".copying")
+    if _wal(source).exists():
+        shutil.copyfile(_wal(source), _wal(target))
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _replace_store(partial: Path, final: Path) -> None:
+    """Rename a closed, finished build onto ``final`` (atomically on one file system)."""
+    if _wal(partial).exists():  # closing folds the log in; never rename half a store
+        raise StoreError(
+            f"{partial} still has a write-ahead log after closing; not renamed onto {final}"
+        )
+    _wal(final).unlink(missing_ok=True)  # belongs to the old file; would replay onto the new
+    os.replace(partial, final)
+    logger.info("feature store %s replaced by the new build", final)

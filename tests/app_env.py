@@ -13,6 +13,7 @@ from pathlib import Path
 from helpers import make_tiny_sarm
 
 from feature_store import FeatureStore, ingest
+from feature_store.annotations import annotations_path
 from sarm import load_sarm
 from sarm.checkpoints import save_sarm
 from sarm.types import PreferenceGroup
@@ -77,4 +78,7 @@ def copy_store(env: AppEnv, target: Path) -> Path:
     """A private copy of the store (tests that write labels or heads use their own)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(env.store_path, target)
+    labels = annotations_path(env.store_path)  # its labels and head versions live beside it
+    if labels.exists():
+        shutil.copy(labels, annotations_path(target))
     return target

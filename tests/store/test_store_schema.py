@@ -104,7 +104,7 @@ def test_foreign_duckdb_database(tmp_path):
         FeatureStore.open(path)
 
 
-def test_read_only_store_refuses_writes_and_serves_reads(tmp_path):
+def test_read_only_store_refuses_writes_and_serves_reads_and_labels(tmp_path):
     path = tmp_path / "s.duckdb"
     store = build_synthetic_store(path, SyntheticSpec(n_pairs=40, d_sae=32, nnz=4))
     store.set_label(1, "x")
@@ -113,9 +113,10 @@ def test_read_only_store_refuses_writes_and_serves_reads(tmp_path):
     with FeatureStore.open(path, read_only=True) as reader:
         pd.testing.assert_frame_equal(reader.features(limit=None), expected)
         with pytest.raises(StoreReadOnlyError, match="read-only"):
-            reader.set_label(1, "y")
-        with pytest.raises(StoreReadOnlyError):
             reader.refresh_stats()
+        # labels live in the annotations database beside the file: saved all the same
+        reader.set_label(1, "y")
+        assert reader.labels_for([1]) == {1: "y"}
 
 
 def test_closed_store(tmp_path):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import feature_store as fs
+from feature_store.store import PARTIAL_SUFFIX
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.errors import is_input_error
@@ -107,7 +108,8 @@ def _removed_on_bad_input(path: str) -> Iterator[None]:
 
 
 def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
-    with _removed_on_bad_input(args.store), fs.FeatureStore.open(args.store) as store:
+    building = fs.FeatureStore.building(args.store)  # readers keep reading meanwhile
+    with _removed_on_bad_input(args.store + PARTIAL_SUFFIX), building as store:
         report = fs.ingest(
             store,
             sarm,
@@ -144,7 +146,8 @@ def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
 
 
 def _merge(args, index: IndexConfig) -> int:
-    with _removed_on_bad_input(args.store), fs.FeatureStore.open(args.store) as store:
+    building = fs.FeatureStore.building(args.store)  # readers keep reading meanwhile
+    with _removed_on_bad_input(args.store + PARTIAL_SUFFIX), building as store:
         n = fs.merge_parts(store, args.merge, top_n=index.top_n, progress=not args.quiet)
         summary = store.summary()
     print(
