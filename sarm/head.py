@@ -63,14 +63,18 @@ def rewards(
     return np.bincount(latents.row_ids, weights=terms, minlength=latents.n) + float(bias)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def as_weight(value: object, what: str = "weight") -> float:
     """``value`` as a finite float rounded to float32 (the head's precision)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{what} must be a number, got {value!r}")
-    out = float(np.float32(value))
-    if not math.isfinite(out):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return out
+    if not math.isfinite(float(value)) or abs(float(value)) > FLOAT32_MAX:
+        raise ValueError(
+            f"{what} must be finite (and within float32, |w| <= 3.4e38), got {value!r}"
+        )
+    return float(np.float32(value))
 
 
 @dataclass(frozen=True, eq=False)

@@ -374,7 +374,7 @@ def test_exported_checkpoint_has_normal_permissions(released, tmp_path):
         expected = (0o777 if (target / name).is_dir() else 0o666) & ~umask
         assert mode == expected, (name, oct(mode), oct(expected))
     assert torch.equal(
-        torch.from_numpy(Head.load(target / "head.safetensors").weights),
+        torch.tensor(Head.load(target / "head.safetensors").weights),
         torch.from_numpy(edit.weights),
     )
 
