@@ -375,7 +375,7 @@ def test_exported_checkpoint_has_normal_permissions(released, tmp_path):
         assert mode == expected, (name, oct(mode), oct(expected))
     assert torch.equal(
         torch.tensor(Head.load(target / "head.safetensors").weights),
-        torch.from_numpy(edit.weights),
+        torch.tensor(edit.weights),
     )
 
 
