@@ -159,9 +159,10 @@ def top_examples(conn: Connection, feature_id: int, limit: int = 20) -> pd.DataF
             FROM latents WHERE feature_id = $fid
             ORDER BY activation DESC, example_id LIMIT $limit"""
     sql = f"""WITH picked AS ({picked})
-        SELECT p.rank, p.example_id, p.activation, c.contribution, {EXAMPLE_COLUMNS}
+        SELECT p.rank, p.example_id, p.activation,
+               contribution(p.activation, w.weight) AS contribution, {EXAMPLE_COLUMNS}
         FROM picked p JOIN examples e USING (example_id)
-        LEFT JOIN contributions c ON c.example_id = p.example_id AND c.feature_id = $fid
+        LEFT JOIN head_weights w ON w.feature_id = $fid
         ORDER BY p.rank"""
     with conn.read("ranking top examples") as cur:
         return small_frame(cur, sql, {"fid": fid, "limit": limit})
@@ -170,10 +171,11 @@ def top_examples(conn: Connection, feature_id: int, limit: int = 20) -> pd.DataF
 def quantile_examples(conn: Connection, feature_id: int) -> pd.DataFrame:
     """Examples sampled from lower activation quantiles (band 1 = just below the top)."""
     fid = check_feature_id(feature_id, conn.d_sae)
-    sql = f"""SELECT p.band, p.rank, p.example_id, p.activation, c.contribution,
+    sql = f"""SELECT p.band, p.rank, p.example_id, p.activation,
+               contribution(p.activation, w.weight) AS contribution,
                {EXAMPLE_COLUMNS}
         FROM feature_examples p JOIN examples e USING (example_id)
-        LEFT JOIN contributions c ON c.example_id = p.example_id AND c.feature_id = $fid
+        LEFT JOIN head_weights w ON w.feature_id = $fid
         WHERE p.feature_id = $fid AND p.band > 0
         ORDER BY p.band, p.rank"""
     with conn.read("reading quantile examples") as cur:

@@ -59,7 +59,7 @@ SELECT feature_id, n_active,
        CASE WHEN n_all > 0 THEN n_active / n_all ELSE 0 END AS frequency,
        CASE WHEN n_active > 0 THEN total / n_active END AS mean_activation,
        max_a, min_a, weight,
-       coalesce(weight * mean_all, 0) AS mean_contribution,
+       coalesce(contribution(mean_all, weight), 0) AS mean_contribution,
        chosen_mean, rejected_mean,
        CASE WHEN chosen_mean + rejected_mean + 2 * mean_all <> 0
             THEN (chosen_mean - rejected_mean) / (chosen_mean + rejected_mean + 2 * mean_all)

@@ -70,3 +70,17 @@ def test_example_page_contributions_come_from_the_view(store):
         r = latents.row_of(int(eid))
         ids, _ = latents.row(r)
         assert c == head.contributions(latents.take([r]))[list(ids).index(fid)]
+
+
+def test_quantile_examples_use_the_same_formula(store):
+    latents = store.latent_matrix()
+    head = Head(*store.head_weights())
+    terms = head.contributions(latents)
+    fid = int(np.bincount(latents.indices).argmax())
+    frame = store.quantile_examples(fid)
+    assert len(frame) > 0
+    for eid, c in zip(frame["example_id"], frame["contribution"], strict=True):
+        r = latents.row_of(int(eid))
+        lo = latents.indptr[r]
+        ids, _ = latents.row(r)
+        assert c == terms[lo + list(ids).index(fid)]
