@@ -157,7 +157,8 @@ def linked_keys(row: Mapping[str, object]) -> tuple[str, ...]:
 def group_rows(rows: Sequence[Mapping[str, object]]) -> list[str]:
     """The prompt group of each row: rows sharing any :func:`linked_keys` share a group.
 
-    A group is named by the smallest :func:`prompt_key` among its rows.
+    A group is named by the smallest :func:`prompt_key` among its rows, a
+    ``truthfulqa:``/``humanevalpack:`` key before a text key.
     """
     parent: dict[str, str] = {}
 
@@ -178,8 +179,13 @@ def group_rows(rows: Sequence[Mapping[str, object]]) -> list[str]:
     name: dict[str, str] = {}
     for keys in row_keys:
         root = find(keys[0])
-        name[root] = min(name.get(root, keys[0]), keys[0])
+        name[root] = min(name.get(root, keys[0]), keys[0], key=_naming_order)
     return [name[find(keys[0])] for keys in row_keys]
+
+
+def _naming_order(key: str) -> tuple[bool, str]:
+    """Groups are named by a question or problem key where they have one, else by text."""
+    return (key.startswith("prompt:"), key)
 
 
 # -- assignment ---------------------------------------------------------------
@@ -238,7 +244,24 @@ def split_rows(rows: Sequence[SourceRow], salt: str = SPLIT_SALT) -> dict[str, l
         out[assigned[group]].append(row)
     for row in held_out:
         out[HOLDOUT_SOURCES[row.source]].append(row)
+    _warn_on_held_out_overlap(held_out, splittable)
     return out
+
+
+def _warn_on_held_out_overlap(
+    held_out: Sequence[SourceRow], splittable: Sequence[SourceRow]
+) -> None:
+    """Warn when a held-out prompt also appears in train/dev/test (it would leak into training)."""
+    training_keys = {_text_key(row.row) for row in splittable}
+    leaking = [row for row in held_out if _text_key(row.row) in training_keys]
+    if leaking:
+        logger.warning(
+            "%d prompt(s) of held-out rows also appear in train/dev/test, e.g. %s (row %s); "
+            "remove them from the training sources to keep the held-out evaluation clean",
+            len({_text_key(row.row) for row in leaking}),
+            leaking[0].where,
+            leaking[0].row["id"],
+        )
 
 
 # -- files ----------------------------------------------------------------------
