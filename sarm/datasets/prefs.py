@@ -44,11 +44,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import unicodedata
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ from sarm.errors import InputError
 
 __all__ = [
     "DEFAULT_SOURCE_DIR",
+    "DEFAULT_SPLIT_DIR",
     "HOLDOUT_SOURCES",
     "MANIFEST_NAME",
     "SPLITS",
@@ -72,8 +75,10 @@ __all__ = [
     "normalise_prompt",
     "prompt_key",
     "read_source_dir",
+    "split_file",
     "split_rows",
     "unit_hash",
+    "verify_splits",
     "write_splits",
 ]
 
@@ -88,7 +93,9 @@ MANIFEST_NAME = "MANIFEST.json"
 SPLIT_SUFFIX = ".jsonl.gz"
 HUMANEVALPACK_SOURCE = "humanevalpack_fix"
 HUMANEVALPACK_PROBLEMS = 164
+# data/ sits at the repository root: these defaults hold in a checkout, not in an installed wheel.
 DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "data" / "prefs"
+DEFAULT_SPLIT_DIR = DEFAULT_SOURCE_DIR / "splits"
 REGENERATE_COMMAND = "python -m sarm.datasets.prefs --source data/prefs --out data/prefs/splits"
 
 _WHITESPACE = re.compile(r"\s+")
@@ -323,8 +330,13 @@ def read_source_dir(source_dir: str | os.PathLike[str]) -> list[SourceRow]:
 
 def _gzip_bytes(lines: Iterable[str]) -> bytes:
     payload = "".join(line + "\n" for line in lines).encode("utf-8")
-    # mtime=0 and no file name in the header: same bytes on every run.
-    return gzip.compress(payload, compresslevel=9, mtime=0)
+    # GzipFile, not gzip.compress: with mtime=0 the latter writes zlib's own header on
+    # Python 3.11 (OS byte 3) but not on later versions. GzipFile writes the same header
+    # everywhere (no file name, mtime 0, OS byte 255), so the bytes depend only on zlib.
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=9, mtime=0) as handle:
+        handle.write(payload)
+    return buffer.getvalue()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -425,6 +437,58 @@ def manifest_bytes(manifest: Mapping[str, object]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(
         "utf-8"
     )
+
+
+# -- reading the committed split -----------------------------------------------------------
+
+
+def _content_sha256(data: bytes) -> str | None:
+    try:
+        return hashlib.sha256(gzip.decompress(data)).hexdigest()
+    except (OSError, EOFError, zlib.error):
+        return None  # not a complete gzip stream: cannot match
+
+
+def split_file(name: str, split_dir: str | os.PathLike[str] = DEFAULT_SPLIT_DIR) -> Path:
+    """Path of one split file (``train``, ``dev``, ``test`` or ``xstest``); :class:`InputError` if absent."""
+    names = (*SPLITS, *dict.fromkeys(HOLDOUT_SOURCES.values()))
+    if name not in names:
+        raise InputError(f"unknown split {name!r}; choose one of {', '.join(names)}")
+    path = Path(split_dir) / (name + SPLIT_SUFFIX)
+    if not path.is_file():
+        raise InputError(
+            f"{path} is missing; the split ships in the repository checkout (data/prefs/splits), "
+            f"or regenerate it with: {REGENERATE_COMMAND}"
+        )
+    return path
+
+
+def verify_splits(split_dir: str | os.PathLike[str] = DEFAULT_SPLIT_DIR) -> dict[str, object]:
+    """The split's manifest, once every split file is checked against it; :class:`InputError` if one differs.
+
+    A file whose gzip bytes differ but whose content matches ``content_sha256``
+    (written by another zlib) passes.
+    """
+    directory = Path(split_dir)
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        entries = manifest["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{manifest_path}: cannot read the split manifest ({exc}); regenerate with: {REGENERATE_COMMAND}"
+        ) from None
+    for name, entry in entries.items():
+        path = split_file(name, directory)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == entry["sha256"]:
+            continue
+        if _content_sha256(data) != entry["content_sha256"]:
+            raise InputError(
+                f"{path} does not match its sha256 in {manifest_path}; restore it from the repository "
+                f"or regenerate the split with: {REGENERATE_COMMAND}"
+            )
+    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -236,6 +236,37 @@ def test_manifest_counts_and_hashes_match_the_committed_files(split_rows, manife
 
 
 @needs_data
+def test_split_files_are_found_and_verified_against_the_manifest(tmp_path, manifest):
+    assert prefs.split_file("test") == SPLIT_DIR / "test.jsonl.gz"
+    assert prefs.verify_splits() == manifest
+    with pytest.raises(InputError, match="unknown split 'validation'"):
+        prefs.split_file("validation")
+    copy = tmp_path / "splits"
+    copy.mkdir()
+    for path in SPLIT_DIR.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    lines = read_lines(copy / "dev.jsonl.gz")
+    (copy / "dev.jsonl.gz").write_bytes(
+        gzip.compress("".join(f"{line}\n" for line in lines[:-1]).encode())
+    )
+    with pytest.raises(
+        InputError, match=r"dev\.jsonl\.gz does not match its sha256 in .*MANIFEST\.json"
+    ):
+        prefs.verify_splits(copy)
+    (copy / "dev.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(InputError, match=r"dev\.jsonl\.gz does not match"):
+        prefs.verify_splits(copy)
+    # the same content compressed differently (another zlib or level) still verifies
+    (copy / "dev.jsonl.gz").write_bytes(
+        gzip.compress("".join(f"{line}\n" for line in lines).encode(), 1)
+    )
+    assert prefs.verify_splits(copy) == manifest
+    (copy / "test.jsonl.gz").unlink()
+    with pytest.raises(InputError, match=r"test\.jsonl\.gz is missing"):
+        prefs.verify_splits(copy)
+
+
+@needs_data
 def test_regenerating_gives_byte_identical_files(tmp_path, manifest):
     regenerated = prefs.write_splits(DATA, tmp_path / "splits")
     assert regenerated == manifest
@@ -243,6 +274,8 @@ def test_regenerating_gives_byte_identical_files(tmp_path, manifest):
         file = "MANIFEST.json" if name == "MANIFEST" else f"{name}.jsonl.gz"
         assert (tmp_path / "splits" / file).read_bytes() == (SPLIT_DIR / file).read_bytes(), file
     assert not list((tmp_path / "splits").glob(".*"))  # no temporary files left behind
+    # the same gzip header on every Python version: no name, mtime 0, OS byte 255
+    assert (SPLIT_DIR / "dev.jsonl.gz").read_bytes()[:10] == bytes.fromhex("1f8b08000000000002ff")
 
 
 @needs_data
