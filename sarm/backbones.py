@@ -4,8 +4,10 @@ A :class:`Backbone` is the first ``L`` decoder layers of a causal LM with the fi
 norm removed (DESIGN §1 step 1) plus its tokenizer. Conversations are rendered with
 the tokenizer's chat template (no generation prompt); the pooled position is the
 final end-of-turn token, found by dropping trailing whitespace-only tokens (ChatML
-appends a newline after ``<|im_end|>``). Over-long conversations are cut from the
-left so that the end-of-turn token is always kept.
+appends a newline after ``<|im_end|>``). Over-long conversations are cut in the middle
+of the response (and, only when the prompt alone is too long, in the middle of the
+prompt too, with a warning); the template's own tokens, the prompt's end and the
+end-of-turn token are always kept, and the cut is recorded (:class:`Cut`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,121 @@ def base_model_of(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) and hasattr(inner, "layers") else model
 
 
+# --------------------------------------------------------------------------- truncation
+
+RESPONSE, PROMPT = "response", "prompt"
+Offsets = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class CutSpan:
+    """One run of removed tokens: which part it came from, how many, and ``at`` which
+    position of the kept ids the gap is (the index of the first token after it)."""
+
+    part: str
+    at: int
+    removed: int
+
+    def to_dict(self) -> dict:
+        return {"part": self.part, "at": self.at, "removed": self.removed}
+
+
+class Cut(int):
+    """The tokens removed from one conversation: its value is how many, ``spans`` where.
+
+    An ``int`` so that code that only counts (``cut > 0``, ``n_truncated``) keeps working.
+    """
+
+    spans: tuple[CutSpan, ...]
+
+    def __new__(cls, spans: Iterable[CutSpan] = ()):
+        spans = tuple(spans)
+        cut = super().__new__(cls, sum(s.removed for s in spans))
+        cut.spans = spans
+        return cut
+
+    def __getnewargs__(self):
+        return (self.spans,)
+
+    def __repr__(self) -> str:
+        return f"Cut({int(self)}, spans={list(self.spans)!r})"
+
+    @property
+    def part(self) -> str | None:
+        """``"prompt"`` if any prompt token was removed, else ``"response"`` if any was."""
+        parts = {s.part for s in self.spans}
+        return PROMPT if PROMPT in parts else RESPONSE if parts else None
+
+
+def cut_spans(cut: int) -> tuple[CutSpan, ...]:
+    """The spans of a :class:`Cut` (none for a plain count)."""
+    return getattr(cut, "spans", ())
+
+
+@dataclass(frozen=True)
+class TruncationRule:
+    """How an over-long conversation is shortened to ``max_length`` tokens.
+
+    Only message text is removed, from its middle; the template's own tokens (turn
+    markers, the final end-of-turn token) are always kept. The response is shortened
+    first. The prompt loses tokens only when keeping it whole would leave the response
+    less than ``response_share`` of the message-text budget; it is then shortened in
+    its middle too, so that its end (the question) is kept.
+
+    ``head_share``: of the tokens kept of a part, the share taken from its head (the
+    rest come from its tail).
+    """
+
+    head_share: float = 0.5
+    response_share: float = 0.25
+
+    def __post_init__(self):
+        for name in ("head_share", "response_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"TruncationRule.{name} must be within 0..1, got {value}")
+
+    def budget(self, budget: int, n_response: int, n_prompt: int) -> tuple[int, int]:
+        """Tokens kept of the response and of the prompt, ``budget`` in all."""
+        floor = min(n_response, int(self.response_share * budget))
+        keep_response = min(n_response, max(budget - n_prompt, floor))
+        return keep_response, min(n_prompt, budget - keep_response)
+
+    def middle(self, positions: Sequence[int], keep: int) -> Sequence[int]:
+        """The positions removed when ``keep`` of them stay: all but a head and a tail."""
+        head = round(self.head_share * keep)
+        return positions[head : len(positions) - (keep - head)]
+
+
+def _content_parts(
+    offsets: Offsets, spans: list[tuple[int, int]], has_response: bool
+) -> list[str | None]:
+    """Per token: ``"response"`` or ``"prompt"`` if it lies wholly inside message text
+    (the last message is the response), ``None`` for the template's own tokens."""
+    named = [(PROMPT, span) for span in spans]
+    if has_response and named:
+        named[-1] = (RESPONSE, spans[-1])
+    parts: list[str | None] = []
+    for begin, end in offsets:
+        inside = (p for p, (a, b) in named if a <= begin < end <= b)
+        parts.append(next(inside, None))
+    return parts
+
+
+def _removed_runs(parts: list[str | None], removed: set[int]) -> list[CutSpan]:
+    """Consecutive removed tokens of one part as :class:`CutSpan` runs."""
+    runs: list[CutSpan] = []
+    kept = 0
+    for i, part in enumerate(parts):
+        if i not in removed:
+            kept += 1
+        elif runs and runs[-1].at == kept and runs[-1].part == part:
+            runs[-1] = CutSpan(part, kept, runs[-1].removed + 1)
+        else:
+            runs.append(CutSpan(part, kept, 1))
+    return runs
+
+
 # --------------------------------------------------------------------------- encoding
 
 
@@ -82,7 +199,7 @@ class EncodedBatch:
     input_ids: Int[torch.Tensor, "B T"]
     attention_mask: Int[torch.Tensor, "B T"]
     lengths: list[int]
-    truncated: list[int]  # tokens dropped from the left, per conversation
+    truncated: list[int]  # per conversation: a Cut (tokens removed, and where) or 0
 
     @property
     def last_index(self) -> torch.Tensor:
@@ -101,7 +218,12 @@ class ChatEncoder:
     so only the chat template itself places turn markers.
     """
 
-    def __init__(self, tokenizer, max_length: int = DEFAULT_MAX_LENGTH):
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        rule: TruncationRule | None = None,
+    ):
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template; SARM scores chat conversations")
         if not getattr(tokenizer, "is_fast", False):
@@ -113,6 +235,7 @@ class ChatEncoder:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.rule = rule or TruncationRule()
         self._blank: dict[int, bool] = {}
         self._special = set(tokenizer.all_special_ids)
         self._control = _control_tokens(tokenizer)
@@ -124,15 +247,21 @@ class ChatEncoder:
             conversation, tokenize=False, add_generation_prompt=False
         )
 
-    def token_ids(self, conversation: Conversation) -> tuple[list[int], int]:
-        """Ids ending at the final end-of-turn token, and how many were cut from the left."""
+    def token_ids(self, conversation: Conversation) -> tuple[list[int], Cut]:
+        """Ids ending at the final end-of-turn token, at most ``max_length`` of them.
+
+        An over-long conversation loses tokens from the middle of its message text only
+        (see :class:`TruncationRule`); the returned :class:`Cut` says how many and where.
+        """
         self._check_roles(conversation)
         text, spans = self.render_with_spans(conversation)
-        ids = self._tokenize(text, spans)
-        ids = self._strip_trailing_blanks(ids)
+        ids, offsets = self._tokenize(text, spans)
+        end = self._content_end(ids)
+        ids, offsets = ids[:end], offsets[:end]
         self._check_eot(ids[-1])
-        dropped = max(0, len(ids) - self.max_length)
-        return ids[dropped:], dropped
+        if len(ids) <= self.max_length:
+            return ids, Cut()
+        return self._fit(ids, offsets, spans, conversation[-1]["role"] == "assistant")
 
     # ----------------------------------------------------------------- message spans
 
@@ -191,13 +320,14 @@ class ChatEncoder:
 
     # ----------------------------------------------------------------- tokenizing
 
-    def _tokenize(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
-        """Token ids with control tokens recognised only in the template's own text."""
+    def _tokenize(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], Offsets]:
+        """Token ids (and their character spans) with control tokens recognised only in
+        the template's own text."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
         pairs = zip(ids, offsets, strict=True)
         if not any(tid in self._control and _inside(at, spans) for tid, at in pairs):
-            return ids
+            return ids, offsets
         return self._tokenize_between(text, self._template_markers(text, spans))
 
     def _template_markers(
@@ -216,29 +346,40 @@ class ChatEncoder:
             ]
         return markers
 
-    def _tokenize_between(self, text: str, markers: list[tuple[tuple[int, int], int]]) -> list[int]:
+    def _tokenize_between(
+        self, text: str, markers: list[tuple[tuple[int, int], int]]
+    ) -> tuple[list[int], Offsets]:
         """Template control tokens as ids; all text between them with control tokens split."""
         ids: list[int] = []
+        offsets: Offsets = []
         start = 0
         for (begin, end), tid in markers:
-            ids += self._plain_ids(text[start:begin])
+            self._add_plain(ids, offsets, text, start, begin)
             ids.append(tid)
+            offsets.append((begin, end))
             start = end
-        ids += self._plain_ids(text[start:])
-        return ids
+        self._add_plain(ids, offsets, text, start, len(text))
+        return ids, offsets
 
-    def _plain_ids(self, text: str) -> list[int]:
-        if not text:
-            return []
-        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)[
-            "input_ids"
-        ]
+    def _add_plain(self, ids: list[int], offsets: Offsets, text: str, start: int, stop: int):
+        """Append ``text[start:stop]`` tokenized with every control token split."""
+        if stop <= start:
+            return
+        enc = self.tokenizer(
+            text[start:stop],
+            add_special_tokens=False,
+            split_special_tokens=True,
+            return_offsets_mapping=True,
+        )
+        ids += enc["input_ids"]
+        offsets += [(start + b, start + e) for b, e in enc["offset_mapping"]]
 
-    def _strip_trailing_blanks(self, ids: list[int]) -> list[int]:
+    def _content_end(self, ids: list[int]) -> int:
+        """Where the ids end once trailing whitespace-only tokens are dropped."""
         end = len(ids)
         while end > 1 and self._is_blank(ids[end - 1]):
             end -= 1
-        return ids[:end]
+        return end
 
     def _is_blank(self, tid: int) -> bool:
         if tid not in self._blank:
@@ -255,11 +396,47 @@ class ChatEncoder:
                 stacklevel=3,
             )
 
+    # ----------------------------------------------------------------- truncation
+
+    def _fit(
+        self, ids: list[int], offsets: Offsets, spans: list[tuple[int, int]], has_response: bool
+    ) -> tuple[list[int], Cut]:
+        """``ids`` cut to ``max_length`` in the middle of the response (and of the prompt)."""
+        parts = _content_parts(offsets, spans, has_response)
+        response = [i for i, part in enumerate(parts) if part == RESPONSE]
+        prompt = [i for i, part in enumerate(parts) if part == PROMPT]
+        fixed = len(ids) - len(response) - len(prompt)
+        if fixed > self.max_length:
+            raise ValueError(
+                f"max_length={self.max_length} is too short for this conversation: the chat "
+                f"template's own tokens take {fixed} of its {len(ids)}; raise max_length"
+            )
+        keep_response, keep_prompt = self.rule.budget(
+            self.max_length - fixed, len(response), len(prompt)
+        )
+        removed = set(self.rule.middle(response, keep_response))
+        removed |= set(self.rule.middle(prompt, keep_prompt))
+        kept = [tid for i, tid in enumerate(ids) if i not in removed]
+        cut = Cut(_removed_runs(parts, removed))
+        if cut.part == PROMPT:
+            self._warn_prompt_cut(len(ids), cut)
+        return kept, cut
+
+    def _warn_prompt_cut(self, n_tokens: int, cut: Cut) -> None:
+        from_prompt = sum(s.removed for s in cut.spans if s.part == PROMPT)
+        warnings.warn(
+            f"a conversation of {n_tokens} tokens does not fit max_length={self.max_length} "
+            f"even with its response shortened: {from_prompt} tokens were removed from the "
+            f"middle of the PROMPT ({int(cut)} in all); the turn markers and the end of the "
+            "last prompt turn were kept and the example is marked truncated_part='prompt'",
+            stacklevel=4,
+        )
+
     def encode(self, conversations: Sequence[Conversation]) -> EncodedBatch:
         return self.pad([self.token_ids(c) for c in conversations])
 
     def pad(self, rows: Sequence[tuple[list[int], int]]) -> EncodedBatch:
-        """Right-pad ``(ids, dropped)`` rows into one batch."""
+        """Right-pad ``(ids, cut)`` rows (from :meth:`token_ids`) into one batch."""
         lengths = [len(ids) for ids, _ in rows]
         width = max(lengths)
         pad = self.tokenizer.pad_token_id

@@ -17,7 +17,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens.saes.sae import SAE
 from tqdm.auto import tqdm
 
-from sarm.backbones import Backbone, EncodedBatch
+from sarm.backbones import Backbone, EncodedBatch, cut_spans
 from sarm.head import Head
 from sarm.latents import PooledLatents, SparseLatents
 from sarm.saes import SAEMeta, check_finite, sarm_encode, standardize
@@ -38,6 +38,8 @@ class Score:
     token_ids: list[int]
     truncated: bool = False
     n_truncated: int = 0
+    truncated_part: str | None = None  # "response", or "prompt" if the prompt lost tokens too
+    truncated_at: list[dict] = field(default_factory=list)  # runs: part, at (kept index), removed
     conversation: Conversation = field(default_factory=list, repr=False)
 
     @property
@@ -53,6 +55,8 @@ class Score:
             "n_tokens": self.n_tokens,
             "truncated": self.truncated,
             "n_truncated": self.n_truncated,
+            "truncated_part": self.truncated_part,
+            "truncated_at": self.truncated_at,
         }
 
 
@@ -266,6 +270,7 @@ class SARM:
     ) -> Score:
         features, activations = active
         ids = batch.input_ids[row, : batch.lengths[row]].tolist()
+        cut = batch.truncated[row]
         return Score(
             reward=float(reward),
             bias=self.head.bias,
@@ -275,8 +280,10 @@ class SARM:
             ),
             tokens=self.backbone.encoder.tokens(ids),
             token_ids=ids,
-            truncated=batch.truncated[row] > 0,
-            n_truncated=batch.truncated[row],
+            truncated=cut > 0,
+            n_truncated=int(cut),
+            truncated_part=getattr(cut, "part", None),
+            truncated_at=[span.to_dict() for span in cut_spans(cut)],
             conversation=conv,
         )
 

@@ -5,6 +5,12 @@ import streamlit as st
 from app import charts, core, state, text, widgets
 
 INDEXED, TYPED = "Indexed example", "Type a prompt and response"
+TRUNCATED = (
+    "Truncated: the conversation was longer than the model's context, so tokens were "
+    "removed from the middle of the response (and from the middle of the prompt when the "
+    "prompt alone was too long). The end of the question, the turn markers and the final "
+    "end-of-turn token were kept."
+)
 
 
 def render() -> None:
@@ -16,14 +22,14 @@ def render() -> None:
         ex = ctx.example(eid)
         expl = ctx.explain_example(eid)
         st.caption(text.example_caption(ex))
+        if ex.truncated:
+            st.caption(text.plain(TRUNCATED))
         widgets.conversation_text(ex)
     else:
         scored = _typed(ctx)
         expl = core.explain(scored["activations"], ctx.head, ctx.labels(scored["activations"]))
         if scored["truncated"]:
-            st.warning(
-                "The conversation was longer than the model's context and was cut from the left."
-            )
+            st.warning(text.plain(TRUNCATED))
 
     c1, c2, c3 = st.columns(3)
     c1.metric("Reward", f"{expl.reward:.6f}")

@@ -189,12 +189,13 @@ def test_cuda_without_gpu_is_clear(ckpt):
 # ----------------------------------------------------------------------------- pooling traps
 
 
-def test_left_truncation_keeps_end_of_turn(ckpt):
-    short = load_sarm(ckpt, max_length=24)
+def test_truncation_keeps_question_and_end_of_turn(ckpt):
+    short = load_sarm(ckpt, max_length=48)
     long_response = "word " * 200
     score = short.score("question", long_response)
-    assert score.truncated and score.n_truncated > 0
-    assert score.n_tokens == 24 and score.tokens[-1] == "<|eot_id|>"
+    assert score.truncated and score.n_truncated > 0 and score.truncated_part == "response"
+    assert score.n_tokens == 48 and score.tokens[-1] == "<|eot_id|>"
+    assert "question" in "".join(score.tokens)
 
 
 def test_chatml_pad_equals_eot_pools_final_turn(tmp_path):

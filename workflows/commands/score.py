@@ -78,7 +78,7 @@ def format_table(score, top: int, labels: dict[int, str]) -> str:
     split = score_top(score, top)
     lines = [
         f"reward {score.reward:+.4f}  (bias {score.bias:+.4f}, {len(score.contributions)} active "
-        f"features, {score.n_tokens} tokens{', truncated' if score.truncated else ''})",
+        f"features, {score.n_tokens} tokens{_truncation_note(score)})",
         f"{'feature':>8}  {'activation':>10}  {'contribution':>12}  label",
     ]
     for fid, c in split.top:
@@ -91,6 +91,14 @@ def format_table(score, top: int, labels: dict[int, str]) -> str:
         )
     lines.append(f"{'bias':>8}  {'':>10}  {score.bias:>+12.4f}")
     return "\n".join(lines)
+
+
+def _truncation_note(score) -> str:
+    """Where an over-long conversation was cut (empty when it was not)."""
+    if not score.truncated:
+        return ""
+    parts = " and the ".join(dict.fromkeys(span["part"] for span in score.truncated_at))
+    return f"; {score.n_truncated} tokens cut from the middle of the {parts or 'text'}"
 
 
 def _labels(store_path: str, contributions: dict[int, float]) -> dict[int, str]:
