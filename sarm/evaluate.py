@@ -58,6 +58,7 @@ __all__ = [
     "pair_margins",
     "pairwise_accuracy",
     "per_subset_accuracy",
+    "prompt_clusters",
     "relabel_groups",
     "rmbench_accuracy",
     "rmbench_matrix",
@@ -457,10 +458,30 @@ def _check_bootstrap(n_resamples: int, level: float) -> None:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
 
 
-def _per_group(correct: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Correct pairs and pairs per group (groups with a pair, in ascending group code)."""
-    _, inverse = np.unique(group, return_inverse=True)
+def _per_unit(correct: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct pairs and pairs per unit (units with a pair, in ascending code)."""
+    _, inverse = np.unique(unit, return_inverse=True)
     return np.bincount(inverse, weights=correct), np.bincount(inverse).astype(np.float64)
+
+
+def _units(index: PairIndex, clusters: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """The resampled unit of every pair: its group, or its group's cluster."""
+    if clusters is None:
+        return index.group
+    codes = np.asarray(clusters)
+    if codes.shape != (len(index.group_ids),) or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(
+            f"clusters must hold one integer per group ({len(index.group_ids)}), "
+            f"got {codes.dtype} {codes.shape}"
+        )
+    return codes[index.group]
+
+
+def prompt_clusters(groups: Sequence[PreferenceGroup]) -> np.ndarray:
+    """One code per group, equal for groups with the same prompt (the bootstrap's units)."""
+    codes: dict[tuple, int] = {}
+    keys = [tuple((m["role"], m["content"]) for m in g.prompt) for g in groups]
+    return np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
 
 
 def _bootstrap(
@@ -483,16 +504,19 @@ def bootstrap_interval(
     index: PairIndex,
     *,
     pairs: np.ndarray | None = None,
+    clusters: Sequence[int] | np.ndarray | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of pairwise accuracy, resampling groups (prompts).
+    """Percentile bootstrap interval of pairwise accuracy, resampling prompts.
 
-    The groups with a pair in ``pairs`` (a boolean mask; default: every pair)
-    are numbered ``0..G-1`` in ascending group code. Resample ``b`` is the
-    ``b``-th draw of ``rng.integers(0, G, size=G)`` from
-    ``np.random.default_rng(seed)``; its accuracy is the drawn groups' correct
+    The units resampled are the groups, or with ``clusters`` (one integer per
+    group, e.g. :func:`prompt_clusters`) the clusters, so that rows sharing a
+    prompt are drawn together. The units with a pair in ``pairs`` (a boolean
+    mask; default: every pair) are numbered ``0..U-1`` in ascending code.
+    Resample ``b`` is the ``b``-th draw of ``rng.integers(0, U, size=U)`` from
+    ``np.random.default_rng(seed)``; its accuracy is the drawn units' correct
     pairs over their pairs (ties wrong). The interval is the ``(1 - level) / 2``
     and ``(1 + level) / 2`` quantiles (``np.quantile``, linear) of the resampled
     accuracies. None when there is no pair.
@@ -501,7 +525,8 @@ def bootstrap_interval(
     mask = _pair_mask(index, pairs)
     if not mask.any():
         return None
-    hits, counts = _per_group(pair_correct(rewards, index)[mask], index.group[mask])
+    unit = _units(index, clusters)[mask]
+    hits, counts = _per_unit(pair_correct(rewards, index)[mask], unit)
     return _bootstrap(hits, counts, n_resamples, seed, level)
 
 
@@ -509,13 +534,13 @@ CI_LEVEL = 0.95
 
 
 def _summary(
-    correct: np.ndarray, group: np.ndarray, n_resamples: int, seed: int
+    correct: np.ndarray, unit: np.ndarray, n_resamples: int, seed: int
 ) -> dict[str, object]:
-    hits, counts = _per_group(correct, group)
+    hits, counts = _per_unit(correct, unit)
     return {
         "accuracy": float(correct.mean()),
         "n_pairs": len(correct),
-        "n_groups": len(hits),
+        "n_prompts": len(hits),
         "ci95": list(_bootstrap(hits, counts, n_resamples, seed, CI_LEVEL)),
     }
 
@@ -525,19 +550,21 @@ def accuracy_interval(
     index: PairIndex,
     *,
     pairs: np.ndarray | None = None,
+    clusters: Sequence[int] | np.ndarray | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, object] | None:
-    """``{accuracy, n_pairs, n_groups, ci95: [low, high]}`` over ``pairs``; None without pairs.
+    """``{accuracy, n_pairs, n_prompts, ci95: [low, high]}`` over ``pairs``; None without pairs.
 
-    ``n_groups`` counts the groups with a pair; ``ci95`` is :func:`bootstrap_interval`.
+    ``n_prompts`` counts the resampled units with a pair (the groups, or the
+    ``clusters``); ``ci95`` is :func:`bootstrap_interval`.
     """
     _check_bootstrap(n_resamples, CI_LEVEL)
     mask = _pair_mask(index, pairs)
     if not mask.any():
         return None
     correct = pair_correct(rewards, index)[mask]
-    return _summary(correct, index.group[mask], n_resamples, seed)
+    return _summary(correct, _units(index, clusters)[mask], n_resamples, seed)
 
 
 def relabel_groups(index: PairIndex, labels: Sequence[str | None]) -> PairIndex:
@@ -573,6 +600,7 @@ def accuracy_by(
     index: PairIndex,
     labels: Sequence[str | None],
     *,
+    clusters: Sequence[int] | np.ndarray | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, dict[str, object]]:
@@ -583,11 +611,12 @@ def accuracy_by(
     _check_bootstrap(n_resamples, CI_LEVEL)
     relabelled = relabel_groups(index, labels)
     correct = pair_correct(rewards, relabelled)
+    unit = _units(index, clusters)
     out = {}
     for code, name in enumerate(relabelled.subset_names):
         mask = relabelled.subset == code
         if mask.any():
-            out[name] = _summary(correct[mask], index.group[mask], n_resamples, seed)
+            out[name] = _summary(correct[mask], unit[mask], n_resamples, seed)
     return out
 
 

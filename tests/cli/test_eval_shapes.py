@@ -13,7 +13,7 @@ from helpers import make_released_checkpoint
 
 from sarm import load_sarm
 from sarm.data import load_preferences
-from sarm.evaluate import PairIndex, accuracy_interval, bootstrap_interval
+from sarm.evaluate import PairIndex, accuracy_interval, bootstrap_interval, prompt_clusters
 from sarm.head import Head
 from sarm.scoring import score_groups
 from workflows.cli import main
@@ -115,7 +115,8 @@ def test_eval_reports_sources_categories_and_length_baselines(ckpt, tmp_path, ca
     groups = load_preferences(data).groups
     scored = score_groups(model, groups, progress=False)
     index = scored.pair_index(groups)
-    expected = accuracy_interval(scored.rewards, index, n_resamples=200, seed=3)
+    clusters = prompt_clusters(groups)  # t1 and t2 share a prompt: resampled together
+    expected = accuracy_interval(scored.rewards, index, clusters=clusters, n_resamples=200, seed=3)
     assert heads["sarm"]["all"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert heads["sarm"]["all"]["ci95"] == pytest.approx(expected["ci95"])
     assert heads["sarm"]["all"]["accuracy"] == pytest.approx(out["pairwise_accuracy"])
@@ -132,8 +133,8 @@ def test_eval_reports_sources_categories_and_length_baselines(ckpt, tmp_path, ca
     assert heads["shorter_wins"]["per_category"]["honesty"] == {
         "accuracy": pytest.approx(2 / 3),
         "n_pairs": 3,
-        "n_groups": 3,
-        "ci95": pytest.approx(list(_interval(ROWS[2:5], shorter[2:5], 200, 3))),
+        "n_prompts": 2,
+        "ci95": pytest.approx(list(_interval(shorter[2:5], [0, 0, 1], 200, 3))),
     }
     for head in heads.values():
         assert set(head["per_source"]) == {"hh", "tqa", "code"}
@@ -148,12 +149,12 @@ def test_eval_reports_sources_categories_and_length_baselines(ckpt, tmp_path, ca
     assert "source: tqa" in text and "category: safety" in text and "95% interval" in text
 
 
-def _interval(rows, correct, resamples, seed):
-    """Pairs of one group each: the bootstrap over those groups alone."""
-    n = len(rows)
+def _interval(correct, prompts, resamples, seed):
+    """One pair per group, groups clustered by prompt: the bootstrap over those alone."""
+    n = len(correct)
     rewards = np.array([x for c in correct for x in ((1.0, 0.0) if c else (0.0, 1.0))])
     index = PairIndex.from_arrays(np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2))
-    return bootstrap_interval(rewards, index, n_resamples=resamples, seed=seed)
+    return bootstrap_interval(rewards, index, clusters=prompts, n_resamples=resamples, seed=seed)
 
 
 def test_eval_group_by_prompt(ckpt, tmp_path, capsys):
@@ -162,7 +163,7 @@ def test_eval_group_by_prompt(ckpt, tmp_path, capsys):
     # t1 and t2 share "Is the earth flat?": one best-of-N group (1 chosen x 2 rejected)
     assert out["n_groups"] == 5 and out["n_pairs"] == 6
     assert out["best_of_n_accuracy"] is not None
-    assert out["heads"]["sarm"]["per_source"]["tqa"]["n_groups"] == 2
+    assert out["heads"]["sarm"]["per_source"]["tqa"]["n_prompts"] == 2
     shorter = out["heads"]["shorter_wins"]["per_source"]["tqa"]
     assert shorter["accuracy"] == pytest.approx(2 / 3) and shorter["n_pairs"] == 3
 

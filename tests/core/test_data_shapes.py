@@ -22,6 +22,7 @@ from sarm.evaluate import (
     bootstrap_interval,
     length_rewards,
     pairwise_accuracy,
+    prompt_clusters,
 )
 from sarm.scoring import response_conversations
 
@@ -337,7 +338,23 @@ def test_bootstrap_matches_an_independent_computation():
     assert got == pytest.approx(sub)
     summary = accuracy_interval(rewards, index, pairs=mask, n_resamples=300, seed=4)
     assert summary["ci95"] == pytest.approx(list(sub))
-    assert summary["n_pairs"] == int(mask.sum()) and summary["n_groups"] == 15
+    assert summary["n_pairs"] == int(mask.sum()) and summary["n_prompts"] == 15
+
+
+def test_bootstrap_resamples_prompts_shared_by_groups(tmp_path):
+    index, rewards = _index_and_rewards(seed=6, n_groups=30)
+    clusters = np.arange(30) // 3  # every 3 groups share a prompt: 10 prompts
+    correct = rewards[index.chosen_row] > rewards[index.rejected_row]
+    by_prompt = [list(correct[clusters[index.group] == c]) for c in range(10)]
+    got = bootstrap_interval(rewards, index, clusters=clusters, n_resamples=400, seed=1)
+    assert got == pytest.approx(_numpy_bootstrap(by_prompt, 400, seed=1))
+    assert got != bootstrap_interval(rewards, index, n_resamples=400, seed=1)
+    summary = accuracy_interval(rewards, index, clusters=clusters, n_resamples=400, seed=1)
+    assert summary["n_prompts"] == 10 and summary["ci95"] == pytest.approx(list(got))
+    groups = load_preferences(write(tmp_path / "g.jsonl", BON_ROWS)).groups
+    assert prompt_clusters(groups).tolist() == [0, 1, 0, 2, 0, 2]
+    with pytest.raises(ValueError, match="one integer per group"):
+        bootstrap_interval(rewards, index, clusters=clusters[:5])
 
 
 def test_bootstrap_contains_the_estimate_and_narrows_with_more_data():
@@ -361,7 +378,7 @@ def test_accuracy_by_labels_each_group():
     index = PairIndex.from_arrays([0, 2, 4, 6], [1, 3, 5, 7], group=[0, 0, 1, 2])
     rewards = np.array([1.0, 0.0, 0.0, 1.0, 2.0, 1.0, 1.0, 1.0])
     table = accuracy_by(rewards, index, ["a", "b", None], n_resamples=50)
-    assert {k: (v["accuracy"], v["n_pairs"], v["n_groups"]) for k, v in table.items()} == {
+    assert {k: (v["accuracy"], v["n_pairs"], v["n_prompts"]) for k, v in table.items()} == {
         "a": (0.5, 2, 1),
         "b": (1.0, 1, 1),
         "(none)": (0.0, 1, 1),  # a tie counts as wrong

@@ -25,6 +25,7 @@ from sarm.evaluate import (
     accuracy_interval,
     evaluate_arrays,
     length_rewards,
+    prompt_clusters,
 )
 from sarm.head import Head
 from sarm.types import PreferenceGroup, responses_of
@@ -161,16 +162,16 @@ def head_summary(
     resamples: int,
     seed: int,
 ) -> dict[str, object]:
-    """One head's pairwise accuracy with its interval, overall and per source / category."""
-    out: dict[str, object] = {
-        "all": accuracy_interval(rewards, index, n_resamples=resamples, seed=seed)
-    }
+    """One head's pairwise accuracy with its interval, overall and per source / category.
+
+    The bootstrap resamples prompts: groups that share a prompt are drawn together.
+    """
+    bootstrap = {"clusters": prompt_clusters(groups), "n_resamples": resamples, "seed": seed}
+    out: dict[str, object] = {"all": accuracy_interval(rewards, index, **bootstrap)}
     for key in BREAKDOWNS:
         labels = _labels(groups, key)
         if any(label is not None for label in labels):
-            out[f"per_{key}"] = accuracy_by(
-                rewards, index, labels, n_resamples=resamples, seed=seed
-            )
+            out[f"per_{key}"] = accuracy_by(rewards, index, labels, **bootstrap)
     return out
 
 
@@ -259,7 +260,7 @@ def format_heads(heads: dict, bootstrap: dict) -> str:
     ]
     for label, path in _table_rows(heads):
         base = _lookup(heads[names[0]], path)
-        counts = (base["n_pairs"], base["n_groups"]) if base else ("-", "-")
+        counts = (base["n_pairs"], base["n_prompts"]) if base else ("-", "-")
         cells = "".join(f"{_cell(_lookup(heads[n], path)):<22}" for n in names)
         lines.append(f"{label:<{width}}{counts[0]:>7}{counts[1]:>9}  {cells}")
     return "\n".join(line.rstrip() for line in lines)
