@@ -791,27 +791,18 @@ def _read_hf_dataset(path: Path) -> Iterator[tuple[int, object]]:
 def _reader_for(path: Path) -> Callable[[Path], Iterator[tuple[int, object]]]:
     if path.is_dir():
         return _read_hf_dataset
-    suffix = path.suffix.lower()
-    if suffix == _GZIP_SUFFIX:
-        suffix = Path(path.stem).suffix.lower()
-        if suffix in _JSONL_SUFFIXES:
-            return _read_jsonl
-        if suffix == ".json":
-            return _read_json
-        raise ValueError(
-            f"{path}: unknown gzipped data format {suffix or '(no extension)'!r}; "
-            "expected .jsonl.gz or .json.gz"
-        )
+    gzipped = _is_gzip(path)
+    suffix = Path(path.stem if gzipped else path.name).suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         return _read_jsonl
     if suffix == ".json":
         return _read_json
-    if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq") and not gzipped:
         return _read_parquet
+    shown = (suffix or "(no extension)") + (_GZIP_SUFFIX if gzipped else "")
     raise ValueError(
-        f"{path}: unknown data format {suffix or '(no extension)'!r}; expected "
-        ".jsonl, .json, .jsonl.gz, .json.gz, .parquet or a directory saved with "
-        "datasets.save_to_disk"
+        f"{path}: unknown data format {shown!r}; expected .jsonl, .json, .jsonl.gz, "
+        ".json.gz, .parquet or a directory saved with datasets.save_to_disk"
     )
 
 
