@@ -136,6 +136,8 @@ def test_eval_reports_sources_categories_and_length_baselines(ckpt, tmp_path, ca
         "n_prompts": 2,
         "ci95": pytest.approx(list(_interval(shorter[2:5], [0, 0, 1], 200, 3))),
     }
+    # the macro average: categories weigh the same (code 0, honesty 2/3, safety 1/2)
+    assert heads["shorter_wins"]["category_macro"] == pytest.approx((0 + 2 / 3 + 1 / 2) / 3)
     for head in heads.values():
         assert set(head["per_source"]) == {"hh", "tqa", "code"}
         assert set(head["per_category"]) == {"safety", "honesty", "code"}
@@ -147,6 +149,7 @@ def test_eval_reports_sources_categories_and_length_baselines(ckpt, tmp_path, ca
     text = capsys.readouterr().out
     assert "sarm" in text and "shorter_wins" in text and "longer_wins" in text
     assert "source: tqa" in text and "category: safety" in text and "95% interval" in text
+    assert "mean over categories" in text
 
 
 def _interval(correct, prompts, resamples, seed):

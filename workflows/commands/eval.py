@@ -165,6 +165,8 @@ def head_summary(
     """One head's pairwise accuracy with its interval, overall and per source / category.
 
     The bootstrap resamples prompts: groups that share a prompt are drawn together.
+    ``category_macro`` is the unweighted mean over categories (so that the largest
+    category does not dominate).
     """
     bootstrap = {"clusters": prompt_clusters(groups), "n_resamples": resamples, "seed": seed}
     out: dict[str, object] = {"all": accuracy_interval(rewards, index, **bootstrap)}
@@ -172,6 +174,9 @@ def head_summary(
         labels = _labels(groups, key)
         if any(label is not None for label in labels):
             out[f"per_{key}"] = accuracy_by(rewards, index, labels, **bootstrap)
+    if out.get("per_category"):
+        by_category = [row["accuracy"] for row in out["per_category"].values()]
+        out["category_macro"] = float(np.mean(by_category))
     return out
 
 
@@ -263,4 +268,7 @@ def format_heads(heads: dict, bootstrap: dict) -> str:
         counts = (base["n_pairs"], base["n_prompts"]) if base else ("-", "-")
         cells = "".join(f"{_cell(_lookup(heads[n], path)):<22}" for n in names)
         lines.append(f"{label:<{width}}{counts[0]:>7}{counts[1]:>9}  {cells}")
+    if all("category_macro" in heads[n] for n in names):
+        cells = "".join(f"{_pct(heads[n]['category_macro']):<22}" for n in names)
+        lines.append(f"{'mean over categories':<{width}}{'':>16}  {cells}")
     return "\n".join(line.rstrip() for line in lines)
