@@ -1,8 +1,9 @@
 """Preference data loaders: files and in-memory rows to :class:`PreferenceGroup` lists.
 
 Supported containers (chosen by the path): ``.jsonl``/``.ndjson`` (one JSON object
-per line), ``.json`` (a list of rows, or ``{"data": [...]}``), ``.parquet``, and a
-directory written by Hugging Face ``datasets`` ``save_to_disk``.
+per line), ``.json`` (a list of rows, or ``{"data": [...]}``), their gzipped forms
+(``.jsonl.gz``, ``.json.gz``), ``.parquet``, and a directory written by Hugging
+Face ``datasets`` ``save_to_disk``.
 
 Row shapes, detected per row:
 
@@ -17,8 +18,17 @@ Row shapes, detected per row:
 - ``{question|prompt, answer|response, label}``: kind ``single``.
 
 An explicit ``kind`` field overrides the detection (:func:`save_jsonl` writes it).
-``subset`` (or ``category``) and ``id`` are optional; other fields go to ``meta``.
-A value of ``null`` counts as absent.
+``subset`` (or ``category``) and ``id`` are optional; other fields go to ``meta``
+(``category`` always does, so that metrics can be broken down by ``source`` and
+``category``). A value of ``null`` counts as absent. A string prompt in the
+HH-RLHF transcript format (``"Human: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:"``)
+becomes chat messages, one per turn.
+
+Two reshapings, asked for by the caller: ``pair_key`` pairs single-response rows
+whose ``label`` is ``"chosen"`` or ``"rejected"`` (or 1 / 0) by a shared field
+(e.g. ``question_id``) into one group per key; ``group_by="prompt"`` merges the
+pair and best-of-N groups that share a prompt into one best-of-N group (every
+chosen must beat every rejected).
 
 Every malformed row raises :class:`DataError` naming the file, the 1-based row
 (the line number for JSONL) and the field. With ``skip_malformed=True`` such rows
@@ -29,6 +39,7 @@ no groups at all, or rows whose chosen response is identical to a rejected one.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -37,6 +48,7 @@ import os
 import re
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +63,13 @@ from sarm.types import GROUP_KINDS, Message, PreferenceGroup
 
 __all__ = [
     "DEMO_SPECS",
+    "GROUP_BY",
     "DataError",
     "LoadResult",
     "group_to_record",
     "groups_from_records",
     "load_preferences",
+    "regroup_by_prompt",
     "resolve_data",
     "save_jsonl",
 ]
@@ -64,7 +78,13 @@ log = logging.getLogger(__name__)
 
 RMBENCH_SIZE = 3
 DEMO_SPECS: tuple[str, ...] = ("demo:train", "demo:test", "demo:all")
+GROUP_BY: tuple[str, ...] = ("prompt",)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_GZIP_SUFFIX = ".gz"
+_HH_START = re.compile(r"\s*Human:")
+_HH_TURN = re.compile(r"(?:\A\s*|\n\n)(Human|Assistant):")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+_LABEL_ROLES = {"chosen": "chosen", "rejected": "rejected"}
 _KNOWN_KEYS = frozenset(
     {"id", "kind", "prompt", "chosen", "rejected", "subset", "question", "answer"}
     | {"response", "label", "meta"}
@@ -156,9 +176,36 @@ def _messages(value: object, field: str) -> tuple[Message, ...]:
     return tuple(out)
 
 
+def _is_hh_transcript(text: str) -> bool:
+    return bool(_HH_START.match(text)) and "\n\nAssistant:" in text
+
+
+def _hh_messages(text: str, field: str) -> tuple[Message, ...]:
+    """An HH-RLHF transcript (``Human: ...\n\nAssistant: ...``) -> chat messages.
+
+    The final empty ``Assistant:`` (where the scored response goes) is dropped;
+    the transcript must then end with a Human turn.
+    """
+    parts = _HH_TURN.split(text)[1:]  # [speaker, content, speaker, content, ...]
+    turns = [(_HH_ROLES[parts[i]], parts[i + 1].strip()) for i in range(0, len(parts), 2)]
+    if turns and turns[-1] == ("assistant", ""):
+        turns.pop()
+    if not turns or turns[-1][0] != "user":
+        raise _FieldError(
+            field, "an HH transcript must end with a Human turn and an empty 'Assistant:'"
+        )
+    for n, (role, content) in enumerate(turns, 1):
+        if not content:
+            raise _FieldError(field, f"turn {n} ({role}) of the HH transcript is empty")
+    return tuple({"role": role, "content": content} for role, content in turns)
+
+
 def _prompt(value: object, field: str = "prompt") -> tuple[Message, ...]:
     if isinstance(value, str):
-        return ({"role": "user", "content": _text(value, field)},)
+        text = _text(value, field)
+        if _is_hh_transcript(text):
+            return _hh_messages(text, field)
+        return ({"role": "user", "content": text},)
     if isinstance(value, list | tuple):
         return _messages(value, field)
     raise _FieldError(field, f"must be a string or a list of messages, got {type(value).__name__}")
@@ -179,6 +226,12 @@ def _label(value: object) -> float | None:
         return None
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, str) and value.strip().lower() in _LABEL_ROLES:
+        raise _FieldError(
+            "label",
+            f"is the string {value!r}: rows labelled chosen/rejected must be paired by a "
+            "shared field (pair_key; `sarm eval --pair-key FIELD`, e.g. question_id)",
+        )
     if not isinstance(value, numbers.Real) or isinstance(value, str):
         raise _FieldError("label", f"must be a number or a bool, got {type(value).__name__}")
     if not math.isfinite(float(value)):
@@ -334,8 +387,7 @@ def _parse_record(record: object, default_id: str) -> PreferenceGroup:
             "chosen", "is missing (expected prompt/chosen/rejected or question/answer/label)"
         )
     _check_shape(kind, chosen, rejected)
-    subset, subset_key = _subset(record)
-    used = set(_KNOWN_KEYS) | ({subset_key} if subset_key else set())
+    subset, _ = _subset(record)
     return PreferenceGroup(
         group_id=_group_id(record, default_id),
         prompt=prompt,
@@ -344,7 +396,7 @@ def _parse_record(record: object, default_id: str) -> PreferenceGroup:
         subset=subset,
         kind=kind,
         label=_label(record.get("label")),
-        meta=_meta(record, used),
+        meta=_meta(record, set(_KNOWN_KEYS)),
     )
 
 
@@ -352,7 +404,7 @@ def _parse_record(record: object, default_id: str) -> PreferenceGroup:
 
 
 def _default_stem(source: str) -> str:
-    name = Path(source).name
+    name = Path(source).name.removesuffix(_GZIP_SUFFIX)
     return Path(name).stem if name else source
 
 
@@ -451,6 +503,194 @@ def groups_from_records(
     return _collect(enumerate(records, 1), source, skip_malformed=skip_malformed, limit=limit)
 
 
+# ------------------------------------------------------------------- reshaping
+
+
+def _label_role(value: object) -> str:
+    """``"chosen"``/``"rejected"`` (any case), ``True``/``1`` or ``False``/``0`` -> the role."""
+    if isinstance(value, str) and value.strip().lower() in _LABEL_ROLES:
+        return _LABEL_ROLES[value.strip().lower()]
+    if isinstance(value, bool | numbers.Integral) and value in (0, 1):
+        return "chosen" if value else "rejected"
+    raise _FieldError("label", f"must be 'chosen' or 'rejected' (or 1 / 0), got {value!r}")
+
+
+def _key_value(record: Mapping[str, Any], key: str) -> str:
+    value = record.get(key)
+    if value is None:
+        raise _FieldError(key, "is missing (the rows are paired by it: pair_key)")
+    if isinstance(value, bool) or not isinstance(value, str | numbers.Integral):
+        raise _FieldError(key, f"must be a string or an integer, got {type(value).__name__}")
+    return _text(str(value), key)
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """One single-response row that says whether its response is chosen or rejected."""
+
+    row: int
+    record: Mapping[str, Any]
+    prompt: tuple[Message, ...]
+    role: str
+    text: str
+
+
+def _labelled(record: object, row: int, key: str) -> tuple[str, _Labelled]:
+    if not isinstance(record, Mapping):
+        raise _FieldError(None, f"a row must be a JSON object, got {type(record).__name__}")
+    value = _key_value(record, key)
+    prompt, (text,), _, _ = _single_parts(record)
+    if not _present(record, "label"):
+        raise _FieldError("label", "is missing (say 'chosen' or 'rejected')")
+    return value, _Labelled(row, record, prompt, _label_role(record["label"]), text)
+
+
+def _paired_record(source: str, key: str, value: str, rows: list[_Labelled]) -> object:
+    """The preference row made of every response with one key value, or the DataError."""
+    first = rows[0]
+    for other in rows[1:]:
+        if other.prompt != first.prompt:
+            return DataError(
+                source,
+                other.row,
+                "prompt",
+                f"differs from the prompt of row {first.row}, which has the same "
+                f"{key} {value!r}; rows paired by {key!r} must share their prompt",
+            )
+    by_role = {role: [r.text for r in rows if r.role == role] for role in ("chosen", "rejected")}
+    for role, texts in by_role.items():
+        if not texts:
+            return DataError(
+                source,
+                first.row,
+                "label",
+                f"{key} {value!r} has no {role!r} response (rows "
+                f"{', '.join(str(r.row) for r in rows)}); a pair needs both",
+            )
+    one_each = len(by_role["chosen"]) == len(by_role["rejected"]) == 1
+    return {
+        "id": value,
+        "kind": "pair" if one_each else "best_of_n",
+        "prompt": [dict(m) for m in first.prompt],
+        "chosen": by_role["chosen"],
+        "rejected": by_role["rejected"],
+        "subset": _subset(first.record)[0],
+        "meta": _meta(first.record, set(_KNOWN_KEYS) - {key}) | {"rows": [r.row for r in rows]},
+    }
+
+
+def _paired_records(numbered: Numbered, source: str, key: str) -> Iterator[tuple[int, object]]:
+    """Single-response rows labelled chosen/rejected -> one preference row per ``key`` value.
+
+    Malformed rows come out first, as :class:`DataError` records, then one row
+    per key value in order of first appearance, numbered by its first row.
+    """
+    by_value: dict[str, list[_Labelled]] = {}
+    for row, record in numbered:
+        if isinstance(record, DataError):
+            yield row, record
+            continue
+        try:
+            value, labelled = _labelled(record, row, key)
+        except _FieldError as exc:
+            yield row, DataError(source, row, exc.field, exc.problem)
+            continue
+        by_value.setdefault(value, []).append(labelled)
+    for value, rows in by_value.items():
+        yield rows[0].row, _paired_record(source, key, value, rows)
+
+
+def _prompt_key(prompt: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((m["role"], m["content"]) for m in prompt)
+
+
+def _unique(texts: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(texts))
+
+
+def _merge_groups(source: str, members: list[PreferenceGroup]) -> PreferenceGroup:
+    """Groups sharing a prompt -> one best-of-N group; a lone group is kept as it is."""
+    if len(members) == 1:
+        return members[0]
+    ids = ", ".join(repr(g.group_id) for g in members[:5]) + (", ..." if len(members) > 5 else "")
+    subsets = _unique(str(g.subset) for g in members)
+    if len(subsets) > 1:
+        raise DataError(
+            source,
+            None,
+            "subset",
+            f"groups {ids} share a prompt but not a subset ({', '.join(subsets)}); "
+            "they cannot form one best-of-N group: evaluate without group_by",
+        )
+    chosen = _unique(t for g in members for t in g.chosen)
+    rejected = _unique(t for g in members for t in g.rejected)
+    both = set(chosen) & set(rejected)
+    if both:
+        raise DataError(
+            source,
+            None,
+            "chosen",
+            f"groups {ids} share a prompt, but the response {next(iter(both))[:60]!r} is "
+            "chosen in one and rejected in another: these are pairwise comparisons, not "
+            "best-of-N; evaluate without group_by (or skip such prompts with skip_malformed)",
+        )
+    first = members[0]
+    return PreferenceGroup(
+        group_id=first.group_id,
+        prompt=first.prompt,
+        chosen=chosen,
+        rejected=rejected,
+        subset=first.subset,
+        kind="best_of_n",
+        meta=dict(first.meta) | {"merged_ids": [g.group_id for g in members]},
+    )
+
+
+def regroup_by_prompt(
+    result: LoadResult, *, skip_malformed: bool = False, limit: int | None = None
+) -> LoadResult:
+    """Merge the ``pair`` / ``best_of_n`` groups that share a prompt into best-of-N groups.
+
+    A merged group keeps the first group's id, subset and meta (with
+    ``merged_ids``); its chosen and rejected responses are the members'
+    (duplicates once), and it is correct when every chosen beats every rejected.
+    ``rmbench`` and ``single`` groups are kept as they are. Groups that cannot
+    merge (a response chosen in one and rejected in another, different subsets)
+    raise :class:`DataError`, or with ``skip_malformed`` are skipped and counted.
+    ``limit`` keeps the first ``limit`` groups after merging.
+    """
+    _check_limit(limit)
+    slots: list[PreferenceGroup | tuple] = []
+    buckets: dict[tuple, list[PreferenceGroup]] = {}
+    for group in result.groups:
+        if group.kind not in ("pair", "best_of_n"):
+            slots.append(group)
+            continue
+        key = _prompt_key(group.prompt)
+        if key not in buckets:
+            buckets[key] = []
+            slots.append(key)
+        buckets[key].append(group)
+    groups: list[PreferenceGroup] = []
+    skipped: list[str] = []
+    for slot in slots:
+        if limit is not None and len(groups) >= limit:
+            break
+        try:
+            groups.append(
+                slot
+                if isinstance(slot, PreferenceGroup)
+                else _merge_groups(result.source, buckets[slot])
+            )
+        except DataError as exc:
+            if not skip_malformed:
+                raise
+            skipped.append(str(exc))
+    _warn_skipped(result.source, skipped)
+    _warn_empty(result.source, groups, result.skipped + skipped)
+    return LoadResult(groups=groups, source=result.source, skipped=result.skipped + skipped)
+
+
 # --------------------------------------------------------------------- readers
 
 
@@ -467,17 +707,43 @@ def _decode_line(raw: bytes, source: str, line: int) -> object:
         return DataError(source, line, None, _TOO_DEEP)
 
 
+def _is_gzip(path: Path) -> bool:
+    return path.suffix.lower() == _GZIP_SUFFIX
+
+
+def _bad_gzip(path: Path, exc: BaseException) -> DataError:
+    return DataError(
+        str(path), None, None, f"not a readable gzip file ({exc}); compress it again with gzip"
+    )
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    with path.open("rb") as fh:
-        for line, raw in enumerate(fh, 1):
-            if raw.strip():
-                yield line, _decode_line(raw, str(path), line)
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rb") as fh:
+            for line, raw in enumerate(fh, 1):
+                if raw.strip():
+                    yield line, _decode_line(raw, str(path), line)
+    except _GZIP_ERRORS as exc:
+        raise _bad_gzip(path, exc) from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not _is_gzip(path):
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except _GZIP_ERRORS as exc:
+        raise _bad_gzip(path, exc) from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, object]]:
     source = str(path)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = json.loads(_read_bytes(path).decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise DataError(source, None, None, f"not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -525,33 +791,56 @@ def _read_hf_dataset(path: Path) -> Iterator[tuple[int, object]]:
 def _reader_for(path: Path) -> Callable[[Path], Iterator[tuple[int, object]]]:
     if path.is_dir():
         return _read_hf_dataset
-    suffix = path.suffix.lower()
+    gzipped = _is_gzip(path)
+    suffix = Path(path.stem if gzipped else path.name).suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         return _read_jsonl
     if suffix == ".json":
         return _read_json
-    if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq") and not gzipped:
         return _read_parquet
+    shown = (suffix or "(no extension)") + (_GZIP_SUFFIX if gzipped else "")
     raise ValueError(
-        f"{path}: unknown data format {suffix or '(no extension)'!r}; expected "
-        ".jsonl, .json, .parquet or a directory saved with datasets.save_to_disk"
+        f"{path}: unknown data format {shown!r}; expected .jsonl, .json, .jsonl.gz, "
+        ".json.gz, .parquet or a directory saved with datasets.save_to_disk"
     )
 
 
+def _check_reshaping(pair_key: str | None, group_by: str | None) -> None:
+    if pair_key is not None and (not isinstance(pair_key, str) or not pair_key.strip()):
+        raise ValueError(f"pair_key must be a field name, got {pair_key!r}")
+    if group_by is not None and group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {list(GROUP_BY)} or None, got {group_by!r}")
+
+
 def load_preferences(
-    path: str | os.PathLike[str], *, skip_malformed: bool = False, limit: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    skip_malformed: bool = False,
+    limit: int | None = None,
+    pair_key: str | None = None,
+    group_by: str | None = None,
 ) -> LoadResult:
     """Load preference groups from a file or a saved HF dataset directory.
 
     ``limit`` keeps the first ``limit`` valid groups (and stops reading there).
+    ``pair_key`` pairs single-response rows labelled chosen/rejected by that
+    field; ``group_by="prompt"`` merges groups sharing a prompt
+    (:func:`regroup_by_prompt`); ``limit`` then counts the groups they give.
     Raises :class:`FileNotFoundError` for a missing path, :class:`ValueError` for
     an unknown format and :class:`DataError` for a malformed file or row.
     """
+    _check_reshaping(pair_key, group_by)
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"preference data not found: {path}")
     rows = _reader_for(path)(path)
-    result = _collect(rows, str(path), skip_malformed=skip_malformed, limit=limit)
+    if pair_key is not None:
+        rows = _paired_records(rows, str(path), pair_key)
+    first_limit = None if group_by else limit
+    result = _collect(rows, str(path), skip_malformed=skip_malformed, limit=first_limit)
+    if group_by:
+        result = regroup_by_prompt(result, skip_malformed=skip_malformed, limit=limit)
     log.info("loaded %d groups from %s (%d skipped)", len(result.groups), path, result.n_skipped)
     return result
 
@@ -607,17 +896,30 @@ _DEMO_RE = re.compile(r"^demo:(train|test|all)$")
 
 
 def resolve_data(
-    spec: str, *, skip_malformed: bool = False, limit: int | None = None
+    spec: str,
+    *,
+    skip_malformed: bool = False,
+    limit: int | None = None,
+    pair_key: str | None = None,
+    group_by: str | None = None,
 ) -> LoadResult:
     """A CLI data argument -> groups: a file path, or ``demo:train|test|all``.
 
     The demo splits are generated in memory (seed 0) by :mod:`sarm.datasets.demo`.
+    ``pair_key`` and ``group_by`` are as in :func:`load_preferences`.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError("data spec must be a non-empty string (a path or demo:train/test/all)")
+    _check_reshaping(pair_key, group_by)
     if spec.startswith("demo:"):
+        if pair_key is not None:
+            raise ValueError(f"pair_key applies to files of labelled responses, not to {spec}")
+        if group_by:
+            return regroup_by_prompt(_demo_split(spec, None), limit=limit)
         return _demo_split(spec, limit)
-    return load_preferences(spec, skip_malformed=skip_malformed, limit=limit)
+    return load_preferences(
+        spec, skip_malformed=skip_malformed, limit=limit, pair_key=pair_key, group_by=group_by
+    )
 
 
 def _demo_split(spec: str, limit: int | None) -> LoadResult:

@@ -17,7 +17,12 @@ Conventions:
   markdown] for both chosen (``i``) and rejected (``j``). Cell ``(i, j)`` is the
   accuracy of chosen ``i`` against rejected ``j`` over prompts. ``hard`` is the
   mean of the cells ``i < j`` (chosen plainer than rejected), ``normal`` of the
-  diagonal, ``easy`` of ``i > j``, and ``total`` of all nine cells.
+  diagonal, ``easy`` of ``i > j``, and ``total`` of all nine cells;
+- intervals: a 95% percentile bootstrap over groups (prompts), seeded, see
+  :func:`bootstrap_interval`; breakdowns by any per-group label (``source``,
+  ``category``) come from :func:`accuracy_by`;
+- length baselines: "shorter wins" / "longer wins" score a response by minus /
+  plus its length in characters (:func:`length_rewards`); ties count as wrong.
 """
 
 from __future__ import annotations
@@ -34,25 +39,35 @@ from sarm.constants import NO_SUBSET
 from sarm.types import GROUP_KINDS, PreferenceGroup
 
 __all__ = [
+    "CI_LEVEL",
     "DIFFICULTIES",
+    "LENGTH_BASELINES",
     "NO_SUBSET",
     "RMBENCH_STYLES",
     "EvalReport",
     "PairIndex",
+    "accuracy_by",
+    "accuracy_interval",
     "best_of_n_accuracy",
+    "bootstrap_interval",
     "evaluate",
     "evaluate_arrays",
     "flipped_pairs",
+    "length_rewards",
     "pair_correct",
     "pair_margins",
     "pairwise_accuracy",
     "per_subset_accuracy",
+    "prompt_clusters",
+    "relabel_groups",
     "rmbench_accuracy",
     "rmbench_matrix",
     "subset_names",
 ]
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "normal", "hard")
+LENGTH_BASELINES: dict[str, bool] = {"shorter_wins": False, "longer_wins": True}
+_DRAWS_PER_CHUNK = 2_000_000  # bootstrap indices drawn at once (16 MB)
 RMBENCH_STYLES: tuple[str, ...] = ("concise", "detailed", "markdown")
 RowKey = tuple[str, str, int]
 RowOf = Callable[[str, str, int], int] | Mapping[RowKey, int]
@@ -419,6 +434,196 @@ def flipped_pairs(
 ) -> np.ndarray:
     """Positions (into the index) of pairs whose correctness changed between two reward vectors."""
     return np.flatnonzero(pair_correct(rewards_before, index) != pair_correct(rewards_after, index))
+
+
+# ------------------------------------------------------ intervals, breakdowns
+
+
+def _pair_mask(index: PairIndex, pairs: np.ndarray | None) -> np.ndarray:
+    if pairs is None:
+        return np.ones(index.n_pairs, dtype=bool)
+    mask = np.asarray(pairs)
+    if mask.dtype != bool or mask.shape != (index.n_pairs,):
+        raise ValueError(
+            f"pairs must be a boolean mask with one entry per pair ({index.n_pairs}), "
+            f"got {mask.dtype} {mask.shape}"
+        )
+    return mask
+
+
+def _check_bootstrap(n_resamples: int, level: float) -> None:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
+def _per_unit(correct: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct pairs and pairs per unit (units with a pair, in ascending code)."""
+    _, inverse = np.unique(unit, return_inverse=True)
+    return np.bincount(inverse, weights=correct), np.bincount(inverse).astype(np.float64)
+
+
+def _units(index: PairIndex, clusters: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """The resampled unit of every pair: its group, or its group's cluster."""
+    if clusters is None:
+        return index.group
+    codes = np.asarray(clusters)
+    if codes.shape != (len(index.group_ids),) or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(
+            f"clusters must hold one integer per group ({len(index.group_ids)}), "
+            f"got {codes.dtype} {codes.shape}"
+        )
+    return codes[index.group]
+
+
+def prompt_clusters(groups: Sequence[PreferenceGroup]) -> np.ndarray:
+    """One code per group, equal for groups with the same prompt (the bootstrap's units)."""
+    codes: dict[tuple, int] = {}
+    keys = [tuple((m["role"], m["content"]) for m in g.prompt) for g in groups]
+    return np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
+
+
+def _bootstrap(
+    hits: np.ndarray, counts: np.ndarray, n_resamples: int, seed: int, level: float
+) -> tuple[float, float]:
+    n = len(hits)
+    rng = np.random.default_rng(seed)
+    accuracies = np.empty(n_resamples)
+    chunk = max(1, _DRAWS_PER_CHUNK // n)
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        draw = rng.integers(0, n, size=(size, n))  # the same stream as `size` draws of n
+        accuracies[start : start + size] = hits[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    low, high = np.quantile(accuracies, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_interval(
+    rewards: np.ndarray,
+    index: PairIndex,
+    *,
+    pairs: np.ndarray | None = None,
+    clusters: Sequence[int] | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of pairwise accuracy, resampling prompts.
+
+    The units resampled are the groups, or with ``clusters`` (one integer per
+    group, e.g. :func:`prompt_clusters`) the clusters, so that rows sharing a
+    prompt are drawn together. The units with a pair in ``pairs`` (a boolean
+    mask; default: every pair) are numbered ``0..U-1`` in ascending code.
+    Resample ``b`` is the ``b``-th draw of ``rng.integers(0, U, size=U)`` from
+    ``np.random.default_rng(seed)``; its accuracy is the drawn units' correct
+    pairs over their pairs (ties wrong). The interval is the ``(1 - level) / 2``
+    and ``(1 + level) / 2`` quantiles (``np.quantile``, linear) of the resampled
+    accuracies. None when there is no pair.
+    """
+    _check_bootstrap(n_resamples, level)
+    mask = _pair_mask(index, pairs)
+    if not mask.any():
+        return None
+    unit = _units(index, clusters)[mask]
+    hits, counts = _per_unit(pair_correct(rewards, index)[mask], unit)
+    return _bootstrap(hits, counts, n_resamples, seed, level)
+
+
+CI_LEVEL = 0.95
+
+
+def _summary(
+    correct: np.ndarray, unit: np.ndarray, n_resamples: int, seed: int
+) -> dict[str, object]:
+    hits, counts = _per_unit(correct, unit)
+    return {
+        "accuracy": float(correct.mean()),
+        "n_pairs": len(correct),
+        "n_prompts": len(hits),
+        "ci95": list(_bootstrap(hits, counts, n_resamples, seed, CI_LEVEL)),
+    }
+
+
+def accuracy_interval(
+    rewards: np.ndarray,
+    index: PairIndex,
+    *,
+    pairs: np.ndarray | None = None,
+    clusters: Sequence[int] | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, object] | None:
+    """``{accuracy, n_pairs, n_prompts, ci95: [low, high]}`` over ``pairs``; None without pairs.
+
+    ``n_prompts`` counts the resampled units with a pair (the groups, or the
+    ``clusters``); ``ci95`` is :func:`bootstrap_interval`.
+    """
+    _check_bootstrap(n_resamples, CI_LEVEL)
+    mask = _pair_mask(index, pairs)
+    if not mask.any():
+        return None
+    correct = pair_correct(rewards, index)[mask]
+    return _summary(correct, _units(index, clusters)[mask], n_resamples, seed)
+
+
+def relabel_groups(index: PairIndex, labels: Sequence[str | None]) -> PairIndex:
+    """``index`` with its subsets replaced by a label per group (``labels[group code]``).
+
+    Missing or empty labels become :data:`NO_SUBSET`; subsets are named in sorted order.
+    """
+    if len(labels) != len(index.group_ids):
+        raise ValueError(f"need one label per group ({len(index.group_ids)}), got {len(labels)}")
+    named = [lab if isinstance(lab, str) and lab else NO_SUBSET for lab in labels]
+    names = sorted(set(named))
+    code = _codes(named, names)
+    return PairIndex(
+        chosen_row=index.chosen_row,
+        rejected_row=index.rejected_row,
+        group=index.group,
+        subset=code[index.group] if index.n_pairs else np.zeros(0, dtype=np.int64),
+        subset_names=tuple(names),
+        kind=index.kind,
+        chosen_index=index.chosen_index,
+        rejected_index=index.rejected_index,
+        group_ids=index.group_ids,
+    )
+
+
+def _codes(named: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    position = {name: k for k, name in enumerate(names)}
+    return np.array([position[n] for n in named], dtype=np.int64)
+
+
+def accuracy_by(
+    rewards: np.ndarray,
+    index: PairIndex,
+    labels: Sequence[str | None],
+    *,
+    clusters: Sequence[int] | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, object]]:
+    """:func:`accuracy_interval` per label, with one label per group (e.g. its source).
+
+    Labels without a pair are left out; missing labels are named :data:`NO_SUBSET`.
+    """
+    _check_bootstrap(n_resamples, CI_LEVEL)
+    relabelled = relabel_groups(index, labels)
+    correct = pair_correct(rewards, relabelled)
+    unit = _units(index, clusters)
+    out = {}
+    for code, name in enumerate(relabelled.subset_names):
+        mask = relabelled.subset == code
+        if mask.any():
+            out[name] = _summary(correct[mask], unit[mask], n_resamples, seed)
+    return out
+
+
+def length_rewards(responses: Sequence[str], *, longer_wins: bool) -> np.ndarray:
+    """The length baselines' rewards: plus (``longer_wins``) or minus the length in characters."""
+    lengths = np.array([len(r) for r in responses], dtype=np.float64)
+    return lengths if longer_wins else -lengths
 
 
 # -------------------------------------------------------------------- report

@@ -1,25 +1,51 @@
-"""``sarm eval``: pairwise, best-of-N, RM-Bench and per-subset accuracy of a SARM."""
+"""``sarm eval``: pairwise, best-of-N, RM-Bench and per-subset accuracy of a SARM.
+
+Beside the heads (the SARM head and, with ``--baseline``, the dense baseline) it
+reports the length baselines ("shorter wins", "longer wins"), so that a reader
+sees at once whether a head beats length; every accuracy comes with its count
+and a 95% bootstrap interval over prompts, overall, per ``source`` and per
+``category`` (the rows' fields, kept in each group's meta).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from sarm.configs import DataConfig, ModelConfig
-from sarm.data import resolve_data
+from sarm.data import GROUP_BY, LoadResult, resolve_data
+from sarm.errors import InputError
+from sarm.evaluate import (
+    LENGTH_BASELINES,
+    PairIndex,
+    accuracy_by,
+    accuracy_interval,
+    evaluate_arrays,
+    length_rewards,
+    prompt_clusters,
+)
 from sarm.head import Head
-from sarm.scoring import evaluate_model
+from sarm.types import PreferenceGroup, responses_of
 from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
 
 DESCRIPTION = (
     "Score every response in DATA once and report pairwise accuracy (ties count as "
-    "wrong), best-of-N accuracy, RM-Bench easy/normal/hard and a per-subset breakdown. "
-    "DATA is a .jsonl/.json/.parquet file, a saved Hugging Face dataset directory, "
-    "or demo:train / demo:test. Example: sarm eval --model smollm2-demo --data demo:test"
+    "wrong), best-of-N accuracy, RM-Bench easy/normal/hard and a per-subset breakdown, "
+    "then the SARM head, the dense baseline (--baseline) and the 'shorter wins' / "
+    "'longer wins' length baselines side by side, overall, per source and per category, "
+    "each with a 95% bootstrap interval over prompts. DATA is a .jsonl/.json/.parquet "
+    "file (.jsonl.gz and .json.gz too), a saved Hugging Face dataset directory, or "
+    "demo:train / demo:test. Example: sarm eval --model smollm2-demo --data demo:test"
 )
 MODEL = ConfigFlags(ModelConfig)
 DATA = ConfigFlags(DataConfig)
 OUTPUT = ConfigFlags(OutputConfig, only=("json",))
+BREAKDOWNS = ("source", "category")  # meta fields reported per value
+HEAD = "sarm"
+DENSE = "dense_baseline"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,32 +61,123 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "from the same forward pass; without a value, the model directory's "
         "dense_baseline.safetensors (the demo has one)",
     )
+    p.add_argument(
+        "--group-by",
+        choices=GROUP_BY,
+        default=None,
+        help="merge the rows that share a prompt into one best-of-N group (every chosen "
+        "must beat every rejected); a response chosen in one row and rejected in another "
+        "is an error (skipped with --skip-malformed)",
+    )
+    p.add_argument(
+        "--pair-key",
+        default=None,
+        metavar="FIELD",
+        help="the data holds one response a row with label 'chosen' or 'rejected' (or 1/0): "
+        "pair the rows that share FIELD (e.g. question_id) into one group",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help="bootstrap resamples (over prompts) for the 95%% intervals (default: 1000)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
-    data = resolve_data(data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit)
-    given = _given_baseline(args.baseline)
-    from sarm.checkpoints import (
-        load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
+    if args.resamples < 1:
+        raise InputError(f"--resamples must be at least 1, got {args.resamples}")
+    data = resolve_data(
+        data_cfg.data,
+        skip_malformed=data_cfg.skip_malformed,
+        limit=data_cfg.limit,
+        pair_key=args.pair_key,
+        group_by=args.group_by,
     )
+    _require_groups(data)
+    given = _given_baseline(args.baseline)
+    from sarm.checkpoints import load_sarm  # heavy (torch): loaded on use
+    from sarm.scoring import dense_rewards, score_groups
 
     model = load_sarm(model_cfg.model, device=model_cfg.device)
     baseline = given or (_baseline(args.baseline, model) if args.baseline else None)
-    report, base = evaluate_model(
-        model, data.groups, model_cfg.batch_size, progress=not args.json, baseline=baseline
+    groups = data.groups
+    scored = score_groups(
+        model, groups, model_cfg.batch_size, not args.json, return_hidden=baseline is not None
     )
-    out = report.to_dict() | {"data": data.source, "n_skipped_rows": data.n_skipped}
-    if base is not None:
-        out["baseline"] = base.to_dict()
-    if args.json:
-        print(json_text(out))
-    else:
-        print(format_report(out))
-        if base is not None:
-            print("\ndense baseline (linear head on u_T, same forward pass):")
-            print(format_report(out["baseline"] | {"data": data.source, "n_skipped_rows": 0}))
+    index = scored.pair_index(groups)
+    heads = {HEAD: scored.rewards}
+    if baseline is not None:
+        heads[DENSE] = dense_rewards(baseline, scored.hidden)
+    heads |= _length_heads(groups, scored.row_of())
+    out = evaluate_arrays(scored.rewards, index, n_groups=len(groups)).to_dict()
+    out |= {"data": data.source, "n_skipped_rows": data.n_skipped}
+    if baseline is not None:
+        out["baseline"] = evaluate_arrays(heads[DENSE], index, n_groups=len(groups)).to_dict()
+    out["bootstrap"] = {"resamples": args.resamples, "seed": args.seed, "unit": "prompt"}
+    out["heads"] = {
+        name: head_summary(rewards, index, groups, args.resamples, args.seed)
+        for name, rewards in heads.items()
+    }
+    print(json_text(out) if args.json else format_all(out))
     return 0
+
+
+def _require_groups(data: LoadResult) -> None:
+    """Nothing to evaluate is bad input (exit 2), never an empty report."""
+    if data.groups:
+        return
+    if data.skipped:
+        raise InputError(
+            f"{data.source}: all {data.n_skipped} rows or groups were malformed and skipped, "
+            f"nothing is left to evaluate; first: {data.skipped[0]}"
+        )
+    raise InputError(f"{data.source}: no preference groups to evaluate")
+
+
+def _length_heads(
+    groups: Sequence[PreferenceGroup], row_of: Mapping[tuple[str, str, int], int]
+) -> dict[str, np.ndarray]:
+    """The length baselines' rewards, in the rows of the scored reward vector."""
+    texts = [""] * len(row_of)
+    for response in responses_of(groups):
+        texts[row_of[response.key]] = response.response
+    return {
+        name: length_rewards(texts, longer_wins=longer) for name, longer in LENGTH_BASELINES.items()
+    }
+
+
+def _labels(groups: Sequence[PreferenceGroup], key: str) -> list[str | None]:
+    return [None if g.meta.get(key) is None else str(g.meta[key]) for g in groups]
+
+
+def head_summary(
+    rewards: np.ndarray,
+    index: PairIndex,
+    groups: Sequence[PreferenceGroup],
+    resamples: int,
+    seed: int,
+) -> dict[str, object]:
+    """One head's pairwise accuracy with its interval, overall and per source / category.
+
+    The bootstrap resamples prompts: groups that share a prompt are drawn together.
+    ``category_macro`` is the unweighted mean over categories (so that the largest
+    category does not dominate).
+    """
+    bootstrap = {"clusters": prompt_clusters(groups), "n_resamples": resamples, "seed": seed}
+    out: dict[str, object] = {"all": accuracy_interval(rewards, index, **bootstrap)}
+    for key in BREAKDOWNS:
+        labels = _labels(groups, key)
+        if any(label is not None for label in labels):
+            out[f"per_{key}"] = accuracy_by(rewards, index, labels, **bootstrap)
+    if out.get("per_category"):
+        by_category = [row["accuracy"] for row in out["per_category"].values()]
+        out["category_macro"] = float(np.mean(by_category))
+    return out
 
 
 def _given_baseline(spec: str | None) -> Head | None:
@@ -83,6 +200,15 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def format_all(out: dict) -> str:
+    parts = [format_report(out)]
+    if "baseline" in out:
+        parts.append("dense baseline (linear head on u_T, same forward pass):")
+        parts.append(format_report(out["baseline"] | {"data": out["data"], "n_skipped_rows": 0}))
+    parts.append(format_heads(out["heads"], out["bootstrap"]))
+    return "\n\n".join(parts)
+
+
 def format_report(r: dict) -> str:
     lines = [
         f"data: {r['data']} ({r['n_groups']} prompts, {r['n_pairs']} comparisons"
@@ -102,3 +228,47 @@ def format_report(r: dict) -> str:
     for name, s in sorted(r["per_subset"].items()):
         lines.append(f"  {name:<24} {_pct(s['accuracy']):>7}  ({s['n_pairs']} comparisons)")
     return "\n".join(lines)
+
+
+def _cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    low, high = summary["ci95"]
+    return f"{_pct(summary['accuracy'])} [{100 * low:.1f}-{100 * high:.1f}]"
+
+
+def _table_rows(heads: dict) -> list[tuple[str, str]]:
+    """(row label, path) for 'all' and every source and category any head reports."""
+    first = next(iter(heads.values()))
+    rows = [("all", "all")]
+    for key in BREAKDOWNS:
+        for name in sorted(first.get(f"per_{key}", {})):
+            rows.append((f"{key}: {name}", f"per_{key}/{name}"))
+    return rows
+
+
+def _lookup(head: dict, path: str) -> dict | None:
+    if path == "all":
+        return head["all"]
+    section, name = path.split("/", 1)
+    return head.get(section, {}).get(name)
+
+
+def format_heads(heads: dict, bootstrap: dict) -> str:
+    """Heads and length baselines side by side: accuracy [95% interval] per row."""
+    names = list(heads)
+    width = max(26, *(len(label) + 2 for label, _ in _table_rows(heads)))
+    lines = [
+        f"pairwise accuracy [95% interval: bootstrap over prompts, {bootstrap['resamples']} "
+        f"resamples, seed {bootstrap['seed']}]; ties count as wrong",
+        f"{'':<{width}}{'pairs':>7}{'prompts':>9}  " + "".join(f"{n:<22}" for n in names),
+    ]
+    for label, path in _table_rows(heads):
+        base = _lookup(heads[names[0]], path)
+        counts = (base["n_pairs"], base["n_prompts"]) if base else ("-", "-")
+        cells = "".join(f"{_cell(_lookup(heads[n], path)):<22}" for n in names)
+        lines.append(f"{label:<{width}}{counts[0]:>7}{counts[1]:>9}  {cells}")
+    if all("category_macro" in heads[n] for n in names):
+        cells = "".join(f"{_pct(heads[n]['category_macro']):<22}" for n in names)
+        lines.append(f"{'mean over categories':<{width}}{'':>16}  {cells}")
+    return "\n".join(line.rstrip() for line in lines)
