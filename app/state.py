@@ -55,7 +55,7 @@ def open_store(path: str) -> FeatureStore:
     database; ``store.annotation_note`` says why not when they cannot be). New
     highlights are computed without caching them.
     """
-    store = FeatureStore.open(path, read_only=True)
+    store = FeatureStore.open_for_reading(path)
     try:
         store.annotations  # noqa: B018  open it now, so that its problems show as the store's
     except BaseException:

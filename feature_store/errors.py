@@ -16,7 +16,15 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
 
 
 class StoreVersionError(StoreError):
-    """The store's schema version is not the one this library writes."""
+    """The store's schema version is not the one this library writes.
+
+    ``older`` is True when the store is older than the library (a read-write
+    open migrates it), False when it is newer (upgrade the library).
+    """
+
+    def __init__(self, message: str, *, older: bool = False) -> None:
+        super().__init__(message)
+        self.older = older
 
 
 class StoreMismatchError(StoreError, ValueError):

@@ -97,7 +97,8 @@ def check_version(version: int, *, writable: bool) -> None:
     if version < latest and not writable:
         raise StoreVersionError(
             f"store schema version {version} is older than this library's ({latest}); "
-            "open it once without read_only=True to migrate it"
+            "open it once without read_only=True to migrate it",
+            older=True,
         )
 
 

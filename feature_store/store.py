@@ -25,7 +25,7 @@ from typing_extensions import Self
 from feature_store import heads, labels, queries, stats, tokens
 from feature_store.annotations import annotations_path
 from feature_store.connection import Connection
-from feature_store.errors import StoreError
+from feature_store.errors import StoreError, StoreVersionError
 from feature_store.heads import HeadVersion
 from feature_store.ingest import StoreStatus, finish_unfinished, store_status
 from feature_store.queries import StoredExample
@@ -58,6 +58,24 @@ class FeatureStore(Connection):
             store.close()
             raise
         return store
+
+    @classmethod
+    def open_for_reading(cls, path: str | Path) -> Self:
+        """Open ``path`` read-only, first migrating a store of an older schema.
+
+        Readers (the dashboard, ``sarm score --labels``, ``sarm shift``) never
+        hold the file for writing; a store written by an older version is
+        migrated by one brief read-write open (which needs no other process to
+        be writing it), then opened read-only.
+        """
+        try:
+            return cls.open(path, read_only=True)
+        except StoreVersionError as exc:
+            if not exc.older:
+                raise
+            logger.info("migrating feature store %s to the current schema", path)
+            cls.open(path).close()
+            return cls.open(path, read_only=True)
 
     def status(self) -> StoreStatus:
         """Empty, indexing, unfinished or complete, with a line saying what to do."""

@@ -168,3 +168,15 @@ def test_store_held_by_another_process(tmp_path):
         holder.wait()
     time.sleep(0.1)
     FeatureStore.open(path).close()  # usable again once the holder is gone
+
+
+def test_a_reader_migrates_an_older_store_once_then_reads(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con, target=latest_version() - 1)
+    con.close()
+    with pytest.raises(StoreVersionError, match="older") as info:
+        FeatureStore.open(path, read_only=True)
+    assert info.value.older
+    with FeatureStore.open_for_reading(path) as store:
+        assert store.read_only and store.schema_version() == latest_version()

@@ -102,5 +102,5 @@ def _truncation_note(score) -> str:
 
 
 def _labels(store_path: str, contributions: dict[int, float]) -> dict[int, str]:
-    with FeatureStore.open(store_path, read_only=True) as store:
+    with FeatureStore.open_for_reading(store_path) as store:
         return store.labels_for(list(contributions))

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_sarm(model_cfg.model, device=model_cfg.device)
     if path is None:
         return _run(args, cfg, model_cfg.batch_size, specs, model, None)
-    with FeatureStore.open(path, read_only=True) as store:  # head versions are saved all the same
+    with FeatureStore.open_for_reading(path) as store:  # head versions are saved all the same
         return _run(args, cfg, model_cfg.batch_size, specs, model, store)
 
 
