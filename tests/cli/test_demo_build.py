@@ -59,7 +59,7 @@ def test_held_out_figures_are_reproducible(demo):
 def test_store_matches_model(demo):
 
     model = load_sarm(DEFAULT_MODEL)
-    with FeatureStore.open(paths.default_store_path(), read_only=True) as store:
+    with FeatureStore.open_for_reading(paths.default_store_path()) as store:
         frame = store.examples_frame(with_text=True)
         assert len(frame) == 2 * (len(resolve_data("demo:all").groups))
         rows = frame.sample(4, random_state=0)

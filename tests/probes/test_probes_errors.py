@@ -190,7 +190,8 @@ def test_cli_says_a_dataset_is_empty_or_tied(tmp_path, capsys):
     empty.write_text("")
     rc, _, err = run_cli(["eval", "--model", MISSING_MODEL, "--data", str(empty)], capsys)
     assert f"sarm eval: warning: {empty}: no preference data" in err
-    assert rc == 2 and "no SARM checkpoint" in err  # the data is read before the model
+    # the data is read and refused before the model is loaded
+    assert rc == 2 and "no preference groups to evaluate" in err and "SARM checkpoint" not in err
     tied = tmp_path / "tied.jsonl"
     tied.write_text(json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}) + "\n")
     _, _, err = run_cli(["eval", "--model", MISSING_MODEL, "--data", str(tied)], capsys)
