@@ -110,3 +110,17 @@ def test_pooled_latents_follow_the_model_budget(tiny):
     np.testing.assert_array_equal(batched.n_tokens, single.n_tokens)
     lengths = [len(tiny.backbone.encoder.token_ids(c)[0]) for c in convs]
     np.testing.assert_array_equal(batched.n_tokens, lengths)  # input order, not sorted order
+
+
+def test_model_config_sets_the_budget_and_refuses_an_empty_one(tiny):
+    from sarm.configs import ModelConfig
+
+    with pytest.raises(ValueError, match="max_batch_tokens must be an integer >= 1"):
+        ModelConfig(model="m", max_batch_tokens=0)
+    old = tiny.max_batch_tokens
+    try:
+        assert ModelConfig(model="m").apply_batching(tiny).max_batch_tokens == old
+        assert ModelConfig(model="m", max_batch_tokens=123).apply_batching(tiny) is tiny
+        assert tiny.max_batch_tokens == 123
+    finally:
+        tiny.max_batch_tokens = old

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
 
-    model = load_sarm(model_cfg.model, device=model_cfg.device)
+    model = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
     baseline = given or (_baseline(args.baseline, model) if args.baseline else None)
     report, base = evaluate_model(
         model, data.groups, model_cfg.batch_size, progress=not args.json, baseline=baseline
