@@ -11,7 +11,7 @@ HH-RLHF transcript prompts are used as one user message, as written.
 The SAE has the demo's size (576 -> 4096, k = 32) with random weights. The data
 directory is ``../shared/data/prefs`` relative to the repository, or
 ``$SARM_SHARED_DATA/prefs``. Usage:
-``python benchmarks/batch_throughput.py [--n 200] [--rounds 4] [--max-batch-tokens N]``
+``python benchmarks/batch_throughput.py [--n 200] [--rounds 3] [--max-batch-tokens N]``
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def sample_responses(prefs: Path, n: int, seed: int = SEED) -> list[tuple[str, s
     for i, path in enumerate(files):
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
+        rows = [r for r in rows if all(r[f].strip() for f in ("prompt", "chosen", "rejected"))]
         for row in rng.sample(rows, min(len(rows), share + (i < extra))):
             out.append((row["prompt"], row[rng.choice(("chosen", "rejected"))]))
     return out
@@ -69,7 +70,7 @@ def sample_responses(prefs: Path, n: int, seed: int = SEED) -> list[tuple[str, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="responses in the sample")
-    parser.add_argument("--rounds", type=int, default=4, help="timed rounds of each route")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each route")
     parser.add_argument("--batch-size", type=int, default=64, help="row cap per batch")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the model's")
     args = parser.parse_args()
@@ -77,17 +78,17 @@ def main() -> None:
     items = sample_responses(SHARED_DATA / "prefs", args.n)
     sarm = build_sarm()
     budget = args.max_batch_tokens or sarm.max_batch_tokens
-    n_tokens = sum(s.n_tokens for s in sarm.score_batch(items, batch_size=1))
 
-    def single() -> None:
-        sarm.score_batch(items, batch_size=1)
+    def single() -> list:
+        return sarm.score_batch(items, batch_size=1)
 
-    def batched() -> None:
-        sarm.score_batch(items, batch_size=args.batch_size, max_batch_tokens=budget)
+    def batched() -> list:
+        return sarm.score_batch(items, batch_size=args.batch_size, max_batch_tokens=budget)
 
     routes = {"single": single, "batched": batched}
-    for fn in routes.values():
-        fn()  # warm-up
+    warm = {name: fn() for name, fn in routes.items()}
+    n_tokens = sum(s.n_tokens for s in warm["single"])
+    worst = max(abs(a.reward - b.reward) for a, b in zip(*warm.values(), strict=True))
     times: dict[str, list[float]] = {name: [] for name in routes}
     for r in range(args.rounds):
         order = list(routes) if r % 2 == 0 else list(reversed(routes))
@@ -98,7 +99,8 @@ def main() -> None:
     med = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"{len(items)} responses, {n_tokens} tokens, {torch.get_num_threads()} threads, "
-        f"budget {budget} padded tokens, <= {args.batch_size} rows"
+        f"budget {budget} padded tokens, <= {args.batch_size} rows; "
+        f"largest |reward difference| batched vs single: {worst:.2e}"
     )
     for name in routes:
         print(f"{name:>8}: median {med[name]:.2f} s  ({n_tokens / med[name]:.0f} tokens/s)")
