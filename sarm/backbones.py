@@ -566,12 +566,15 @@ class Backbone:
 
     @torch.inference_mode()
     def hidden_states(self, batch: EncodedBatch) -> Float[torch.Tensor, "B T d"]:
-        """``h_t`` after the first ``L`` layers, no final norm."""
-        out = self.model(
-            input_ids=batch.input_ids.to(self.device),
-            attention_mask=batch.attention_mask.to(self.device),
-            use_cache=False,
-        )
+        """``h_t`` after the first ``L`` layers, no final norm.
+
+        Rows are right-padded and attention is causal, so no real token ever sees
+        a pad token and the padding mask changes nothing at real positions (pad
+        positions come out as unused garbage). It is left out: without it, SDPA
+        takes its causal kernel instead of materialising a ``[B, 1, T, T]`` mask,
+        which made padded batches slower than single rows on CPU.
+        """
+        out = self.model(input_ids=batch.input_ids.to(self.device), use_cache=False)
         return out.last_hidden_state
 
     def iter_activations(

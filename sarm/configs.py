@@ -102,7 +102,16 @@ class ModelConfig(Config):
         metadata={"help": "smollm2-demo, a SARM checkpoint directory, or a Hugging Face hub id"}
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or cuda:N"})
-    batch_size: int = field(default=8, metadata={"help": "responses per forward pass"})
+    batch_size: int = field(
+        default=8, metadata={"help": "at most this many responses per forward pass"}
+    )
+    max_batch_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "padded tokens per forward pass (rows x longest row); responses are "
+            "length-sorted and batched within it (default: 2048 on CPU, 32768 on CUDA)"
+        },
+    )
 
     def __post_init__(self) -> None:
         self._check_text("model")
@@ -112,6 +121,14 @@ class ModelConfig(Config):
                 f"got {self.device!r}"
             )
         self._check_at_least("batch_size", 1)
+        if self.max_batch_tokens is not None:
+            self._check_at_least("max_batch_tokens", 1)
+
+    def apply_batching(self, model):
+        """``model`` with this config's padded-token budget (None keeps its device default)."""
+        if self.max_batch_tokens is not None:
+            model.max_batch_tokens = self.max_batch_tokens
+        return model
 
 
 @dataclass

@@ -25,6 +25,43 @@ from sarm.types import Conversation, check_conversation, pair_conversation
 
 ScoreInput = tuple[str, str] | Sequence[dict]
 
+# Batching (issue 11): rows are sorted by length and cut by a padded-token budget
+# (rows x longest row). The row cap only guards against huge batches of tiny rows;
+# the budgets were measured with benchmarks/batch_throughput.py.
+DEFAULT_BATCH_ROWS = 8
+CPU_MAX_BATCH_TOKENS = 2048
+CUDA_MAX_BATCH_TOKENS = 32768
+
+
+def default_max_batch_tokens(device: torch.device | str) -> int:
+    """The padded-token budget per forward pass that pays on ``device``."""
+    return CUDA_MAX_BATCH_TOKENS if torch.device(device).type == "cuda" else CPU_MAX_BATCH_TOKENS
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Group row indices into length-sorted batches within a padded-token budget.
+
+    Rows are taken shortest first (ties in input order); a batch grows while
+    ``rows x longest row <= max_tokens`` and ``rows <= max_rows``. A row longer
+    than ``max_tokens`` gets a batch of its own. Every index appears exactly once;
+    callers put results back in input order through the returned indices.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be >= 1, got {max_tokens}")
+    if max_rows < 1:
+        raise ValueError(f"batch_size must be >= 1, got {max_rows}")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        width = lengths[i]  # sorted ascending: the newest row is the longest
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
 
 @dataclass
 class Score:
@@ -112,6 +149,7 @@ class SARM:
         self.sae_meta = sae_meta
         self.source = dict(source or {})
         self._sae_hash: str | None = None
+        self.max_batch_tokens = default_max_batch_tokens(backbone.device)
 
     # ------------------------------------------------------------------ properties
 
@@ -182,20 +220,25 @@ class SARM:
         return self._encode(self._pooled_u(batch))
 
     def _sorted_batches(
-        self, conversations: Sequence[Conversation], batch_size: int, progress: bool
+        self,
+        conversations: Sequence[Conversation],
+        batch_size: int,
+        progress: bool,
+        max_batch_tokens: int | None = None,
     ):
-        """Encode every conversation once, then yield length-sorted padded batches."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        """Encode every conversation once, then yield length-sorted padded batches.
+
+        Batches hold at most ``batch_size`` rows and ``max_batch_tokens`` padded
+        tokens (``self.max_batch_tokens`` when None); see :func:`plan_batches`.
+        """
+        budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
         enc = self.backbone.encoder
         rows = [
             enc.token_ids(check_conversation(c, f"conversation {i}"))
             for i, c in enumerate(conversations)
         ]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-        starts = range(0, len(order), batch_size)
-        for s in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
-            idx = order[s : s + batch_size]
+        plan = plan_batches([len(ids) for ids, _ in rows], budget, batch_size)
+        for idx in tqdm(plan, desc="scoring", unit="batch", disable=not progress):
             yield idx, enc.pad([rows[i] for i in idx])
 
     # ------------------------------------------------------------------ public API
@@ -204,13 +247,17 @@ class SARM:
     def pooled_latents(
         self,
         conversations: Sequence[Conversation],
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_ROWS,
         progress: bool = False,
         return_hidden: bool = False,
+        max_batch_tokens: int | None = None,
     ) -> PooledLatents:
         """Sparse ``z_T`` and rewards for many conversations (one forward per batch).
 
-        With ``return_hidden=True`` the standardised ``u_T`` comes back too (for
+        Batches are length-sorted and cut by a padded-token budget
+        (``max_batch_tokens``, default ``self.max_batch_tokens``) and at most
+        ``batch_size`` rows; results come back in input order. With
+        ``return_hidden=True`` the standardised ``u_T`` comes back too (for
         dense baselines), from the same forward pass.
         """
         n = len(conversations)
@@ -218,7 +265,8 @@ class SARM:
         values: list[np.ndarray] = [np.empty(0, np.float32)] * n
         n_tokens, truncated = np.zeros(n, np.int64), np.zeros(n, bool)
         hidden = np.zeros((n, self.backbone.d_model), np.float32) if return_hidden else None
-        for idx, batch in self._sorted_batches(conversations, batch_size, progress):
+        batches = self._sorted_batches(conversations, batch_size, progress, max_batch_tokens)
+        for idx, batch in batches:
             u = self._pooled_u(batch)
             rows = self._sparse(*self._encode(u))
             if hidden is not None:
@@ -244,12 +292,20 @@ class SARM:
         return self.score_batch([(prompt, response)])[0]
 
     def score_batch(
-        self, items: Sequence[ScoreInput], batch_size: int = 8, progress: bool = False
+        self,
+        items: Sequence[ScoreInput],
+        batch_size: int = DEFAULT_BATCH_ROWS,
+        progress: bool = False,
+        max_batch_tokens: int | None = None,
     ) -> list[Score]:
-        """Score many conversations; results match scoring them one at a time."""
+        """Score many conversations; results match scoring them one at a time.
+
+        Batching is as in :meth:`pooled_latents`; scores come back in input order.
+        """
         convs = [to_conversation(item, f"item {i}") for i, item in enumerate(items)]
         scores: list[Score | None] = [None] * len(convs)
-        for idx, batch in self._sorted_batches(convs, batch_size, progress):
+        batches = self._sorted_batches(convs, batch_size, progress, max_batch_tokens)
+        for idx, batch in batches:
             rows = self._sparse(*self._pooled(batch))
             contributions, rewards = self.head.contributions(rows), self.head.rewards(rows)
             for j, i in enumerate(idx):

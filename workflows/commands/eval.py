@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from sarm.checkpoints import load_sarm  # heavy (torch): loaded on use
     from sarm.scoring import dense_rewards, score_groups
 
-    model = load_sarm(model_cfg.model, device=model_cfg.device)
+    model = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
     baseline = given or (_baseline(args.baseline, model) if args.baseline else None)
     groups = data.groups
     scored = score_groups(

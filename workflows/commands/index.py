@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
 
-    sarm = load_sarm(model_cfg.model, device=model_cfg.device)
+    sarm = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
     if mode == "shard":
         return _shard(args, model_cfg, index, sarm, loaded)
     return _index(args, model_cfg, index, sarm, loaded)

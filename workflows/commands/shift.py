@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
 
-    model = load_sarm(model_cfg.model, device=model_cfg.device)
+    model = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
     if path is None:
         return _run(args, cfg, model_cfg.batch_size, specs, model, None)
     with FeatureStore.open_for_reading(path) as store:  # head versions are saved all the same

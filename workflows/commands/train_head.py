@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data} holds no preference pairs (only single responses)")
     conversations, row_of = response_conversations(groups)
     index = PairIndex.from_groups(groups, row_of)
-    model = load_model(args, model_cfg)
+    model = model_cfg.apply_batching(load_model(args, model_cfg))
     pooled = model.pooled_latents(
         conversations, model_cfg.batch_size, progress=not args.quiet, return_hidden=args.baseline
     )
