@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import numpy as np
 import pytest
@@ -32,9 +31,11 @@ def demo(demo_report):
 
 
 def test_second_build_is_cached(demo):
-    start = time.perf_counter()
+    built = [paths.default_store_path(), paths.default_model_dir() / "sarm.json"]
+    stamps = [p.stat().st_mtime_ns for p in built]
     again = build_demo(progress=False)
-    assert again.cached and time.perf_counter() - start < 10
+    # cached: nothing is rebuilt or rewritten (speed is measured in benchmarks, not here)
+    assert again.cached and [p.stat().st_mtime_ns for p in built] == stamps
     assert again.metrics == read_manifest()["metrics"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import nbformat
@@ -31,10 +30,7 @@ def test_quickstart_runs(demo_report, tmp_path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
-    start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
-    assert seconds < 180, f"the quickstart took {seconds:.0f} s"
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
