@@ -521,27 +521,30 @@ def bootstrap_interval(
     and ``(1 + level) / 2`` quantiles (``np.quantile``, linear) of the resampled
     accuracies. None when there is no pair.
     """
-    _check_bootstrap(n_resamples, level)
-    mask = _pair_mask(index, pairs)
-    if not mask.any():
-        return None
-    unit = _units(index, clusters)[mask]
-    hits, counts = _per_unit(pair_correct(rewards, index)[mask], unit)
-    return _bootstrap(hits, counts, n_resamples, seed, level)
+    summary = accuracy_interval(
+        rewards,
+        index,
+        pairs=pairs,
+        clusters=clusters,
+        n_resamples=n_resamples,
+        seed=seed,
+        level=level,
+    )
+    return None if summary is None else tuple(summary["ci95"])
 
 
 CI_LEVEL = 0.95
 
 
 def _summary(
-    correct: np.ndarray, unit: np.ndarray, n_resamples: int, seed: int
+    correct: np.ndarray, unit: np.ndarray, n_resamples: int, seed: int, level: float = CI_LEVEL
 ) -> dict[str, object]:
     hits, counts = _per_unit(correct, unit)
     return {
         "accuracy": float(correct.mean()),
         "n_pairs": len(correct),
         "n_prompts": len(hits),
-        "ci95": list(_bootstrap(hits, counts, n_resamples, seed, CI_LEVEL)),
+        "ci95": list(_bootstrap(hits, counts, n_resamples, seed, level)),
     }
 
 
@@ -553,18 +556,19 @@ def accuracy_interval(
     clusters: Sequence[int] | np.ndarray | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    level: float = CI_LEVEL,
 ) -> dict[str, object] | None:
     """``{accuracy, n_pairs, n_prompts, ci95: [low, high]}`` over ``pairs``; None without pairs.
 
     ``n_prompts`` counts the resampled units with a pair (the groups, or the
     ``clusters``); ``ci95`` is :func:`bootstrap_interval`.
     """
-    _check_bootstrap(n_resamples, CI_LEVEL)
+    _check_bootstrap(n_resamples, level)
     mask = _pair_mask(index, pairs)
     if not mask.any():
         return None
     correct = pair_correct(rewards, index)[mask]
-    return _summary(correct, _units(index, clusters)[mask], n_resamples, seed)
+    return _summary(correct, _units(index, clusters)[mask], n_resamples, seed, level)
 
 
 def relabel_groups(index: PairIndex, labels: Sequence[str | None]) -> PairIndex:
