@@ -32,7 +32,9 @@ APP = str(ROOT / "app" / "main.py")
 N_LABELS = 200  # per writer process
 SCORE_TEXT = ("--prompt", "Hi", "--response", "Tea.")
 SHIFT_FLAGS = ("--target", "subset:chat", "--top", "3", "--json", "--name", "from-the-cli")
-HOLD_WRITE_LOCK = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); input()"
+HOLD_WRITE_LOCK = (
+    "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); input()"
+)
 
 WORKER = textwrap.dedent(
     """
@@ -281,18 +283,14 @@ def test_busy_store_advice_fits_a_reader(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # until the other process holds the write lock
-            try:
-                duckdb.connect(str(path), read_only=True).close()
-            except duckdb.IOException:
-                break
-            assert time.monotonic() < deadline and holder.poll() is None
-            time.sleep(0.05)
+        # the other process says when it holds the write lock (polling with our own
+        # opens could take the lock first and make it fail)
+        assert holder.stdout.readline().strip() == "ready", holder.stderr.read()
         with pytest.raises(StoreBusyError) as err:
             FeatureStore.open(path, read_only=True)
         assert "read_only=True" not in str(err.value)  # it was read-only already
