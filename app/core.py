@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from sarm.attribution import TopContributions, top_contributions
-from sarm.cachedir import default_store_path
+from sarm.cachedir import demo_store_path
 from sarm.constants import (
-    DEFAULT_MODEL,
+    DEMO_MODEL,
     MODEL_ENV,
     RELEASED_CONFIG_FILE,
     SARM_CONFIG_FILE,
@@ -57,7 +57,7 @@ class Sources:
 
     @property
     def is_demo(self) -> bool:
-        return self.model == DEFAULT_MODEL
+        return self.model == DEMO_MODEL
 
 
 def check_model_ref(text: str) -> str:
@@ -65,13 +65,13 @@ def check_model_ref(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("give a model: 'smollm2-demo' or a checkpoint directory")
     text = text.strip()
-    if text == DEFAULT_MODEL:
+    if text == DEMO_MODEL:
         return text
     if "\x00" in text:
         raise ValueError("the model path contains a NUL character")
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise ValueError(f"model {text!r} is neither '{DEFAULT_MODEL}' nor an existing directory")
+        raise ValueError(f"model {text!r} is neither '{DEMO_MODEL}' nor an existing directory")
     if not any((path / f).is_file() for f in MODEL_FILES):
         raise ValueError(
             f"{path} is not a SARM checkpoint: it has neither sarm.json nor config.json"
@@ -97,7 +97,7 @@ def check_store_path(text: str) -> str:
 
 
 def demo_sources() -> Sources:
-    return Sources(DEFAULT_MODEL, str(default_store_path()))
+    return Sources(DEMO_MODEL, str(demo_store_path()))
 
 
 def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:

@@ -16,12 +16,12 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ first, no
 import streamlit as st  # noqa: E402
 
 from app import pages, state  # noqa: E402
-from sarm.constants import DEFAULT_MODEL  # noqa: E402
+from sarm.constants import DEMO_MODEL  # noqa: E402
 
 st.set_page_config(page_title="SARM dashboard", page_icon=":material/insights:", layout="wide")
 sources = state.sidebar_sources()
 
-if sources.model == DEFAULT_MODEL and not state.demo_ready(sources):
+if sources.model == DEMO_MODEL and not state.demo_ready(sources):
     demo_pages = pages.build([pages.BUILD_DEMO])
     state.register_pages(demo_pages)
     st.navigation(list(demo_pages.values())).run()

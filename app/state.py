@@ -414,9 +414,9 @@ def sidebar_status(ctx: Context) -> None:
 def demo_ready(sources: core.Sources | None = None) -> bool:
     """Whether the embedded demo needed by ``sources`` is built."""
     sources = sources or current_sources()
-    if str(cachedir.default_store_path()) == sources.store:
+    if str(cachedir.demo_store_path()) == sources.store:
         return is_built()
-    return (cachedir.default_model_dir() / SARM_CONFIG_FILE).is_file()
+    return (cachedir.demo_model_dir() / SARM_CONFIG_FILE).is_file()
 
 
 def progress_label(step: str, fraction: float) -> str:

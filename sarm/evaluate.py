@@ -624,6 +624,28 @@ def accuracy_by(
     return out
 
 
+def accuracy_per_label(
+    rewards: np.ndarray, index: PairIndex, labels: Sequence[str | None]
+) -> dict[str, tuple[float, int]]:
+    """``label -> (accuracy, n_pairs)`` with one label per group; no intervals (fast)."""
+    relabelled = relabel_groups(index, labels)
+    correct = pair_correct(rewards, relabelled)
+    out = {}
+    for code, name in enumerate(relabelled.subset_names):
+        mask = relabelled.subset == code
+        if mask.any():
+            out[name] = (float(correct[mask].mean()), int(mask.sum()))
+    return out
+
+
+def macro_accuracy(rewards: np.ndarray, index: PairIndex, labels: Sequence[str | None]) -> float:
+    """Pairwise accuracy averaged over labels (each label counts once, whatever its size)."""
+    table = accuracy_per_label(rewards, index, labels)
+    if not table:
+        raise ValueError("macro_accuracy: no pairs")
+    return float(np.mean([acc for acc, _ in table.values()]))
+
+
 def length_rewards(responses: Sequence[str], *, longer_wins: bool) -> np.ndarray:
     """The length baselines' rewards: plus (``longer_wins``) or minus the length in characters."""
     lengths = np.array([len(r) for r in responses], dtype=np.float64)

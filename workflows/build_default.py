@@ -1,6 +1,6 @@
 """``sarm build-demo``: the embedded default SARM, built from nothing, reproducibly.
 
-Steps (each cached under :func:`sarm.cachedir.default_dir`):
+Steps (each cached under :func:`sarm.cachedir.demo_dir`):
 
 1. ``data``: the seeded demo preference data, written as ``data/{train,test}.jsonl``;
 2. ``activations``: ONE backbone pass over every response (SmolLM2-135M, first
@@ -115,7 +115,7 @@ class DemoReport:
 
 
 def read_manifest(root: Path | None = None) -> dict | None:
-    path = (root or paths.default_dir()) / MANIFEST
+    path = (root or paths.demo_dir()) / MANIFEST
     if not path.is_file():
         return None
     try:
@@ -132,8 +132,8 @@ def is_built(config: DemoConfig | None = None) -> bool:
         manifest
         and manifest.get("config_key") == cfg.key()
         and manifest.get("complete")
-        and (paths.default_model_dir() / SARM_CONFIG_FILE).is_file()
-        and paths.default_store_path().is_file()
+        and (paths.demo_model_dir() / SARM_CONFIG_FILE).is_file()
+        and paths.demo_store_path().is_file()
     )
 
 
@@ -229,8 +229,8 @@ class DemoBuilder:
         self._step("store", 0.9, lambda: self._index(model, groups))
         report = DemoReport(
             self.root,
-            paths.default_model_dir(),
-            paths.default_store_path(),
+            paths.demo_model_dir(),
+            paths.demo_store_path(),
             self.metrics,
             self.seconds,
         )
@@ -312,7 +312,7 @@ class DemoBuilder:
         return model
 
     def _save_model(self, model) -> None:
-        target = paths.default_model_dir()
+        target = paths.demo_model_dir()
         tmp = target.with_name(target.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -325,7 +325,7 @@ class DemoBuilder:
     def _index(self, model: SARM, groups) -> None:
         _, convs = response_rows(groups)
         memo = CachedLatents(model.fingerprint(), model.head, convs, self.pooled)
-        store_path = paths.default_store_path()
+        store_path = paths.demo_store_path()
         tmp = store_path.with_name(store_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         with FeatureStore.open(tmp) as store:
@@ -368,13 +368,13 @@ def build_demo(
 ) -> DemoReport:
     """Build (or reuse) the demo SARM and its store; seconds when already built."""
     cfg = config or DemoConfig()
-    root = paths.default_dir()
+    root = paths.demo_dir()
     if not force and is_built(cfg):
         manifest = read_manifest() or {}
         return DemoReport(
             root,
-            paths.default_model_dir(),
-            paths.default_store_path(),
+            paths.demo_model_dir(),
+            paths.demo_store_path(),
             manifest.get("metrics", {}),
             manifest.get("seconds", {}),
             cached=True,

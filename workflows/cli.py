@@ -31,7 +31,8 @@ EXIT_RUNTIME = 1
 EXIT_INPUT = 2
 
 COMMANDS = {
-    "build-demo": "build the embedded demo SARM (SmolLM2-135M + SAE + head) and its store",
+    "build-default": "build the default SARM's store (or, --from-scratch, the whole default)",
+    "build-demo": "build the template-trained demo SARM (SmolLM2-135M + SAE + head) and its store",
     "eval": "evaluate a SARM on preference data",
     "index": "index a dataset into a feature store (rewards, latents, feature statistics)",
     "score": "score a response and list its top feature contributions",

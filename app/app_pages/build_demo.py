@@ -13,7 +13,7 @@ def intro() -> str:
         "The dashboard opens on the embedded default: SmolLM2-135M-Instruct cut after "
         f"{DEFAULT_LAYER} layers, a TopK sparse autoencoder and a Bradley-Terry head trained "
         "on seeded demo preference data, and a feature store of that data. They are not built "
-        f"yet ({text.code(paths.default_dir())}). Building takes a few minutes on a CPU, once; keep this "
+        f"yet ({text.code(paths.demo_dir())}). Building takes a few minutes on a CPU, once; keep this "
         "page open meanwhile. `scripts/dashboard` (or `sarm build-demo`) does the same from a "
         "terminal.\n\n"
         "To open another model and store instead, set them in the sidebar or start with "

@@ -35,7 +35,7 @@ from sarm.configs import HeadTrainConfig
 from sarm.constants import HEAD_TRAIN_FILE, HEAD_WEIGHTS_FILE
 from sarm.head import Head
 from sarm.train.latents import LatentRows, as_latent_rows
-from sarm.train.pairs import _group_ids, _Pairs, check_pairs, split_pairs
+from sarm.train.pairs import _group_ids, _Pairs, check_pair_weights, check_pairs, split_pairs
 from sarm.train.pairs import pair_groups as pair_groups
 
 logger = logging.getLogger(__name__)
@@ -93,9 +93,10 @@ class HeadTrainResult:
 # --------------------------------------------------------------------------- training
 
 
-def bt_loss(diff: torch.Tensor) -> torch.Tensor:
-    """Mean Bradley-Terry loss ``-log sigmoid(r_c - r_r)``."""
-    return -F.logsigmoid(diff).mean()
+def bt_loss(diff: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Bradley-Terry loss ``-log sigmoid(r_c - r_r)``, weighted per pair if given."""
+    losses = -F.logsigmoid(diff)
+    return losses.mean() if weight is None else (losses * weight).sum() / weight.sum()
 
 
 def pair_accuracy(diff: torch.Tensor) -> float:
@@ -113,8 +114,10 @@ def _penalty(w: torch.Tensor, cfg: HeadTrainConfig) -> torch.Tensor | float:
     return out
 
 
-def _objective(diff: torch.Tensor, w: torch.Tensor, cfg: HeadTrainConfig) -> torch.Tensor:
-    return bt_loss(diff) + _penalty(w, cfg)
+def _objective(
+    diff: torch.Tensor, w: torch.Tensor, cfg: HeadTrainConfig, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    return bt_loss(diff, weight) + _penalty(w, cfg)
 
 
 class _Adam:
@@ -130,7 +133,7 @@ class _Adam:
     def epoch(self) -> None:
         for batch in self._batches():
             self.opt.zero_grad(set_to_none=True)
-            _objective(batch.diff(self.feats, self.w), self.w, self.cfg).backward()
+            _objective(batch.diff(self.feats, self.w), self.w, self.cfg, batch.weight).backward()
             self.opt.step()
         self.sched.step()
 
@@ -154,7 +157,10 @@ class _Fista:
 
     def __init__(self, feats: LatentRows, train: _Pairs, cfg: HeadTrainConfig):
         self.feats, self.train, self.cfg = feats, train, cfg
-        lipschitz = 0.25 * _top_eigenvalue(feats, train, cfg.seed) / len(train) + cfg.weight_decay
+        # weighted loss: curvature at most max(weight) / mean(weight) times the plain one
+        scale = 1.0 if train.weight is None else float(train.weight.max() / train.weight.mean())
+        curvature = 0.25 * scale * _top_eigenvalue(feats, train, cfg.seed) / len(train)
+        lipschitz = curvature + cfg.weight_decay
         self.step = cfg.step_scale / max(lipschitz, 1e-12)
         self.w = torch.zeros(feats.n_features)
         self.prev = self.w.clone()
@@ -169,7 +175,7 @@ class _Fista:
 
     def _grad(self, y: torch.Tensor) -> torch.Tensor:
         y = y.detach().requires_grad_(True)
-        loss = bt_loss(self.train.diff(self.feats, y))
+        loss = bt_loss(self.train.diff(self.feats, y), self.train.weight)
         if self.cfg.weight_decay:
             loss = loss + 0.5 * self.cfg.weight_decay * y.pow(2).sum()
         (grad,) = torch.autograd.grad(loss, y)
@@ -203,7 +209,10 @@ def _evaluate(feats: LatentRows, pairs: _Pairs, w: torch.Tensor, prefix: str) ->
     if not len(pairs):
         return {}
     diff = pairs.diff(feats, w)
-    return {f"{prefix}_loss": float(bt_loss(diff)), f"{prefix}_accuracy": pair_accuracy(diff)}
+    return {
+        f"{prefix}_loss": float(bt_loss(diff, pairs.weight)),
+        f"{prefix}_accuracy": pair_accuracy(diff),
+    }
 
 
 def _schedule(opt: torch.optim.Optimizer, cfg: HeadTrainConfig):
@@ -245,6 +254,7 @@ def train_bt_head(
     n_features: int | None = None,
     groups: object | None = None,
     progress: bool = False,
+    pair_weights: object | None = None,
 ) -> HeadTrainResult:
     """Train ``w`` (and optionally a centring bias) by Bradley-Terry on cached latents.
 
@@ -252,11 +262,14 @@ def train_bt_head(
     scipy sparse, or an ``(indices, values)`` pair of ``[n, k]`` arrays with
     ``n_features=m``. ``chosen_row[i]`` / ``rejected_row[i]`` index the rows of
     pair ``i``. ``groups`` (one id per pair) overrides the automatic grouping used
-    for the validation split. The loss is computed in float32 on CPU.
+    for the validation split. ``pair_weights`` (one per pair, e.g. from
+    :func:`~sarm.train.pairs.balanced_pair_weights`) weighs each pair's loss, on
+    the validation side too. The loss is computed in float32 on CPU.
     """
     cfg = cfg or HeadTrainConfig()
     feats = as_latent_rows(latents, n_features)
-    pairs = _Pairs(*check_pairs(chosen_row, rejected_row, feats.n_rows))
+    chosen, rejected = check_pairs(chosen_row, rejected_row, feats.n_rows)
+    pairs = _Pairs(chosen, rejected, check_pair_weights(pair_weights, chosen.numel()))
     gid = _group_ids(groups, pairs)
     train_pos, val_pos = split_pairs(gid, cfg.val_fraction, cfg.seed)
     train, val = pairs.subset(train_pos), pairs.subset(val_pos)
@@ -301,6 +314,7 @@ def train_dense_baseline(
     cfg: HeadTrainConfig | None = None,
     groups: object | None = None,
     progress: bool = False,
+    pair_weights: object | None = None,
 ) -> HeadTrainResult:
     """The paper's dense baseline: BT on the standardised hidden state ``u_T [n, d]``.
 
@@ -312,4 +326,12 @@ def train_dense_baseline(
         or (isinstance(hidden, torch.Tensor) and hidden.layout != torch.strided)
     ):
         raise ValueError("the dense baseline takes a dense [responses, d] hidden-state matrix")
-    return train_bt_head(hidden, chosen_row, rejected_row, cfg, groups=groups, progress=progress)
+    return train_bt_head(
+        hidden,
+        chosen_row,
+        rejected_row,
+        cfg,
+        groups=groups,
+        progress=progress,
+        pair_weights=pair_weights,
+    )

@@ -59,6 +59,11 @@ class ReconstructionStats:
         if self.n == 0:
             raise ValueError("no evaluation activations were seen")
         total = self.sq_u - float(self.sum_u.pow(2).sum()) / self.n
+        if not total > 0:
+            raise ValueError(
+                f"the {self.n} evaluation activation(s) have no variance, so explained variance "
+                "is undefined; evaluate on at least two distinct rows"
+            )
         res_var = self.sq_err - float(self.sum_res.pow(2).sum()) / self.n
         return {
             "normalized_mse": self.sq_err / total,

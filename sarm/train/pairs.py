@@ -75,14 +75,41 @@ def split_pairs(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def balanced_pair_weights(labels: object) -> np.ndarray:
+    """One weight per pair so that every label (a category, a source) weighs the same.
+
+    Weights have mean 1: a label with ``n_c`` of ``n`` pairs among ``C`` labels gets
+    ``n / (C * n_c)`` per pair.
+    """
+    arr = np.asarray(labels, dtype=object)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError("balanced_pair_weights needs one label per pair")
+    _, inverse, counts = np.unique(arr.astype(str), return_inverse=True, return_counts=True)
+    return (arr.size / (len(counts) * counts))[inverse]
+
+
+def check_pair_weights(weights: object | None, n_pairs: int) -> torch.Tensor | None:
+    """``weights`` as a float tensor of mean 1, or None; raises on a bad shape or value."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64)).float().reshape(-1)
+    if w.numel() != n_pairs:
+        raise ValueError(f"pair_weights has {w.numel()} entries for {n_pairs} pairs")
+    if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
+        raise ValueError("pair_weights must be finite, >= 0 and not all 0")
+    return w / w.mean()
+
+
 @dataclass
 class _Pairs:
     chosen: torch.Tensor
     rejected: torch.Tensor
+    weight: torch.Tensor | None = None  # per pair, mean 1 over all pairs; None = equal
 
     def subset(self, pos: np.ndarray) -> _Pairs:
         p = torch.from_numpy(pos).long()
-        return _Pairs(self.chosen[p], self.rejected[p])
+        weight = None if self.weight is None else self.weight[p]
+        return _Pairs(self.chosen[p], self.rejected[p], weight)
 
     def __len__(self) -> int:
         return int(self.chosen.numel())

@@ -155,7 +155,8 @@ class _Data:
 
 def _in_memory_data(x: torch.Tensor, cfg: SAETrainConfig, gen: torch.Generator) -> _Data:
     n_eval = (
-        min(cfg.max_eval_samples, math.ceil(cfg.eval_fraction * x.shape[0]))
+        # at least 2 rows: explained variance needs a variance
+        min(cfg.max_eval_samples, max(2, math.ceil(cfg.eval_fraction * x.shape[0])))
         if cfg.eval_fraction
         else 0
     )

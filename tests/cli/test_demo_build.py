@@ -10,7 +10,7 @@ import pytest
 from feature_store import FeatureStore
 from sarm import cachedir as paths
 from sarm import load_sarm
-from sarm.constants import DEFAULT_MODEL
+from sarm.constants import DEMO_MODEL
 from sarm.data import resolve_data
 from sarm.head import Head
 from sarm.scoring import evaluate_model
@@ -31,7 +31,7 @@ def demo(demo_report):
 
 
 def test_second_build_is_cached(demo):
-    built = [paths.default_store_path(), paths.default_model_dir() / "sarm.json"]
+    built = [paths.demo_store_path(), paths.demo_model_dir() / "sarm.json"]
     stamps = [p.stat().st_mtime_ns for p in built]
     again = build_demo(progress=False)
     # cached: nothing is rebuilt or rewritten (speed is measured in benchmarks, not here)
@@ -41,10 +41,10 @@ def test_second_build_is_cached(demo):
 
 def test_held_out_figures_are_reproducible(demo):
     """The manifest's test accuracy is what the saved SARM really scores on demo:test."""
-    model = load_sarm(DEFAULT_MODEL)
+    model = load_sarm(DEMO_MODEL)
     test = resolve_data("demo:test").groups
 
-    baseline = Head.load(paths.default_model_dir() / "dense_baseline.safetensors")
+    baseline = Head.load(paths.demo_model_dir() / "dense_baseline.safetensors")
     report, base = evaluate_model(model, test, batch_size=16, progress=False, baseline=baseline)
     recorded = demo.metrics["test"]
     assert report.n_pairs == recorded["sarm"]["n_pairs"] == len(test)
@@ -59,8 +59,8 @@ def test_held_out_figures_are_reproducible(demo):
 
 def test_store_matches_model(demo):
 
-    model = load_sarm(DEFAULT_MODEL)
-    with FeatureStore.open_for_reading(paths.default_store_path()) as store:
+    model = load_sarm(DEMO_MODEL)
+    with FeatureStore.open_for_reading(paths.demo_store_path()) as store:
         frame = store.examples_frame(with_text=True)
         assert len(frame) == 2 * (len(resolve_data("demo:all").groups))
         rows = frame.sample(4, random_state=0)

@@ -18,9 +18,9 @@ from typing import Any
 
 from feature_store import FeatureStore
 from feature_store.heads import INGEST_HEAD, check_name
-from sarm.cachedir import default_store_path
+from sarm.cachedir import demo_store_path
 from sarm.configs import ModelConfig, ShiftConfig
-from sarm.constants import DEFAULT_MODEL
+from sarm.constants import DEMO_MODEL
 from sarm.interventions import Intervention, parse_actions
 from sarm.shift import SetSpec
 from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
@@ -93,8 +93,8 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 def _store_path(args: argparse.Namespace) -> Path | None:
     if args.store:
         return Path(args.store).expanduser()
-    if args.model == DEFAULT_MODEL and default_store_path().is_file():
-        return default_store_path()
+    if args.model == DEMO_MODEL and demo_store_path().is_file():
+        return demo_store_path()
     return None
 
 

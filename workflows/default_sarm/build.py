@@ -1,0 +1,262 @@
+"""Step 3 of the real default's build: train the chosen SARM, evaluate it, write the artefacts.
+
+Reads the sweep (``sweep.jsonl``), takes the candidate chosen by
+:func:`choose`, trains its SAE for longer on the train split, rounds the SAE to
+float16 (what ships), tunes the head's regularisation and the dense baseline's
+on dev, then reports both on the held-out test split and xstest beside the
+length baselines. Writes to ``sarm/assets/default`` (or ``--out``):
+
+- the SARM in our checkpoint layout (``sarm.json``, ``sae/``, ``head.safetensors``)
+  and the dense baseline (``baseline_head.safetensors``);
+- ``audit/latents.parquet``: pooled latents, reward and token count of every
+  distinct test and xstest conversation, keyed by a hash of the conversation;
+- ``manifest.json``: split hashes, seeds, hyper-parameters, the sweep and the
+  held-out figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from sarm.backbones import load_backbone
+from sarm.checkpoints import save_sarm
+from sarm.constants import BASELINE_HEAD_FILE, EMBEDDED_BACKBONE
+from sarm.head import Head
+from sarm.latents import SparseLatents
+from sarm.model import SARM
+from sarm.saes import SAEMeta
+from sarm.scoring import dense_rewards
+from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
+from workflows.default_sarm.capture import cached_capture
+from workflows.default_sarm.data import load_split, splits_dir
+from workflows.default_sarm.plan import BuildPlan
+from workflows.default_sarm.report import length_baselines, markdown_table, split_report
+from workflows.default_sarm.sweep import (
+    Candidate,
+    SweepData,
+    dev_scores,
+    encode_rows,
+    fit_head,
+    head_config,
+    read_sweep,
+    train_candidate_sae,
+)
+
+MANIFEST_FILE = "manifest.json"
+HEAD_GRID = ((0.0, 0.0), (1e-3, 0.0), (1e-2, 0.0), (0.0, 1e-4), (0.0, 1e-3))
+DENSE_GRID = ((0.0, 0.0), (1e-3, 0.0), (1e-2, 0.0), (1e-1, 0.0))
+NEAR_BEST = 0.01  # candidates within 1 point of the best dev macro accuracy tie
+
+
+def assets_dir() -> Path:
+    """``sarm/assets/default``: the shipped default (installed with the package)."""
+    return Path(__file__).resolve().parents[2] / "sarm" / "assets" / "default"
+
+
+def choose(rows: list[dict]) -> Candidate:
+    """Best dev macro accuracy; among candidates within 1 point of it, the purest features."""
+    saes = [r for r in rows if r["kind"] == "sae"]
+    if not saes:
+        raise ValueError("the sweep has no SAE candidates; run the sweep first")
+    best = max(r["dev_macro"] for r in saes)
+    near = [r for r in saes if r["dev_macro"] >= best - NEAR_BEST]
+    pick = max(near, key=lambda r: (r["purity_top20"], r["dev_macro"]))
+    return Candidate(pick["layer"], pick["level"], pick["d_sae"], pick["k"], pick["n_samples"])
+
+
+def round_sae_to_half(sae) -> None:
+    """Round every SAE parameter to float16 and back, in place: what ships is what runs."""
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(p.half().float())
+
+
+def sparse(values: torch.Tensor, indices: torch.Tensor, d_sae: int) -> SparseLatents:
+    return SparseLatents.from_topk(values.float().numpy(), indices.numpy(), d_sae)
+
+
+def centred(head: Head, train_latents: SparseLatents) -> Head:
+    """``head`` with the bias that centres its rewards over the train responses at 0."""
+    return Head(head.weights, -float(head.rewards(train_latents).mean()))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tune(data: SweepData, rows, n_features, dev_reward, grid, seed: int) -> tuple[object, dict]:
+    """Train one head per ``(weight_decay, l1)`` of ``grid``; keep the best on dev."""
+    best, best_row = None, {}
+    for decay, l1 in grid:
+        head = fit_head(data, rows, n_features, head_config(decay, l1, seed))
+        scores = dev_scores(data, dev_reward(head.weight))
+        if best is None or scores["dev_macro"] > best_row["dev_macro"]:
+            best, best_row = head, {"weight_decay": decay, "l1": l1, **scores}
+    return best, best_row
+
+
+class Builder:
+    """The final step, timed: SAE, heads, held-out report, artefacts."""
+
+    def __init__(self, plan: BuildPlan, out: Path | None = None, progress: bool = True):
+        self.plan = plan
+        self.out = out or assets_dir()
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def _timed(self, name: str, fn):
+        start = time.perf_counter()
+        value = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"[build] {name}: {self.seconds[name]} s", flush=True)
+        return value
+
+    def run(self) -> dict:
+        torch.manual_seed(self.plan.seed)
+        sweep = read_sweep(self.plan)
+        chosen = choose(sweep)
+        final = replace(chosen, n_samples=chosen.n_samples * self.plan.final_factor)
+        data = self._timed("load", lambda: SweepData.load(self.plan))
+        trained = self._timed("sae", lambda: train_candidate_sae(data, final, self.progress))
+        round_sae_to_half(trained.sae)
+        layer, k = final.layer, final.k
+        u_tr, u_dev = data.train_cap.final[layer], data.dev_cap.final[layer]
+        v_tr, i_tr = encode_rows(trained, u_tr, k)
+        v_dev, i_dev = encode_rows(trained, u_dev, k)
+        head, head_row = self._timed(
+            "head",
+            lambda: tune(
+                data,
+                (i_tr, v_tr),
+                final.d_sae,
+                lambda w: (v_dev * w[i_dev]).sum(-1).numpy(),
+                HEAD_GRID,
+                self.plan.seed,
+            ),
+        )
+        dense, dense_row = self._timed(
+            "dense",
+            lambda: tune(
+                data, u_tr, None, lambda w: (u_dev @ w).numpy(), DENSE_GRID, self.plan.seed
+            ),
+        )
+        sarm_head = centred(Head(head.weight.numpy(), 0.0), sparse(v_tr, i_tr, final.d_sae))
+        dense_head = centred(
+            Head(dense.weight.numpy(), 0.0), SparseLatents.from_dense(u_tr.numpy())
+        )
+        heldout, audit = self._timed(
+            "evaluate", lambda: self._heldout(trained, sarm_head, dense_head, layer, k)
+        )
+        manifest = self._manifest(sweep, final, trained, head_row, dense_row, heldout)
+        self._timed(
+            "write", lambda: self._write(trained, sarm_head, dense_head, final, audit, manifest)
+        )
+        return manifest
+
+    def _heldout(self, trained, sarm_head: Head, dense_head: Head, layer: int, k: int):
+        report, audit = {}, AuditRows.empty(k)
+        for name in ("test", "xstest"):
+            split = load_split(name, limit=self.plan.limit)
+            cap = cached_capture(self.plan, name)
+            u = cap.final[layer]
+            values, indices = encode_rows(trained, u, k)
+            rewards = sarm_head.rewards(sparse(values, indices, sarm_head.size))
+            report[name] = split_report(
+                split,
+                {
+                    "sarm": rewards,
+                    "dense": dense_rewards(dense_head, u.numpy()),
+                    **length_baselines(split),
+                },
+            )
+            audit = audit.extend(
+                name,
+                [conversation_key(c) for c in split.conversations],
+                values.numpy(),
+                indices.numpy(),
+                rewards,
+                cap.n_tokens.numpy(),
+                cap.truncated.numpy(),
+            )
+        return report, audit
+
+    def _manifest(self, sweep, final, trained, head_row, dense_row, heldout) -> dict:
+        splits = {
+            name: file_sha256(splits_dir() / f"{name}.jsonl.gz")
+            for name in ("train", "dev", "test", "xstest")
+        }
+        return {
+            "format": 1,
+            "name": "default",
+            "backbone": {
+                "name": EMBEDDED_BACKBONE,
+                "layer": final.layer,
+                "max_length": self.plan.max_length,
+            },
+            "data": {"splits_sha256": splits, "splits_dir": "data/prefs/splits"},
+            "plan": self.plan.to_dict(),
+            "plan_key": self.plan.key(),
+            "sae": {
+                **asdict(final),
+                "metrics": {k: round(float(v), 4) for k, v in trained.metrics.items()},
+                "stored_dtype": "float16",
+            },
+            "head": head_row,
+            "dense_baseline": dense_row,
+            "sweep": sweep,
+            "heldout": heldout,
+            "build_seconds": self.seconds,
+            "machine": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "processor": platform.machine(),
+                "threads": torch.get_num_threads(),
+            },
+        }
+
+    def _write(self, trained, sarm_head, dense_head, final, audit, manifest) -> None:
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        backbone = load_backbone(EMBEDDED_BACKBONE, final.layer, max_length=self.plan.max_length)
+        meta = SAEMeta(k=final.k, mode="last", backbone=EMBEDDED_BACKBONE, layer=final.layer)
+        model = SARM(backbone, trained.sae, sarm_head, meta)
+        save_sarm(model, tmp)
+        halve_sae_file(tmp / "sae")
+        dense_head.save(tmp / BASELINE_HEAD_FILE, {"kind": "dense baseline on u_T"})
+        audit.write(tmp / AUDIT_FILE)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (tmp / "heldout.md").write_text(heldout_markdown(manifest["heldout"]))
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        tmp.replace(self.out)
+
+
+def halve_sae_file(sae_dir: Path) -> None:
+    """Store the SAE's weights as float16 (they were rounded to float16 before use)."""
+    from safetensors.torch import load_file, save_file
+
+    path = sae_dir / "sae_weights.safetensors"
+    tensors = {k: v.half() for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path))
+
+
+def heldout_markdown(heldout: dict) -> str:
+    parts = []
+    for split, report in heldout.items():
+        parts += [f"## {split}: per category", "", markdown_table(report), ""]
+        parts += [f"## {split}: per source", "", markdown_table(report, "per_source"), ""]
+    return "\n".join(parts)
+
+
+def build_from_cache(plan: BuildPlan, out: Path | None = None, progress: bool = True) -> dict:
+    """Train, evaluate and write the default from the plan's captures and sweep."""
+    return Builder(plan, out, progress).run()
