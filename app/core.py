@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from sarm.attribution import TopContributions, top_contributions
-from sarm.cachedir import demo_store_path
+from sarm.cachedir import default_store_path, demo_store_path
 from sarm.constants import (
+    DEFAULT_MODEL,
     DEMO_MODEL,
     MODEL_ENV,
     RELEASED_CONFIG_FILE,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from sarm.shift import ShiftReport
 
 MODEL_FILES = (SARM_CONFIG_FILE, RELEASED_CONFIG_FILE)
+BUILTIN_MODELS = (DEFAULT_MODEL, DEMO_MODEL)
 STORE_SUFFIXES = (".duckdb", ".db")
 
 
@@ -56,22 +58,25 @@ class Sources:
     store: str
 
     @property
-    def is_demo(self) -> bool:
-        return self.model == DEMO_MODEL
+    def is_builtin(self) -> bool:
+        """The model is one of the built-in names (``default`` or ``smollm2-demo``)."""
+        return self.model in BUILTIN_MODELS
 
 
 def check_model_ref(text: str) -> str:
-    """``smollm2-demo`` or an existing checkpoint directory (returned resolved)."""
+    """A built-in model name or an existing checkpoint directory (returned resolved)."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("give a model: 'smollm2-demo' or a checkpoint directory")
+        raise ValueError("give a model: 'default', 'smollm2-demo' or a checkpoint directory")
     text = text.strip()
-    if text == DEMO_MODEL:
+    if text in BUILTIN_MODELS:
         return text
     if "\x00" in text:
         raise ValueError("the model path contains a NUL character")
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise ValueError(f"model {text!r} is neither '{DEMO_MODEL}' nor an existing directory")
+        raise ValueError(
+            f"model {text!r} is neither one of {', '.join(BUILTIN_MODELS)} nor an existing directory"
+        )
     if not any((path / f).is_file() for f in MODEL_FILES):
         raise ValueError(
             f"{path} is not a SARM checkpoint: it has neither sarm.json nor config.json"
@@ -96,20 +101,28 @@ def check_store_path(text: str) -> str:
     return str(path.resolve())
 
 
+def default_sources() -> Sources:
+    """The real default SARM and its audit-set store."""
+    return Sources(DEFAULT_MODEL, str(default_store_path()))
+
+
 def demo_sources() -> Sources:
+    """The template-trained demo SARM and its store."""
     return Sources(DEMO_MODEL, str(demo_store_path()))
 
 
 def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
-    """Sources from ``SARM_MODEL`` / ``SARM_STORE`` (each defaulting to the demo's).
+    """Sources from ``SARM_MODEL`` / ``SARM_STORE`` (defaults: the real default's).
+
+    ``SARM_MODEL=smollm2-demo`` alone opens the demo with its own store.
 
     Returns the sources and whether the environment overrode anything. Values
     are returned as given; validate them with :func:`check_sources`.
     """
     env = os.environ if env is None else env
-    demo = demo_sources()
-    model = env.get(MODEL_ENV, "").strip() or demo.model
-    store = env.get(STORE_ENV, "").strip() or demo.store
+    model = env.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+    base = demo_sources() if model == DEMO_MODEL else default_sources()
+    store = env.get(STORE_ENV, "").strip() or base.store
     return Sources(model, store), bool(env.get(MODEL_ENV) or env.get(STORE_ENV))
 
 

@@ -2,8 +2,8 @@
 
 Sets up the shared state (which model and store, the current head) and hands
 over to the pages registered in app/pages.py (one function per page, in
-app_pages/). The model and store default to the embedded demo; SARM_MODEL and
-SARM_STORE (or the sidebar) point elsewhere.
+app_pages/). The model and store default to the embedded default SARM and its
+audit-set store; SARM_MODEL and SARM_STORE (or the sidebar) point elsewhere.
 """
 
 import sys
@@ -16,12 +16,11 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ first, no
 import streamlit as st  # noqa: E402
 
 from app import pages, state  # noqa: E402
-from sarm.constants import DEMO_MODEL  # noqa: E402
 
 st.set_page_config(page_title="SARM dashboard", page_icon=":material/insights:", layout="wide")
 sources = state.sidebar_sources()
 
-if sources.model == DEMO_MODEL and not state.demo_ready(sources):
+if sources.is_builtin and not state.builtin_ready(sources):
     demo_pages = pages.build([pages.BUILD_DEMO])
     state.register_pages(demo_pages)
     st.navigation(list(demo_pages.values())).run()

@@ -60,7 +60,7 @@ PAGES = (
     PageSpec("export", export.render, "Export", ":material/download:", STEER),
     PageSpec("audit", audit.render, "Audit", ":material/fact_check:", CHECK),
 )
-BUILD_DEMO = PageSpec("build_demo", build_demo.render, "Build the demo", ":material/build:")
+BUILD_DEMO = PageSpec("build_demo", build_demo.render, "Build", ":material/build:")
 
 
 def build(specs: Iterable[PageSpec]) -> dict[str, st.Page]:

@@ -22,7 +22,7 @@ from app import core, text
 from feature_store import FeatureStore, StoreError
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
-from sarm.constants import INGEST_HEAD, SARM_CONFIG_FILE
+from sarm.constants import DEFAULT_MODEL, INGEST_HEAD, SARM_CONFIG_FILE
 from sarm.head import Head
 from workflows.build_default import is_built
 from workflows.shift import PreferenceShift, prepare_shift
@@ -379,7 +379,7 @@ def sidebar_sources() -> core.Sources:
     st.session_state.setdefault("sidebar_model", sources.model)
     st.session_state.setdefault("sidebar_store", sources.store)
     with st.sidebar.expander("Model and store", expanded=False):
-        st.text_input("SARM (smollm2-demo or a checkpoint directory)", key="sidebar_model")
+        st.text_input("SARM (default, smollm2-demo or a checkpoint directory)", key="sidebar_model")
         st.text_input("Feature store (.duckdb file)", key="sidebar_store")
         st.button("Use these", key="sidebar_apply", on_click=_apply_sources)
         if st.session_state.get(NOTICE):
@@ -411,9 +411,13 @@ def sidebar_status(ctx: Context) -> None:
 # --------------------------------------------------------------------------- the demo
 
 
-def demo_ready(sources: core.Sources | None = None) -> bool:
-    """Whether the embedded demo needed by ``sources`` is built."""
+def builtin_ready(sources: core.Sources | None = None) -> bool:
+    """Whether the built-in model (and its store, when it is the built-in one) is ready."""
     sources = sources or current_sources()
+    if sources.model == DEFAULT_MODEL:
+        if str(cachedir.default_store_path()) == sources.store:
+            return cachedir.default_store_path().is_file()
+        return True
     if str(cachedir.demo_store_path()) == sources.store:
         return is_built()
     return (cachedir.demo_model_dir() / SARM_CONFIG_FILE).is_file()

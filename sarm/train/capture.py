@@ -57,11 +57,18 @@ def plan_key(conversations: Sequence[Conversation], layers: Sequence[int], extra
     return h.hexdigest()[:16]
 
 
-def response_start(ids: Sequence[int], turn_start_id: int) -> int:
-    """First position of the final assistant turn's text: after ``<turn start> role \\n``."""
+def response_start(ids: Sequence[int], turn_start_id: int, ends_line) -> int:
+    """First position of the final turn's text: after ``<turn start>``, the role and its newline.
+
+    ``ends_line(token_id)`` says whether a token's text holds a newline. Without a
+    turn-start token (a template without ChatML markers) the whole row counts.
+    """
     for pos in range(len(ids) - 1, -1, -1):
         if ids[pos] == turn_start_id:
-            return min(pos + 3, len(ids) - 1)
+            for after in range(pos + 1, len(ids)):
+                if ends_line(ids[after]):
+                    return min(after + 1, len(ids) - 1)
+            return len(ids) - 1
     return 0
 
 
@@ -100,6 +107,7 @@ def capture_layers(
     )
     _check_plan(out_dir, key, len(conversations), part_rows, layers)
     turn_start = backbone.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    ends_line = _newline_test(backbone.tokenizer)
     n_parts = -(-len(conversations) // part_rows)
     bar = tqdm(total=len(conversations), desc="capture", unit="resp", disable=not progress)
     for p in range(n_parts):
@@ -111,7 +119,7 @@ def capture_layers(
                 conversations[lo:hi],
                 lo,
                 layers,
-                turn_start,
+                (turn_start, ends_line),
                 tokens_per_row,
                 seed,
                 max_batch_tokens,
@@ -135,8 +143,19 @@ def _check_plan(out_dir: Path, key: str, n: int, part_rows: int, layers: tuple) 
     path.write_text(json.dumps(plan, indent=2))
 
 
+def _newline_test(tokenizer):
+    memo: dict[int, bool] = {}
+
+    def ends_line(tid: int) -> bool:
+        if tid not in memo:
+            memo[tid] = "\n" in tokenizer.decode([tid])
+        return memo[tid]
+
+    return ends_line
+
+
 def _capture_part(
-    backbone, convs, offset, layers, turn_start, tokens_per_row, seed, max_batch_tokens, bar
+    backbone, convs, offset, layers, markers, tokens_per_row, seed, max_batch_tokens, bar
 ) -> dict[str, torch.Tensor]:
     rows = [backbone.encoder.token_ids(c) for c in convs]
     final = {layer: torch.zeros(len(rows), backbone.d_model) for layer in layers}
@@ -154,7 +173,7 @@ def _capture_part(
         hidden = out.hidden_states  # [0] embeddings, [l] after decoder layer l
         positions = [
             sample_positions(
-                response_start(rows[i][0], turn_start),
+                response_start(rows[i][0], *markers),
                 len(rows[i][0]) - 1,
                 tokens_per_row,
                 seed,

@@ -47,10 +47,13 @@ def test_store_path_validation(tmp_path):
 def test_env_sources(monkeypatch, tmp_path):
     monkeypatch.setenv("SARM_CACHE_DIR", str(tmp_path))
     sources, overridden = core.env_sources({})
+    assert sources == core.Sources("default", str(tmp_path / "default" / "store.duckdb"))
+    assert not overridden and sources.is_builtin
+    sources, overridden = core.env_sources({"SARM_MODEL": "smollm2-demo"})
     assert sources == core.Sources("smollm2-demo", str(tmp_path / "demo" / "store.duckdb"))
-    assert not overridden and sources.is_demo
+    assert overridden and sources.is_builtin
     sources, overridden = core.env_sources({"SARM_STORE": "/x/s.duckdb"})
-    assert sources == core.Sources("smollm2-demo", "/x/s.duckdb") and overridden
+    assert sources == core.Sources("default", "/x/s.duckdb") and overridden
 
 
 # --------------------------------------------------------------------------- explanations

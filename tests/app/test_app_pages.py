@@ -258,7 +258,7 @@ def test_audit_error_features_sum_to_the_misranked_margin(store_path):
     ("which", "value", "message"),
     [
         ("SARM_STORE", "missing.duckdb", "no feature store"),
-        ("SARM_MODEL", "not-a-dir", "neither 'smollm2-demo' nor an existing directory"),
+        ("SARM_MODEL", "not-a-dir", "neither one of default, smollm2-demo nor an existing"),
     ],
 )
 def test_bad_sources_are_explained(store_path, monkeypatch, tmp_path, which, value, message):
@@ -291,14 +291,20 @@ def test_sidebar_switches_store_only_when_valid(store_path, env, tmp_path):
     assert "other.duckdb" in " ".join(m.value for m in at.sidebar.markdown)
 
 
-def test_build_page_when_the_demo_is_missing(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("model", "title"),
+    [(None, "Build the default store"), ("smollm2-demo", "Build the demo SARM")],
+)
+def test_build_page_when_a_builtin_store_is_missing(monkeypatch, tmp_path, model, title):
     monkeypatch.delenv("SARM_MODEL", raising=False)
+    if model:
+        monkeypatch.setenv("SARM_MODEL", model)
     monkeypatch.delenv("SARM_STORE", raising=False)
     monkeypatch.setenv("SARM_CACHE_DIR", str(tmp_path / "cache"))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
-    assert [t.value for t in at.title] == ["Build the demo SARM"]
-    assert at.button(key="build_start").label == "Build the demo now"
+    assert [t.value for t in at.title] == [title]
+    assert at.button(key="build_start").label == "Build now"
 
 
 def test_progress_label():

@@ -322,3 +322,15 @@ def test_evaluate_arrays_on_100k_pairs():
     want = sum(rewards[2 * k] > rewards[2 * k + 1] for k in range(n)) / n
     assert report.pairwise_accuracy == pytest.approx(want)
     assert sum(v["n_pairs"] for v in report.per_subset.values()) == n
+
+
+def test_macro_accuracy_weighs_each_label_once():
+    from sarm.evaluate import PairIndex, accuracy_per_label, macro_accuracy
+
+    # 4 groups: three labelled "big" (2 right, 1 wrong), one "small" (wrong)
+    index = PairIndex.from_arrays([0, 2, 4, 6], [1, 3, 5, 7], group=[0, 1, 2, 3])
+    rewards = np.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+    labels = ["big", "big", "big", "small"]
+    table = accuracy_per_label(rewards, index, labels)
+    assert table == {"big": (pytest.approx(2 / 3), 3), "small": (0.0, 1)}
+    assert macro_accuracy(rewards, index, labels) == pytest.approx((2 / 3 + 0.0) / 2)

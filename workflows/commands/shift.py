@@ -18,9 +18,9 @@ from typing import Any
 
 from feature_store import FeatureStore
 from feature_store.heads import INGEST_HEAD, check_name
-from sarm.cachedir import demo_store_path
+from sarm.cachedir import default_store_path, demo_store_path
 from sarm.configs import ModelConfig, ShiftConfig
-from sarm.constants import DEMO_MODEL
+from sarm.constants import DEFAULT_MODEL, DEMO_MODEL
 from sarm.interventions import Intervention, parse_actions
 from sarm.shift import SetSpec
 from workflows.commands.flags import ConfigFlags, OutputConfig, json_text
@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     MODEL.add_to(p)
     SHIFT.add_to(p)
     p.add_argument(
-        "--store", help="feature store (default for smollm2-demo: the demo store it was built into)"
+        "--store",
+        help="feature store (default for default / smollm2-demo: the store built for it)",
     )
     p.add_argument("--data", help="score this data (file or demo:test) instead of reading a store")
     p.add_argument("--features", help="edit these feature ids (comma-separated) instead of the top")
@@ -93,9 +94,9 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 def _store_path(args: argparse.Namespace) -> Path | None:
     if args.store:
         return Path(args.store).expanduser()
-    if args.model == DEMO_MODEL and demo_store_path().is_file():
-        return demo_store_path()
-    return None
+    builtin = {DEMO_MODEL: demo_store_path(), DEFAULT_MODEL: default_store_path()}
+    path = builtin.get(args.model)
+    return path if path is not None and path.is_file() else None
 
 
 def _needs_store(args: argparse.Namespace) -> bool:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import platform
 import shutil
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -116,7 +117,7 @@ class Builder:
         start = time.perf_counter()
         value = fn()
         self.seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"[build] {name}: {self.seconds[name]} s", flush=True)
+        print(f"[build] {name}: {self.seconds[name]} s", file=sys.stderr, flush=True)
         return value
 
     def run(self) -> dict:
@@ -125,7 +126,10 @@ class Builder:
         chosen = choose(sweep)
         final = replace(chosen, n_samples=chosen.n_samples * self.plan.final_factor)
         data = self._timed("load", lambda: SweepData.load(self.plan))
-        trained = self._timed("sae", lambda: train_candidate_sae(data, final, self.progress))
+        trained = self._timed(
+            "sae",
+            lambda: train_candidate_sae(data, final, self.plan.sae_batch_size, self.progress),
+        )
         round_sae_to_half(trained.sae)
         layer, k = final.layer, final.k
         u_tr, u_dev = data.train_cap.final[layer], data.dev_cap.final[layer]

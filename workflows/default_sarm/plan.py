@@ -25,14 +25,14 @@ class BuildPlan:
     max_length: int = 1024
     seed: int = 0
     limit: int | None = None  # groups per split; None = all
-    layer_shape: Shape = ("sequence", 4096, 32, 120_000)  # stage 1, at every layer
-    grid: tuple[Shape, ...] = (  # stage 2, at the best layer
-        ("sequence", 4096, 64, 150_000),
-        ("sequence", 8192, 32, 150_000),
-        ("sequence", 8192, 64, 150_000),
-        ("token", 8192, 32, 150_000),
-        ("token", 8192, 64, 150_000),
+    sae_layers: int = 2  # stage 1: SAEs at the layers where the dense probe is best on dev
+    layer_shape: Shape = ("sequence", 4096, 32, 60_000)
+    grid: tuple[Shape, ...] = (  # stage 2, at the best of those layers
+        ("sequence", 8192, 32, 100_000),
+        ("sequence", 4096, 64, 100_000),
+        ("token", 8192, 32, 100_000),
     )
+    sae_batch_size: int = 512
     final_factor: int = 3  # the winner trains on this many times its sweep samples
 
     def key(self) -> str:
@@ -57,6 +57,7 @@ def quick(limit: int) -> BuildPlan:
         layers=(3, 6),
         tokens_per_row=4,
         limit=limit,
+        sae_layers=1,
         layer_shape=("sequence", 256, 8, 4096),
         grid=(("token", 256, 8, 4096),),
         final_factor=1,

@@ -1,6 +1,11 @@
-"""Step 2 of the real default's build: choose the layer, SAE level, dictionary and k on dev.
+"""Step 2 of the default's build: choose the layer, SAE level, dictionary and k on dev.
 
-Every candidate trains a TopK SAE (sae-lens) on the train split's cached
+Stage 0: the dense baseline (BT on ``u_T``), its weight decay tuned on dev, at
+every captured layer. Stage 1: one SAE of the plan's layer shape at the
+``sae_layers`` layers where that probe is best. Stage 2: the plan's grid (level,
+dictionary size, k) at the stage-1 layer whose SAE head is best.
+
+Every SAE candidate trains a TopK SAE (sae-lens) on the train split's cached
 activations (sequence level: ``u_T`` of every train response; token level: the
 sampled response tokens), encodes every response's ``u_T`` with it, trains a
 Bradley-Terry head on the train pairs (each category weighs the same) and is
@@ -8,10 +13,9 @@ judged on the dev split by:
 
 - ``dev_macro``: pairwise accuracy averaged over categories;
 - SAE quality on dev ``u_T``: explained variance and the dead fraction;
-- ``purity``: for the 20 features of largest ``|w|``, the share of each one's 20
-  top train+dev responses that come from its most common source.
+- ``purity_top20``: for the 20 features of largest ``|w|``, the share of each
+  one's 20 top train+dev responses that come from its most common source.
 
-The dense baseline (BT on ``u_T``) is tuned per layer on dev the same way.
 Results are appended to ``sweep.jsonl`` one candidate at a time, so a rerun
 skips what is done.
 """
@@ -19,6 +23,7 @@ skips what is done.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -177,14 +182,16 @@ def sae_training_rows(data: SweepData, c: Candidate) -> torch.Tensor:
     return tokens.float()
 
 
-def train_candidate_sae(data: SweepData, c: Candidate, progress: bool = False) -> TrainedSAE:
+def train_candidate_sae(
+    data: SweepData, c: Candidate, batch_size: int, progress: bool = False
+) -> TrainedSAE:
     x = sae_training_rows(data, c)
     cfg = SAETrainConfig(
         d_sae=c.d_sae,
         k=c.k,
         mode="last" if c.level == "sequence" else "tokens",
         total_samples=c.n_samples,
-        batch_size=min(1024, x.shape[0] // 2),
+        batch_size=min(batch_size, x.shape[0] // 2),
         lr=c.lr,
         seed=data.seed,
         eval_fraction=0.02,
@@ -204,10 +211,12 @@ def encode_rows(trained: TrainedSAE, u: torch.Tensor, k: int) -> tuple[torch.Ten
     return torch.cat(vals), torch.cat(idxs)
 
 
-def evaluate_candidate(data: SweepData, c: Candidate, progress: bool = False) -> tuple[dict, dict]:
+def evaluate_candidate(
+    data: SweepData, c: Candidate, batch_size: int, progress: bool = False
+) -> tuple[dict, dict]:
     """Train the candidate's SAE and head; return the sweep row and the artefacts."""
     start = time.perf_counter()
-    trained = train_candidate_sae(data, c, progress)
+    trained = train_candidate_sae(data, c, batch_size, progress)
     u_train = data.train_cap.final[c.layer].float()
     u_dev = data.dev_cap.final[c.layer].float()
     v_tr, i_tr = encode_rows(trained, u_train, c.k)
@@ -240,10 +249,20 @@ def evaluate_candidate(data: SweepData, c: Candidate, progress: bool = False) ->
 # --------------------------------------------------------------------------- stages
 
 
-def layer_stage(plan: BuildPlan) -> list[Candidate]:
-    """Stage 1: every candidate layer with one SAE of the plan's layer shape."""
+def probe_layers(plan: BuildPlan, rows: Iterable[dict]) -> list[int]:
+    """The ``plan.sae_layers`` layers where the tuned dense probe is best on dev."""
+    dense = {r["layer"]: r["dev_macro"] for r in rows if r["kind"] == "dense"}
+    missing = [layer for layer in plan.layers if layer not in dense]
+    if missing:
+        raise ValueError(f"no dense probe yet at layers {missing}; run the sweep")
+    ranked = sorted(plan.layers, key=lambda layer: (-dense[layer], layer))
+    return ranked[: plan.sae_layers]
+
+
+def layer_stage(plan: BuildPlan, layers: Iterable[int]) -> list[Candidate]:
+    """Stage 1: one SAE of the plan's layer shape at each of ``layers``."""
     level, d_sae, k, n = plan.layer_shape
-    return [Candidate(layer, level, d_sae, k, n) for layer in plan.layers]
+    return [Candidate(layer, level, d_sae, k, n) for layer in layers]
 
 
 def grid_stage(plan: BuildPlan, layer: int) -> list[Candidate]:
@@ -263,9 +282,9 @@ def _append(plan: BuildPlan, row: dict) -> None:
         f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-def best_layer(plan: BuildPlan, rows: Iterable[dict]) -> int:
+def best_layer(plan: BuildPlan, rows: list[dict]) -> int:
     """The layer whose stage-1 SAE head has the best dev macro accuracy."""
-    stage1 = {c.name for c in layer_stage(plan)}
+    stage1 = {c.name for c in layer_stage(plan, probe_layers(plan, rows))}
     rows = [r for r in rows if r.get("name") in stage1]
     if not rows:
         raise ValueError("run the layer stage first")
@@ -280,16 +299,16 @@ def run_sweep(plan: BuildPlan, progress: bool = True) -> list[dict]:
     for layer in plan.layers:
         if f"dense-L{layer}" not in done:
             _record(plan, {"name": f"dense-L{layer}", **dense_baseline(data, layer)})
-    for c in layer_stage(plan):
+    for c in layer_stage(plan, probe_layers(plan, read_sweep(plan))):
         if c.name not in done:
-            _record(plan, evaluate_candidate(data, c, progress)[0])
+            _record(plan, evaluate_candidate(data, c, plan.sae_batch_size, progress)[0])
     for c in grid_stage(plan, best_layer(plan, read_sweep(plan))):
         if c.name not in {r["name"] for r in read_sweep(plan)}:
-            _record(plan, evaluate_candidate(data, c, progress)[0])
+            _record(plan, evaluate_candidate(data, c, plan.sae_batch_size, progress)[0])
     return read_sweep(plan)
 
 
 def _record(plan: BuildPlan, row: dict) -> None:
     _append(plan, row)
     shown = {k: row[k] for k in ("name", "dev_macro", "purity_top20", "seconds") if k in row}
-    print(f"[sweep] {json.dumps(shown)}", flush=True)
+    print(f"[sweep] {json.dumps(shown)}", file=sys.stderr, flush=True)
