@@ -99,7 +99,9 @@ class ModelConfig(Config):
     """Which SARM to run, on which device, and how many responses per forward pass."""
 
     model: str = field(
-        metadata={"help": "smollm2-demo, a SARM checkpoint directory, or a Hugging Face hub id"}
+        metadata={
+            "help": "default (the shipped default SARM), smollm2-demo, a SARM checkpoint directory, or a Hugging Face hub id"
+        }
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or cuda:N"})
     batch_size: int = field(

@@ -18,9 +18,10 @@ from safetensors.numpy import load_file
 
 from feature_store import FeatureStore
 from sarm import load_sarm
+from sarm.cachedir import shipped_default_dir
 from sarm.errors import CheckpointError
 from workflows.cli import main
-from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows
+from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
 from workflows.default_sarm.data import load_split
 from workflows.default_sarm.plan import quick
 from workflows.default_sarm.store import build_default_store
@@ -88,3 +89,17 @@ def test_tampered_parts_are_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="does not belong to these weights"):
         build_default_store(tmp_path / "s.duckdb", model_dir=out, progress=False, limit=LIMIT)
     assert not (tmp_path / "s.duckdb").exists()  # nothing half-written
+
+
+def test_default_loads_by_name_and_scores_like_its_shipped_latents():
+    model = load_sarm("default")
+    parts = AuditRows.read(shipped_default_dir() / AUDIT_FILE, model.head)
+    split = load_split("test", limit=4)
+    live = model.pooled_latents(split.conversations)
+    row_of = {key: i for i, key in enumerate(parts.key)}
+    shipped = parts.reward[[row_of[conversation_key(c)] for c in split.conversations]]
+    np.testing.assert_allclose(live.rewards, shipped, atol=1e-4)
+    assert (
+        model.layer
+        == json.loads((shipped_default_dir() / "sarm.json").read_text())["backbone"]["layer"]
+    )
