@@ -646,6 +646,39 @@ def macro_accuracy(rewards: np.ndarray, index: PairIndex, labels: Sequence[str |
     return float(np.mean([acc for acc, _ in table.values()]))
 
 
+#: group meta fields that :func:`head_summary` reports per value
+BREAKDOWNS = ("source", "category")
+
+
+def _labels(groups: Sequence[PreferenceGroup], key: str) -> list[str | None]:
+    return [None if g.meta.get(key) is None else str(g.meta[key]) for g in groups]
+
+
+def head_summary(
+    rewards: np.ndarray,
+    index: PairIndex,
+    groups: Sequence[PreferenceGroup],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """One head's pairwise accuracy with its interval, overall and per source / category.
+
+    The bootstrap resamples prompts: groups that share a prompt are drawn together.
+    ``category_macro`` is the unweighted mean over categories (so that the largest
+    category does not dominate).
+    """
+    bootstrap = {"clusters": prompt_clusters(groups), "n_resamples": resamples, "seed": seed}
+    out: dict[str, object] = {"all": accuracy_interval(rewards, index, **bootstrap)}
+    for key in BREAKDOWNS:
+        labels = _labels(groups, key)
+        if any(label is not None for label in labels):
+            out[f"per_{key}"] = accuracy_by(rewards, index, labels, **bootstrap)
+    if out.get("per_category"):
+        by_category = [row["accuracy"] for row in out["per_category"].values()]
+        out["category_macro"] = float(np.mean(by_category))
+    return out
+
+
 def length_rewards(responses: Sequence[str], *, longer_wins: bool) -> np.ndarray:
     """The length baselines' rewards: plus (``longer_wins``) or minus the length in characters."""
     lengths = np.array([len(r) for r in responses], dtype=np.float64)

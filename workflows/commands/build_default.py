@@ -82,7 +82,7 @@ def heldout_lines(heldout: dict) -> list[str]:
     lines = []
     for split, report in heldout.items():
         heads = list(report)
-        macro = "  ".join(f"{h} {report[h]['macro_category']:.3f}" for h in heads)
+        macro = "  ".join(f"{h} {report[h]['category_macro']:.3f}" for h in heads)
         lines.append(f"  {split}: macro accuracy over categories: {macro}")
         for cat in report["sarm"]["per_category"]:
             entry = {h: report[h]["per_category"][cat]["accuracy"] for h in heads}

@@ -19,13 +19,11 @@ from sarm.configs import DataConfig, ModelConfig
 from sarm.data import GROUP_BY, LoadResult, resolve_data
 from sarm.errors import InputError
 from sarm.evaluate import (
+    BREAKDOWNS,
     LENGTH_BASELINES,
-    PairIndex,
-    accuracy_by,
-    accuracy_interval,
     evaluate_arrays,
+    head_summary,
     length_rewards,
-    prompt_clusters,
 )
 from sarm.head import Head
 from sarm.types import PreferenceGroup, responses_of
@@ -43,7 +41,6 @@ DESCRIPTION = (
 MODEL = ConfigFlags(ModelConfig)
 DATA = ConfigFlags(DataConfig)
 OUTPUT = ConfigFlags(OutputConfig, only=("json",))
-BREAKDOWNS = ("source", "category")  # meta fields reported per value
 HEAD = "sarm"
 DENSE = "dense_baseline"
 
@@ -149,35 +146,6 @@ def _length_heads(
     return {
         name: length_rewards(texts, longer_wins=longer) for name, longer in LENGTH_BASELINES.items()
     }
-
-
-def _labels(groups: Sequence[PreferenceGroup], key: str) -> list[str | None]:
-    return [None if g.meta.get(key) is None else str(g.meta[key]) for g in groups]
-
-
-def head_summary(
-    rewards: np.ndarray,
-    index: PairIndex,
-    groups: Sequence[PreferenceGroup],
-    resamples: int,
-    seed: int,
-) -> dict[str, object]:
-    """One head's pairwise accuracy with its interval, overall and per source / category.
-
-    The bootstrap resamples prompts: groups that share a prompt are drawn together.
-    ``category_macro`` is the unweighted mean over categories (so that the largest
-    category does not dominate).
-    """
-    bootstrap = {"clusters": prompt_clusters(groups), "n_resamples": resamples, "seed": seed}
-    out: dict[str, object] = {"all": accuracy_interval(rewards, index, **bootstrap)}
-    for key in BREAKDOWNS:
-        labels = _labels(groups, key)
-        if any(label is not None for label in labels):
-            out[f"per_{key}"] = accuracy_by(rewards, index, labels, **bootstrap)
-    if out.get("per_category"):
-        by_category = [row["accuracy"] for row in out["per_category"].values()]
-        out["category_macro"] = float(np.mean(by_category))
-    return out
 
 
 def _given_baseline(spec: str | None) -> Head | None:

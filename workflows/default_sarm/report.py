@@ -1,15 +1,16 @@
-"""Held-out figures of the real default: per category and per source, with 95% intervals.
+"""Held-out figures of the default: per category and per source, with 95% intervals.
 
-Every head is reported beside the two length baselines ("shorter wins", "longer
-wins") on the same pairs, so a reader sees at once whether a head beats length.
-The bootstrap resamples prompts (groups sharing a prompt move together).
+The figures are :func:`sarm.evaluate.head_summary` (what ``sarm eval`` reports),
+rounded to 4 decimals for the manifest. Every head is reported beside the two
+length baselines ("shorter wins", "longer wins") on the same pairs, so a reader
+sees at once whether a head beats length. The bootstrap resamples prompts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sarm.evaluate import accuracy_by, accuracy_interval, length_rewards, prompt_clusters
+from sarm.evaluate import head_summary, length_rewards
 from workflows.default_sarm.data import SplitData
 
 
@@ -22,35 +23,25 @@ def length_baselines(split: SplitData) -> dict[str, np.ndarray]:
     }
 
 
-def _labels(split: SplitData, key: str) -> list[str]:
-    return [str(g.meta.get(key) or "unknown") for g in split.groups]
-
-
-def _rounded(entry: dict) -> dict:
-    return {
-        "accuracy": round(float(entry["accuracy"]), 4),
-        "n_pairs": int(entry["n_pairs"]),
-        "n_prompts": int(entry["n_prompts"]),
-        "ci95": [round(float(x), 4) for x in entry["ci95"]],
-    }
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def split_report(split: SplitData, rewards: dict[str, np.ndarray], seed: int = 0) -> dict:
-    """``{head: {overall, macro_category, per_category, per_source}}`` on one split."""
+    """``{head: head_summary}`` on one split (``all``, ``category_macro``, per category / source)."""
     index = split.pair_index()
-    clusters = prompt_clusters(split.groups)
-    out = {}
-    for name, r in rewards.items():
-        overall = accuracy_interval(r, index, clusters=clusters, seed=seed)
-        per_cat = accuracy_by(r, index, _labels(split, "category"), clusters=clusters, seed=seed)
-        per_src = accuracy_by(r, index, _labels(split, "source"), clusters=clusters, seed=seed)
-        out[name] = {
-            "overall": _rounded(overall),
-            "macro_category": round(float(np.mean([v["accuracy"] for v in per_cat.values()])), 4),
-            "per_category": {k: _rounded(v) for k, v in sorted(per_cat.items())},
-            "per_source": {k: _rounded(v) for k, v in sorted(per_src.items())},
-        }
-    return out
+    return {
+        name: _rounded(head_summary(r, index, split.groups, seed=seed))
+        for name, r in rewards.items()
+    }
 
 
 def markdown_table(report: dict, by: str = "per_category") -> str:
@@ -70,6 +61,6 @@ def markdown_table(report: dict, by: str = "per_category") -> str:
         ]
         lines.append("| " + " | ".join([name, str(n), *shown]) + " |")
     if by == "per_category":
-        macro = [f"{report[h]['macro_category']:.3f}" for h in heads]
+        macro = [f"{report[h]['category_macro']:.3f}" for h in heads]
         lines.append("| " + " | ".join(["**macro**", "", *macro]) + " |")
     return "\n".join(lines)
