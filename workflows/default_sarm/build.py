@@ -47,6 +47,7 @@ from workflows.default_sarm.sweep import (
     encode_rows,
     fit_head,
     head_config,
+    prompt_subsets,
     read_sweep,
     train_candidate_sae,
 )
@@ -78,6 +79,26 @@ def round_sae_to_half(sae) -> None:
     with torch.no_grad():
         for p in sae.parameters():
             p.copy_(p.half().float())
+
+
+CURVE_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+
+def data_size_curve(data, sae_rows, d_sae, u_tr, head_row, dense_row, sae_dev, dense_dev, seed):
+    """Dev macro accuracy of both heads (their tuned settings) on growing shares of train prompts."""
+    subsets = prompt_subsets(data, CURVE_FRACTIONS, seed)
+    out = []
+    for fraction, pairs in subsets.items():
+        row = {"fraction": fraction, "n_pairs": len(pairs)}
+        for name, rows, n_features, best, dev in (
+            ("sarm", sae_rows, d_sae, head_row, sae_dev),
+            ("dense", u_tr, None, dense_row, dense_dev),
+        ):
+            cfg = head_config(best["weight_decay"], best["l1"], seed)
+            head = fit_head(data, rows, n_features, cfg, pairs)
+            row[name] = dev_scores(data, dev(head.weight))["dev_macro"]
+        out.append(row)
+    return out
 
 
 def sparse(values: torch.Tensor, indices: torch.Tensor, d_sae: int) -> SparseLatents:
@@ -152,6 +173,12 @@ class Builder:
                 data, u_tr, None, lambda w: (u_dev @ w).numpy(), DENSE_GRID, self.plan.seed
             ),
         )
+        curve = self._timed(
+            "data-size curve",
+            lambda: data_size_curve(data, (i_tr, v_tr), final.d_sae, u_tr, head_row, dense_row,
+                                    lambda w: (v_dev * w[i_dev]).sum(-1).numpy(),
+                                    lambda w: (u_dev @ w).numpy(), self.plan.seed),
+        )  # fmt: skip
         sarm_head = centred(Head(head.weight.numpy(), 0.0), sparse(v_tr, i_tr, final.d_sae))
         dense_head = centred(
             Head(dense.weight.numpy(), 0.0), SparseLatents.from_dense(u_tr.numpy())
@@ -160,6 +187,7 @@ class Builder:
             "evaluate", lambda: self._heldout(trained, sarm_head, dense_head, layer, k)
         )
         manifest = self._manifest(sweep, final, trained, head_row, dense_row, heldout)
+        manifest["data_size_curve"] = curve
         self._timed(
             "write", lambda: self._write(trained, sarm_head, dense_head, final, audit, manifest)
         )

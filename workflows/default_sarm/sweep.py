@@ -126,18 +126,41 @@ def head_config(weight_decay: float = 0.0, l1: float = 0.0, seed: int = 0) -> He
     )
 
 
-def fit_head(data: SweepData, latents, n_features: int | None, cfg: HeadTrainConfig):
-    """A BT head on train rows: ``latents`` is ``(indices, values)`` or a dense matrix."""
+def fit_head(
+    data: SweepData,
+    latents,
+    n_features: int | None,
+    cfg: HeadTrainConfig,
+    pairs: np.ndarray | None = None,
+):
+    """A BT head on train rows: ``latents`` is ``(indices, values)`` or a dense matrix.
+
+    ``pairs`` (positions into the train pairs) trains on a subset.
+    """
     kwargs = {"n_features": n_features} if n_features else {}
+    index = data.train_pairs
+    take = np.arange(index.n_pairs) if pairs is None else pairs
     return train_bt_head(
         latents,
-        data.train_pairs.chosen_row,
-        data.train_pairs.rejected_row,
+        index.chosen_row[take],
+        index.rejected_row[take],
         cfg,
-        groups=data.train_pairs.group,
-        pair_weights=data.train_weights,
+        groups=index.group[take],
+        pair_weights=data.train_weights[take],
         **kwargs,
     )
+
+
+def prompt_subsets(data: SweepData, fractions, seed: int) -> dict[float, np.ndarray]:
+    """Train pair positions for each fraction of the train groups (seeded, nested)."""
+    n_groups = len(data.train_pairs.group_ids)
+    order = np.random.default_rng(seed).permutation(n_groups)
+    out = {}
+    for fraction in fractions:
+        keep = np.zeros(n_groups, bool)
+        keep[order[: max(1, round(fraction * n_groups))]] = True
+        out[fraction] = np.flatnonzero(keep[data.train_pairs.group])
+    return out
 
 
 def dev_scores(data: SweepData, rewards: np.ndarray) -> dict:
