@@ -394,3 +394,28 @@ def shift_sets(report: ShiftReport) -> pd.DataFrame:
     """One row per set (target, complement, overall) of a shift report's numbers."""
     parts = (report.target, report.complement, report.overall)
     return pd.DataFrame([{"set": p.name, **p.to_dict()} for p in parts])
+
+
+# --------------------------------------------------------------------------- the default's card
+
+
+def heldout_frame(heldout: Mapping[str, object], split: str) -> pd.DataFrame:
+    """One row per category of ``split`` (then the macro row): accuracy of every head, with CIs.
+
+    ``heldout`` is the default's manifest section (``{split: {head: head_summary}}``).
+    """
+    report = heldout.get(split) or {}
+    heads = list(report)
+    if not heads:
+        return pd.DataFrame()
+    rows = []
+    for category, first in report[heads[0]]["per_category"].items():
+        row: dict[str, object] = {"category": category, "pairs": first["n_pairs"]}
+        for head in heads:
+            cell = report[head]["per_category"][category]
+            low, high = cell["ci95"]
+            row[head] = f"{cell['accuracy']:.1%} [{low:.1%}, {high:.1%}]"
+        rows.append(row)
+    macro = {"category": "macro (each category once)", "pairs": sum(r["pairs"] for r in rows)}
+    macro |= {head: f"{report[head]['category_macro']:.1%}" for head in heads}
+    return pd.DataFrame([*rows, macro])

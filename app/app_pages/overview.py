@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from app import state, text, widgets
+from app import core, state, text, widgets
+from sarm.constants import DEFAULT_MODEL
 from sarm.evaluate import evaluate_arrays
+from workflows.default_sarm.store import shipped_manifest
 
 INTRO = (
     "A SARM's reward is an exact sum of interpretable terms, "
@@ -34,6 +36,9 @@ def render() -> None:
     cols[3].metric("Labelled features", f"{summary['n_labelled_features']:,} / {ctx.model.d_sae:,}")
     widgets.edit_caption(ctx)
 
+    if ctx.sources.model == DEFAULT_MODEL:
+        default_card()
+
     st.subheader("Where to start")
     for name, label in LINKS:
         st.page_link(state.page(name), label=label)
@@ -51,3 +56,22 @@ def render() -> None:
             },
             expanded=False,
         )
+
+
+def default_card() -> None:
+    """What the default SARM was trained on and how it does on held-out data."""
+    manifest = shipped_manifest()
+    if not manifest:
+        return
+    sae = manifest["sae"]
+    st.subheader("The default SARM")
+    st.markdown(
+        f"SmolLM2-135M-Instruct cut after {sae['layer']} layers, a {sae['level']}-level TopK "
+        f"SAE ({sae['d_sae']:,} latents, k = {sae['k']}) and a Bradley-Terry head, trained on "
+        "the train split of 8 public human-labelled preference sources (`data/prefs`). "
+        "Held-out accuracy on the test split (never seen in training or tuning), with 95% "
+        "intervals over prompts, beside the dense baseline and the two length baselines:"
+    )
+    st.dataframe(core.heldout_frame(manifest["heldout"], "test"), hide_index=True)
+    with st.expander("xstest (refusals and over-refusals; evaluation only)"):
+        st.dataframe(core.heldout_frame(manifest["heldout"], "xstest"), hide_index=True)

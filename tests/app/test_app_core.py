@@ -212,3 +212,14 @@ def test_reward_range_follows_moving_bounds():
         0.8,
     )  # narrowed: clipped
     assert core.reward_range_value((0.2, 0.8), (0.0, 1.0), (2.0, 3.0)) == (2.0, 3.0)  # nothing left
+
+
+def test_heldout_frame_lists_categories_then_the_macro_row():
+    cell = {"accuracy": 0.625, "n_pairs": 8, "n_prompts": 4, "ci95": [0.5, 0.75]}
+    other = {"accuracy": 0.25, "n_pairs": 4, "n_prompts": 2, "ci95": [0.0, 0.5]}
+    summary = {"per_category": {"code": cell, "safety": other}, "category_macro": 0.4375}
+    frame = core.heldout_frame({"test": {"sarm": summary, "dense": summary}}, "test")
+    assert frame["category"].tolist() == ["code", "safety", "macro (each category once)"]
+    assert frame["pairs"].tolist() == [8, 4, 12]
+    assert frame["sarm"].tolist() == ["62.5% [50.0%, 75.0%]", "25.0% [0.0%, 50.0%]", "43.8%"]
+    assert core.heldout_frame({}, "test").empty
