@@ -35,6 +35,7 @@ from sarm.latents import SparseLatents
 from sarm.model import SARM
 from sarm.saes import SAEMeta
 from sarm.scoring import dense_rewards
+from sarm.train.metrics import sae_metrics
 from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
 from workflows.default_sarm.capture import cached_capture
 from workflows.default_sarm.data import load_split, splits_dir
@@ -154,6 +155,7 @@ class Builder:
         round_sae_to_half(trained.sae)
         layer, k = final.layer, final.k
         u_tr, u_dev = data.train_cap.final[layer], data.dev_cap.final[layer]
+        shipped_quality = sae_metrics(trained.sae, u_dev, k)  # after the float16 rounding
         v_tr, i_tr = encode_rows(trained, u_tr, k)
         v_dev, i_dev = encode_rows(trained, u_dev, k)
         head, head_row = self._timed(
@@ -188,6 +190,9 @@ class Builder:
         )
         manifest = self._manifest(sweep, final, trained, head_row, dense_row, heldout)
         manifest["data_size_curve"] = curve
+        manifest["sae"]["dev_u_T_after_float16"] = {
+            key: round(float(value), 4) for key, value in shipped_quality.items()
+        }
         self._timed(
             "write", lambda: self._write(trained, sarm_head, dense_head, final, audit, manifest)
         )
@@ -259,7 +264,8 @@ class Builder:
         if tmp.exists():
             shutil.rmtree(tmp)
         backbone = load_backbone(EMBEDDED_BACKBONE, final.layer, max_length=self.plan.max_length)
-        meta = SAEMeta(k=final.k, mode="last", backbone=EMBEDDED_BACKBONE, layer=final.layer)
+        mode = "last" if final.level == "sequence" else "tokens"  # the level it was trained at
+        meta = SAEMeta(k=final.k, mode=mode, backbone=EMBEDDED_BACKBONE, layer=final.layer)
         model = SARM(backbone, trained.sae, sarm_head, meta)
         save_sarm(model, tmp)
         halve_sae_file(tmp / "sae")
