@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,48 @@ def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
 def check_sources(sources: Sources) -> Sources:
     """Both sources validated (ValueError naming the bad one)."""
     return Sources(check_model_ref(sources.model), check_store_path(sources.store))
+
+
+# --------------------------------------------------------------------------- deep links
+
+# The URL parameters that carry a page's subject: /features?feature=12, /compare?pair=3-4
+# (chosen and rejected example ids), /explain?example=7, /editor?head=NAME,
+# /shift?target=SPEC&complement=SPEC.
+LINK_PARAMS = ("feature", "pair", "example", "head", "target", "complement")
+HOME_PAGE = "overview"  # served at /
+
+
+def page_url(page: str, params: Mapping[str, str] | None = None) -> str:
+    """The relative URL of ``page`` showing ``params`` (``/features?feature=12``)."""
+    path = "/" if page == HOME_PAGE else f"/{page}"
+    query = urlencode(dict(params or {}))
+    return f"{path}?{query}" if query else path
+
+
+def link_id(value: str, what: str, upper: int | None = None) -> int:
+    """A non-negative integer id from a URL parameter (ValueError that names ``what``)."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"the link's {what} {value!r} is not a non-negative whole number")
+    out = int(text)
+    if upper is not None and out >= upper:
+        raise ValueError(f"the link's {what} {out} is out of range (0 to {upper - 1})")
+    return out
+
+
+def pair_param(chosen_id: int, rejected_id: int) -> str:
+    """A pair's URL parameter: its chosen and rejected example ids, ``12-13``."""
+    return f"{int(chosen_id)}-{int(rejected_id)}"
+
+
+def parse_pair(value: str) -> tuple[int, int]:
+    """``(chosen_id, rejected_id)`` from a pair's URL parameter ``12-13``."""
+    parts = str(value).split("-")
+    if len(parts) != 2:
+        raise ValueError(
+            f"the link's pair {value!r} is not CHOSEN-REJECTED (two example ids, e.g. 12-13)"
+        )
+    return link_id(parts[0], "chosen example id"), link_id(parts[1], "rejected example id")
 
 
 # --------------------------------------------------------------------------- dataset

@@ -68,9 +68,12 @@ def misranked(wrong: pd.DataFrame, limit: int = MISRANKED_SHOWN) -> pd.DataFrame
 def filter_pairs(
     table: pd.DataFrame, subsets: Sequence[str] = (), wrong_only: bool = False
 ) -> pd.DataFrame:
-    """Pairs (``sarm.audit.pair_table``) in any of ``subsets`` (all when none), misranked only."""
+    """Pairs (``sarm.audit.pair_table``) in any of ``subsets`` (all when none); with
+    ``wrong_only``, the misranked ones, worst (most negative) margin first."""
     shown = table[table["subset"].isin(list(subsets))] if subsets else table
-    return shown[~shown["correct"]] if wrong_only else shown
+    if not wrong_only:
+        return shown
+    return shown[~shown["correct"]].sort_values(["margin", "pair"], kind="stable")
 
 
 def margin_waterfall(deltas: pd.DataFrame, n: int) -> tuple[TopContributions, dict[int, str]]:

@@ -53,6 +53,12 @@ def feature_choice(
     return st.selectbox(label, list(options), key=key, format_func=options.get)
 
 
+def copy_link(url: str) -> None:
+    """A copyable link to the view shown (``st.code`` has a copy button)."""
+    st.caption("Link to this view (append it to the dashboard's address):")
+    st.code(url, language=None)
+
+
 def show_html(fragment: SafeHtml) -> None:
     """The dashboard's one ``st.html``: only HTML built (and escaped) by ``app.highlight``."""
     if not isinstance(fragment, SafeHtml):
@@ -112,21 +118,38 @@ def token_view(tokens, track, trajectory, name: str, key: str, scale: float | No
     )
 
 
-def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
-    """Filters (subset, role, reward range, text) and a select box of matching examples."""
+def example_picker(
+    ctx: state.Context, key: str, rewards: np.ndarray, asked: int | None = None
+) -> int:
+    """Filters (subset, role, reward range, text) and a select box of matching examples.
+
+    ``asked``: an example to select (a link's or another page's), clearing the
+    filters when they hide it. The filters are kept across page switches; the
+    selection falls back to the example shown last on any page.
+    """
     frame = ctx.data.frame
+    keep, ss = state.keep, st.session_state
+    filter_keys = {f"{key}_subsets": [], f"{key}_roles": [], f"{key}_text": ""}
+    range_key = f"{key}_reward"
+    lo, hi = choices.reward_bounds(rewards)
+    if asked is not None:
+        for k, empty in filter_keys.items():
+            state.put(k, empty)
+        state.put(range_key, (lo, hi))
     with st.expander("Filter examples", expanded=False):
         c1, c2 = st.columns(2)
-        subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=f"{key}_subsets")
-        roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=f"{key}_roles")
-        lo, hi = choices.reward_bounds(rewards)
-        range_key = f"{key}_reward"
-        st.session_state[range_key] = core.reward_range_value(
-            st.session_state.get(range_key), st.session_state.get(f"{key}_reward_bounds"), (lo, hi)
+        subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=keep(f"{key}_subsets"))
+        roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=keep(f"{key}_roles"))
+        keep(range_key)
+        state.put(
+            range_key,
+            core.reward_range_value(
+                ss.get(range_key), state.kept(f"{key}_reward_bounds"), (lo, hi)
+            ),
         )
-        st.session_state[f"{key}_reward_bounds"] = (lo, hi)
+        state.put(f"{key}_reward_bounds", (lo, hi))
         reward_range = st.slider("Reward range", lo, hi, key=range_key)
-        query = st.text_input("Prompt or response contains", key=f"{key}_text").strip()
+        query = st.text_input("Prompt or response contains", key=keep(f"{key}_text")).strip()
     ids = state.search_examples(ctx.path, query) if query else None
     shown = core.filter_examples(
         frame, rewards, subsets=subsets, roles=roles, reward_range=reward_range, example_ids=ids
@@ -135,17 +158,18 @@ def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
         st.info("No example matches these filters; widen them.")
         st.stop()
     n_match = len(shown)
-    shown = shown.head(choices.MAX_OPTIONS)
-    options = shown["example_id"].astype(int).tolist()
+    options = choices.example_options(shown["example_id"], asked)
+    shown = shown.set_index("example_id")
     texts = state.example_texts(ctx.path, tuple(options)).set_index("example_id")["response"]
-    rows = shown.set_index("example_id")
     select_key = f"{key}_example"
-    wanted = st.session_state.get(state.EXAMPLE)
-    if st.session_state.get(select_key) not in options:
-        st.session_state[select_key] = wanted if wanted in options else options[0]
+    if asked is not None and asked in options:
+        ss[select_key] = asked
+    elif ss.get(select_key) not in options:
+        wanted = ss.get(state.EXAMPLE)
+        ss[select_key] = wanted if wanted in options else options[0]
 
     def label(eid: int) -> str:
-        r = rows.loc[eid]
+        r = shown.loc[eid]
         return text.example_option(eid, r["role"], r["subset"], r["reward"], texts.get(eid, ""))
 
     listed = text.match_count(n_match, choices.MAX_OPTIONS)

@@ -11,6 +11,7 @@ ERROR_FEATURES = 200  # features listed as carrying the misranked margin
 
 def render() -> None:
     ctx = state.context()
+    state.link("audit")
     st.title("Audit")
     widgets.edit_caption(ctx)
     rewards = ctx.rewards()

@@ -26,6 +26,7 @@ CHECKPOINT_NOTE = (
 
 def render() -> None:
     ctx = state.context()
+    state.link("export")
     edit = ctx.head
     st.title("Export the head")
     changes = edit.changes()
@@ -48,8 +49,8 @@ def render() -> None:
     m[1].metric("Pairwise accuracy after", text.fmt(preview.after.pairwise_accuracy, ".2%"))
     m[2].metric("Head hash", edit.hash())
     c1, c2 = st.columns(2)
-    note = c1.text_input("Note for the manifest", key="export_note")
-    author = c2.text_input("Author", key="export_author")
+    note = c1.text_input("Note for the manifest", key=state.keep("export_note"))
+    author = c2.text_input("Author", key=state.keep("export_author"))
     manifest = edit_manifest(
         edit,
         model_info(ctx.model),
@@ -94,7 +95,9 @@ def _head(edit, manifest: dict) -> None:
         st.json(manifest, expanded=1)
     w1, w2 = st.columns([4, 1], vertical_alignment="bottom")
     head_dir = w1.text_input(
-        "Or write both into a new directory", key="export_head_dir", placeholder="/path/to/new/dir"
+        "Or write both into a new directory",
+        key=state.keep("export_head_dir"),
+        placeholder="/path/to/new/dir",
     )
     if w2.button("Write head", key="export_write_head"):
         try:
@@ -112,7 +115,9 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
     st.caption(CHECKPOINT_NOTE)
     k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
     ckpt_dir = k1.text_input(
-        "New checkpoint directory", key="export_ckpt_dir", placeholder="/path/to/new/checkpoint"
+        "New checkpoint directory",
+        key=state.keep("export_ckpt_dir"),
+        placeholder="/path/to/new/checkpoint",
     )
     include = k2.checkbox("Include backbone", key="export_include_backbone")
     if k3.button("Write checkpoint", key="export_write_ckpt"):

@@ -25,6 +25,7 @@ LINKS = (  # (page, label); the icon is the page's own
 
 def render() -> None:
     ctx = state.context()
+    state.link("overview")
     st.title("SARM dashboard")
     st.markdown(INTRO)
     summary = ctx.store.summary()

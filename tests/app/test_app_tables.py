@@ -63,11 +63,14 @@ def test_filter_pairs(pairs):
     for subsets, wrong_only in [(["chat"], False), (["code", "safety"], True), ([], True)]:
         shown = tables.filter_pairs(table, subsets, wrong_only)
         want = [
-            (c, r)
+            (m, c, r)
             for _, s, c, r, m in expected
             if (not subsets or s in subsets) and (m <= 0 or not wrong_only)
         ]
-        assert list(zip(shown["chosen_id"], shown["rejected_id"], strict=True)) == want
+        if wrong_only:  # misranked pairs: worst (most negative) margin first
+            want.sort()
+        got = list(zip(shown["chosen_id"], shown["rejected_id"], strict=True))
+        assert got == [(c, r) for _, c, r in want]
     assert len(table) == 8  # the input is not modified
 
 
