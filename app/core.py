@@ -293,16 +293,23 @@ def adjust_trajectory(
 
 
 def slider_range(base: float, current: float, scale: float) -> tuple[float, float, float]:
-    """``(low, high, step)`` of a weight slider: symmetric, covering 0, base and current.
+    """``(low, high, step)`` of a weight slider whose steps are anchored at ``base``.
 
-    ``scale`` is a typical weight size (e.g. the largest |weight| in the head).
+    The range covers ``[-H, H]`` (``H`` a round number above 2|base|, |current|
+    and half of ``scale``, a typical weight size such as the head's largest
+    |weight|), widened by less than a step so that ``base`` lies exactly on the
+    slider's grid ``low + k * step``: one key press from the base goes to
+    ``base +/- step``.
     """
     top = max(2 * abs(base), abs(current), 0.5 * abs(scale), 1e-3)
     exp = np.floor(np.log10(top))
     mant = top / 10**exp
     nice = next(m for m in (1, 2, 2.5, 5, 10) if m >= mant - 1e-12)
     high = float(nice * 10**exp)
-    return -high, high, high / 500
+    step = high / 500
+    below = math.ceil((base + high) / step - 1e-9)
+    above = math.ceil((high - base) / step - 1e-9)
+    return base - below * step, base + above * step, step
 
 
 def reward_range_value(

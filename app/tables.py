@@ -65,6 +65,69 @@ def misranked(wrong: pd.DataFrame, limit: int = MISRANKED_SHOWN) -> pd.DataFrame
     return wrong.drop(columns=["correct"]).head(limit)
 
 
+PAIR_TEXT_CHARS = 60  # characters of a prompt or response beside a pair's ids
+PAIR_TEXTS_MAX = 5000  # example texts fetched at once (FeatureStore.example_texts' limit)
+
+
+def pair_text_ids(pairs: pd.DataFrame, limit: int = PAIR_TEXTS_MAX) -> list[int]:
+    """The example ids whose texts a pair table shows (its first pairs, up to ``limit`` ids)."""
+    ids = pd.unique(pairs[["chosen_id", "rejected_id"]].to_numpy().ravel())
+    return [int(e) for e in ids[:limit]]
+
+
+def with_pair_texts(
+    pairs: pd.DataFrame, texts: pd.DataFrame, n: int = PAIR_TEXT_CHARS
+) -> pd.DataFrame:
+    """``pairs`` with the prompt and both responses (one line, ``n`` characters) after the ids.
+
+    ``texts`` is ``FeatureStore.example_texts`` (``example_id, prompt, response``);
+    pairs whose texts it lacks get empty cells.
+    """
+    by_id = texts.set_index("example_id")
+    prompt = by_id["prompt"].to_dict()
+    response = by_id["response"].to_dict()
+    out = pairs.copy()
+    at = list(out.columns).index("rejected_id") + 1
+    columns = {
+        "prompt": [short(prompt.get(int(c), ""), n) for c in out["chosen_id"]],
+        "chosen_text": [short(response.get(int(c), ""), n) for c in out["chosen_id"]],
+        "rejected_text": [short(response.get(int(r), ""), n) for r in out["rejected_id"]],
+    }
+    for i, (name, values) in enumerate(columns.items()):
+        out.insert(at + i, name, values)
+    return out
+
+
+def loaded_summary(
+    model: str,
+    fingerprint: Mapping[str, object],
+    store: Mapping[str, object],
+    head: str,
+    edits: int,
+) -> pd.DataFrame:
+    """The Overview's "Loaded model and store" panel: one ``(item, value)`` row per fact."""
+    rows = [("model", model)]
+    rows += [(f"model {k}", v) for k, v in fingerprint.items()]
+    rows += [(f"store {k}", v) for k, v in store.items()]
+    rows += [("head (base version)", head), ("head: changed weights", edits)]
+    return pd.DataFrame({"item": [k for k, _ in rows], "value": [_cell(v) for _, v in rows]})
+
+
+def _cell(value: object) -> str:
+    """One value as a short readable string (numbers with thousands separators)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
 def filter_pairs(
     table: pd.DataFrame, subsets: Sequence[str] = (), wrong_only: bool = False
 ) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, choices, core, state, text
+from app import charts, choices, core, state, tables, text
 from app.highlight import SafeHtml, highlight_html, legend_html, value_scale
 from feature_store import StoreError
 
@@ -184,6 +184,13 @@ def conversation_text(ex) -> None:
         st.text(ex.prompt)
         st.markdown("**Response**")
         st.text(ex.response)
+
+
+def with_pair_texts(ctx: state.Context, pairs: pd.DataFrame) -> pd.DataFrame:
+    """A pair table with the prompt and both responses (shortened) beside the ids."""
+    ids = tables.pair_text_ids(pairs)
+    texts = state.example_texts(ctx.path, tuple(ids))
+    return tables.with_pair_texts(pairs, texts)
 
 
 def pair_table(pairs, key: str, pick_label: str, describe) -> None:

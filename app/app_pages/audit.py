@@ -21,6 +21,8 @@ def render() -> None:
     m[1].metric("Pairs", f"{report.n_pairs:,}")
     m[2].metric("Best-of-N accuracy", text.fmt(report.best_of_n_accuracy, ".2%"))
     m[3].metric("Mean margin", text.fmt(report.mean_margin, "+.4f"))
+    if report.best_of_n_accuracy is None:
+        st.caption(text.BEST_OF_N_NA)
     if report.rmbench:
         st.caption(text.rmbench_caption(report.rmbench))
 
@@ -50,7 +52,10 @@ def _errors(ctx: state.Context, rewards) -> None:
         st.success("Every pair is ranked right.")
         return
     widgets.pair_table(
-        tables.misranked(wrong), "audit_wrong", "Open a misranked pair", text.misranked_pair
+        widgets.with_pair_texts(ctx, tables.misranked(wrong)),
+        "audit_wrong",
+        "Open a misranked pair",
+        text.misranked_pair,
     )
 
     st.subheader("Features carrying the misranked margin")

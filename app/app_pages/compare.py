@@ -30,11 +30,11 @@ def render() -> None:
 
     deltas = core.pair_deltas(*expls)
     margin = expls[0].reward - expls[1].reward
-    verdict, colour = text.margin_verdict(margin)
     m1, m2, m3 = st.columns(3)
     m1.metric("Reward chosen", f"{expls[0].reward:.6f}")
     m2.metric("Reward rejected", f"{expls[1].reward:.6f}")
-    m3.metric("Margin", f"{margin:+.6f}", delta=verdict, delta_color=colour)
+    m3.metric("Margin", f"{margin:+.6f}")
+    m3.markdown(text.margin_badge(margin))
     widgets.edit_caption(ctx)
 
     n = st.slider("Features in the waterfall", 3, 40, 12, key="compare_top")

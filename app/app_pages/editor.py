@@ -174,6 +174,7 @@ def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
             args=(fid, ctx.head.base()),
             label_visibility="collapsed",
         )
+        cols[1].caption(text.slider_caption(base, step))
         cols[2].button(
             "0",
             key=f"editor_zero_{fid}",
@@ -244,7 +245,12 @@ def _results(ctx: state.Context, eid: int, expl: core.Explanation):
     if flipped.empty:
         st.caption("None.")
     else:
-        widgets.pair_table(flipped, "editor_flipped", "Open a flipped pair", text.flipped_pair)
+        widgets.pair_table(
+            widgets.with_pair_texts(ctx, flipped),
+            "editor_flipped",
+            "Open a flipped pair",
+            text.flipped_pair,
+        )
     return after
 
 

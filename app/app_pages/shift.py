@@ -252,6 +252,9 @@ def _report(report, specs: tuple[str, str], ms: float) -> None:
             text.fmt(part.accuracy_after, ".2%"),
             delta=text.points(change) if change else None,
         )
+    missing = [name for name, part in parts.items() if part.accuracy_before is None]
+    if missing:
+        st.caption(text.shift_accuracy_na(missing))
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.shift_histograms(report.distribution_frame()), key="shift_hist")
     right.plotly_chart(
