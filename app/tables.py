@@ -6,6 +6,7 @@ columns and order a page displays; the inputs are never modified.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -48,6 +49,18 @@ QUANTILE_COLUMNS = [
     "response",
 ]
 CHANGE_COLUMNS = ["feature_id", "label", "old_weight", "new_weight", "delta"]
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as UTF-8 CSV (no index), what a table's CSV download holds."""
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet (no index), what a table's Parquet download holds."""
+    out = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(out, index=False)
+    return out.getvalue()
 
 
 def with_labels(frame: pd.DataFrame, labels: Mapping[int, str]) -> pd.DataFrame:

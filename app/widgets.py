@@ -38,6 +38,7 @@ def explanation(ctx: state.Context, expl: core.Explanation, key: str, total_name
         st.dataframe(
             expl.table, hide_index=True, column_config=CONTRIBUTION_COLUMNS, key=f"{key}_table"
         )
+        downloads(expl.table, f"{key}_contributions", f"{key}_table_dl")
 
 
 def feature_choice(
@@ -51,6 +52,21 @@ def feature_choice(
     if st.session_state.get(key) not in options:
         st.session_state[key] = next(iter(options))
     return st.selectbox(label, list(options), key=key, format_func=options.get)
+
+
+def downloads(frame: pd.DataFrame, name: str, key: str) -> None:
+    """CSV and Parquet download buttons of a table (``name``.csv, ``name``.parquet)."""
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button(
+        "Download CSV", tables.csv_bytes(frame), f"{name}.csv", "text/csv", key=f"{key}_csv"
+    )
+    c2.download_button(
+        "Download Parquet",
+        tables.parquet_bytes(frame),
+        f"{name}.parquet",
+        "application/vnd.apache.parquet",
+        key=f"{key}_parquet",
+    )
 
 
 def copy_link(url: str) -> None:
@@ -193,12 +209,14 @@ def with_pair_texts(ctx: state.Context, pairs: pd.DataFrame) -> pd.DataFrame:
     return tables.with_pair_texts(pairs, texts)
 
 
-def pair_table(pairs, key: str, pick_label: str, describe) -> None:
-    """A clickable table of pairs (columns pair, chosen_id, rejected_id, ...) plus a picker;
-    either opens the chosen pair in Compare. ``describe(row)`` labels a picker option."""
+def pair_table(pairs, key: str, pick_label: str, describe, name: str) -> None:
+    """A clickable table of pairs (columns pair, chosen_id, rejected_id, ...), its downloads
+    (``name``.csv/.parquet) and a picker; either opens the chosen pair in Compare.
+    ``describe(row)`` labels a picker option."""
     event = st.dataframe(
         pairs, hide_index=True, key=f"{key}_table", on_select="rerun", selection_mode="single-row"
     )
+    downloads(pairs, name, f"{key}_dl")
     st.caption("Click a row (or pick below) to open the pair in Compare.")
     if event.selection.rows:
         row = pairs.iloc[event.selection.rows[0]]

@@ -56,6 +56,7 @@ def _errors(ctx: state.Context, rewards) -> None:
         "audit_wrong",
         "Open a misranked pair",
         text.misranked_pair,
+        "misranked_pairs",
     )
 
     st.subheader("Features carrying the misranked margin")
@@ -64,7 +65,9 @@ def _errors(ctx: state.Context, rewards) -> None:
     top = errors.head(ERROR_FEATURES)
     labels = ctx.labels(top["feature_id"])
     st.plotly_chart(charts.error_features(top, labels), key="audit_error_features")
-    st.dataframe(tables.with_labels(top, labels), hide_index=True, key="audit_error_table")
+    error_table = tables.with_labels(top, labels)
+    st.dataframe(error_table, hide_index=True, key="audit_error_table")
+    widgets.downloads(error_table, "misranked_margin_features", "audit_error_dl")
     e1, e2, e3 = st.columns([3, 1, 1], vertical_alignment="bottom")
     fid = e1.selectbox(
         "Feature",

@@ -48,6 +48,7 @@ def render() -> None:
     st.plotly_chart(fig, key="compare_waterfall")
     with st.expander(f"All {len(deltas)} features active in either response"):
         st.dataframe(deltas, hide_index=True, key="compare_table")
+        widgets.downloads(deltas, "pair_margin_features", "compare_table_dl")
 
     st.subheader("Both texts, highlighted")
     fid = widgets.feature_choice(deltas, "compare_feature")

@@ -250,6 +250,7 @@ def _results(ctx: state.Context, eid: int, expl: core.Explanation):
             "editor_flipped",
             "Open a flipped pair",
             text.flipped_pair,
+            "flipped_pairs",
         )
     return after
 

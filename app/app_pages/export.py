@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state, tables, text
+from app import state, tables, text, widgets
 from sarm.audit import preview_edit
 from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
@@ -35,7 +35,9 @@ def render() -> None:
         st.markdown(
             f"**{len(changes)}** weight(s) changed from head version {text.code(edit.name)}:"
         )
-        st.dataframe(tables.weight_changes(changes, labels), hide_index=True, key="export_changes")
+        change_table = tables.weight_changes(changes, labels)
+        st.dataframe(change_table, hide_index=True, key="export_changes")
+        widgets.downloads(change_table, "weight_changes", "export_changes_dl")
     else:
         st.info(
             f"No weight differs from head version {text.code(edit.name)}: the export is that "

@@ -92,6 +92,7 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
         column_config=TABLE_COLUMNS,
     )
     st.caption(f"{total:,} features match; click a row to open it.")
+    widgets.downloads(table, f"features_page{page}", "features_table_dl")
     selected = list(event.selection.rows) if event is not None else []
     clicked = (page, selected[0], int(table["feature_id"].iloc[selected[0]])) if selected else None
     return clicked, int(table["feature_id"].iloc[0])
@@ -187,15 +188,17 @@ def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
             if hl is not None:
                 track = hl.feature(fid)
                 widgets.highlight(hl.tokens, track, max(scale, float(abs(track).max())))
-        st.dataframe(tables.top_examples(top), hide_index=True, key="features_top_table")
+        top_table = tables.top_examples(top)
+        st.dataframe(top_table, hide_index=True, key="features_top_table")
+        widgets.downloads(top_table, f"feature{fid}_top_examples", "features_top_dl")
 
     st.subheader("Examples from lower activation quantiles")
     if quantiles.empty:
         st.caption("None (the feature is active in too few examples for quantile bands).")
         return
-    st.dataframe(
-        tables.quantile_examples(quantiles), hide_index=True, key="features_quantile_table"
-    )
+    quantile_table = tables.quantile_examples(quantiles)
+    st.dataframe(quantile_table, hide_index=True, key="features_quantile_table")
+    widgets.downloads(quantile_table, f"feature{fid}_quantile_examples", "features_quantile_dl")
     if st.toggle("Highlight them", key="features_quantile_hl"):
         for band, part in quantiles.groupby("band"):
             st.markdown(f"**Band {band}**")

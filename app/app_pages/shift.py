@@ -160,6 +160,7 @@ def _discovery(ctx: state.Context, shift_key: tuple) -> list[int]:
         key="shift_table",
         column_config=TABLE_COLUMNS,
     )
+    widgets.downloads(table[list(TABLE_COLUMNS)], "shift_features", "shift_table_dl")
     options = table["feature_id"].astype(int).tolist()
     labels = dict(zip(options, table["label"].fillna(""), strict=True))
     ranking = (*shift_key[:2], direction, order_by)  # target, complement, direction, order
