@@ -446,6 +446,24 @@ def shift_sets(report: ShiftReport) -> pd.DataFrame:
     return pd.DataFrame([{"set": p.name, **p.to_dict()} for p in parts])
 
 
+# --------------------------------------------------------------------------- export
+
+
+def export_stamp(
+    kept: tuple[tuple, str] | None, export: tuple, created_at: str
+) -> tuple[tuple, str]:
+    """The ``created_at`` of an export, fixed when the export is first prepared.
+
+    ``kept`` is the previous ``(export, stamp)`` (session state); ``export`` says
+    what is exported (head hash, base version, note, author, store). The same
+    export keeps its stamp, so the manifest downloaded and the one written
+    later are the same bytes; a different export takes ``created_at``.
+    """
+    if kept is not None and kept[0] == export:
+        return kept
+    return export, created_at
+
+
 # --------------------------------------------------------------------------- the default's card
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state, tables, text, widgets
+from app import core, state, tables, text, widgets
 from sarm.audit import preview_edit
 from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
@@ -63,9 +63,34 @@ def render() -> None:
         author=author,
         store=ctx.path,
     )
+    export = (edit.hash(), edit.name, note, author, ctx.path)
+    kept = core.export_stamp(st.session_state.get("export_stamp"), export, manifest["created_at"])
+    st.session_state["export_stamp"] = kept
+    manifest["created_at"] = kept[1]
+    _notice()
     _head(edit, manifest)
     _checkpoint(ctx, manifest)
     _verify(ctx, preview.rewards_after)
+
+
+def _notify(message: str) -> None:
+    """Show what was written until it is dismissed (it survives other interactions)."""
+    st.session_state["export_notice"] = message
+    st.rerun()
+
+
+def _dismiss() -> None:
+    st.session_state.pop("export_notice", None)
+
+
+def _notice() -> None:
+    """The last "Wrote ..." message, with a button that dismisses it."""
+    message = st.session_state.get("export_notice")
+    if not message:
+        return
+    n1, n2 = st.columns([6, 1], vertical_alignment="center")
+    n1.success(message)
+    n2.button("Dismiss", key="export_notice_dismiss", on_click=_dismiss)
 
 
 def _head(edit, manifest: dict) -> None:
@@ -83,6 +108,7 @@ def _head(edit, manifest: dict) -> None:
     d[1].download_button(
         f"Download {HEAD_MANIFEST_FILE}",
         files[HEAD_MANIFEST_FILE],
+        HEAD_MANIFEST_FILE,
         "application/json",
         key="export_dl_manifest",
     )
@@ -107,7 +133,7 @@ def _head(edit, manifest: dict) -> None:
         except (ValueError, OSError) as exc:
             st.error(text.problem("Nothing written", exc))
         else:
-            st.success("Wrote " + ", ".join(text.code(p) for p in written))
+            _notify("Wrote " + ", ".join(text.code(p) for p in written))
 
 
 def _checkpoint(ctx: state.Context, manifest: dict) -> None:
@@ -132,7 +158,7 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
             st.error(text.problem("Nothing written", exc))
         else:
             st.session_state["export_written"] = (str(path), edit.hash())
-            st.success(f"Wrote the checkpoint to {text.code(path)}")
+            _notify(f"Wrote the checkpoint to {text.code(path)}")
     st.download_button(
         "Download the checkpoint (zip, backbone by reference)",
         lambda: checkpoint_zip(ctx.model, edit, manifest),
