@@ -76,6 +76,16 @@ def reward_bounds(rewards: np.ndarray) -> tuple[float, float]:
     return (lo, lo + 0.01) if hi <= lo else (lo, hi)
 
 
+def example_options(
+    example_ids: Sequence[int], asked: int | None = None, limit: int = MAX_OPTIONS
+) -> list[int]:
+    """The first ``limit`` example ids, and ``asked`` in front when it is further down."""
+    options = [int(e) for e in list(example_ids)[:limit]]
+    if asked is not None and asked not in options and asked in set(map(int, example_ids)):
+        options.insert(0, int(asked))
+    return options
+
+
 def find_pair(table: pd.DataFrame, ids: tuple[int, int] | None) -> int | None:
     """The ``pair`` number of ``(chosen_id, rejected_id)`` in a pair table (None: absent)."""
     if ids is None:
@@ -151,6 +161,26 @@ def default_target(subsets: Sequence[str]) -> list[str]:
     """A first target: the first named subset, when there are two subsets or more."""
     named = [s for s in subsets if s != NO_SUBSET]
     return named[:1] if len(subsets) >= 2 else []
+
+
+def set_widgets(
+    spec: str, subsets: Sequence[str], roles: Sequence[str], rest: bool = False
+) -> tuple[str, list[str], list[str]]:
+    """How a set spec from a link is shown: ``("build", subsets, roles)`` when it only names
+    known subsets and roles (``subset:a,b & role:chosen``), ``("rest", [], [])`` for the
+    complement's ``rest``, else ``("typed", [], [])`` (the spec is typed as it is)."""
+    text = spec.strip()
+    if rest and text == "rest":
+        return "rest", [], []
+    known = {"subset": list(subsets), "role": list(roles)}
+    chosen: dict[str, list[str]] = {}
+    for term in text.split("&"):
+        kind, _, names = term.strip().partition(":")
+        values = [n.strip() for n in names.split(",")]
+        if kind not in known or kind in chosen or not all(v in known[kind] for v in values):
+            return "typed", [], []
+        chosen[kind] = list(dict.fromkeys(values))
+    return "build", chosen.get("subset", []), chosen.get("role", [])
 
 
 def shift_key(

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,48 @@ def env_sources(env: Mapping[str, str] | None = None) -> tuple[Sources, bool]:
 def check_sources(sources: Sources) -> Sources:
     """Both sources validated (ValueError naming the bad one)."""
     return Sources(check_model_ref(sources.model), check_store_path(sources.store))
+
+
+# --------------------------------------------------------------------------- deep links
+
+# The URL parameters that carry a page's subject: /features?feature=12, /compare?pair=3-4
+# (chosen and rejected example ids), /explain?example=7, /editor?head=NAME,
+# /shift?target=SPEC&complement=SPEC.
+LINK_PARAMS = ("feature", "pair", "example", "head", "target", "complement")
+HOME_PAGE = "overview"  # served at /
+
+
+def page_url(page: str, params: Mapping[str, str] | None = None) -> str:
+    """The relative URL of ``page`` showing ``params`` (``/features?feature=12``)."""
+    path = "/" if page == HOME_PAGE else f"/{page}"
+    query = urlencode(dict(params or {}))
+    return f"{path}?{query}" if query else path
+
+
+def link_id(value: str, what: str, upper: int | None = None) -> int:
+    """A non-negative integer id from a URL parameter (ValueError that names ``what``)."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"the link's {what} {value!r} is not a non-negative whole number")
+    out = int(text)
+    if upper is not None and out >= upper:
+        raise ValueError(f"the link's {what} {out} is out of range (0 to {upper - 1})")
+    return out
+
+
+def pair_param(chosen_id: int, rejected_id: int) -> str:
+    """A pair's URL parameter: its chosen and rejected example ids, ``12-13``."""
+    return f"{int(chosen_id)}-{int(rejected_id)}"
+
+
+def parse_pair(value: str) -> tuple[int, int]:
+    """``(chosen_id, rejected_id)`` from a pair's URL parameter ``12-13``."""
+    parts = str(value).split("-")
+    if len(parts) != 2:
+        raise ValueError(
+            f"the link's pair {value!r} is not CHOSEN-REJECTED (two example ids, e.g. 12-13)"
+        )
+    return link_id(parts[0], "chosen example id"), link_id(parts[1], "rejected example id")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -250,16 +293,23 @@ def adjust_trajectory(
 
 
 def slider_range(base: float, current: float, scale: float) -> tuple[float, float, float]:
-    """``(low, high, step)`` of a weight slider: symmetric, covering 0, base and current.
+    """``(low, high, step)`` of a weight slider whose steps are anchored at ``base``.
 
-    ``scale`` is a typical weight size (e.g. the largest |weight| in the head).
+    The range covers ``[-H, H]`` (``H`` a round number above 2|base|, |current|
+    and half of ``scale``, a typical weight size such as the head's largest
+    |weight|), widened by less than a step so that ``base`` lies exactly on the
+    slider's grid ``low + k * step``: one key press from the base goes to
+    ``base +/- step``.
     """
     top = max(2 * abs(base), abs(current), 0.5 * abs(scale), 1e-3)
     exp = np.floor(np.log10(top))
     mant = top / 10**exp
     nice = next(m for m in (1, 2, 2.5, 5, 10) if m >= mant - 1e-12)
     high = float(nice * 10**exp)
-    return -high, high, high / 500
+    step = high / 500
+    below = math.ceil((base + high) / step - 1e-9)
+    above = math.ceil((high - base) / step - 1e-9)
+    return base - below * step, base + above * step, step
 
 
 def reward_range_value(
@@ -394,6 +444,24 @@ def shift_sets(report: ShiftReport) -> pd.DataFrame:
     """One row per set (target, complement, overall) of a shift report's numbers."""
     parts = (report.target, report.complement, report.overall)
     return pd.DataFrame([{"set": p.name, **p.to_dict()} for p in parts])
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_stamp(
+    kept: tuple[tuple, str] | None, export: tuple, created_at: str
+) -> tuple[tuple, str]:
+    """The ``created_at`` of an export, fixed when the export is first prepared.
+
+    ``kept`` is the previous ``(export, stamp)`` (session state); ``export`` says
+    what is exported (head hash, base version, note, author, store). The same
+    export keeps its stamp, so the manifest downloaded and the one written
+    later are the same bytes; a different export takes ``created_at``.
+    """
+    if kept is not None and kept[0] == export:
+        return kept
+    return export, created_at
 
 
 # --------------------------------------------------------------------------- the default's card

@@ -17,7 +17,8 @@ import streamlit as st  # noqa: E402
 
 from app import pages, state  # noqa: E402
 
-st.set_page_config(page_title="SARM dashboard", page_icon=":material/insights:", layout="wide")
+# An emoji favicon is drawn in the browser (a material icon would be fetched from a font host).
+st.set_page_config(page_title="SARM dashboard", page_icon="📊", layout="wide")
 sources = state.sidebar_sources()
 
 if sources.is_builtin and not state.builtin_ready(sources):

@@ -35,6 +35,9 @@ PAIR = "shared_pair"
 FEATURE = "shared_feature"
 EDITOR_FEATURES = "shared_editor_features"
 NOTICE = "shared_notice"
+KEPT = "shared_kept"  # widget values kept across page switches, by widget key
+REQUESTS = "shared_requests"  # what another page asked a page to show, by page name
+LINKED = "shared_linked"  # the URL parameters each page last showed or applied, by page name
 
 PAGE_OBJECTS = "shared_pages"  # this run's st.Page objects by name (main.py sets it)
 
@@ -308,19 +311,103 @@ def switch_to(name: str) -> None:
 
 
 def open_pair(chosen_id: int, rejected_id: int) -> None:
-    """Remember a pair for the Compare page and go there."""
+    """Ask the Compare page to show a pair (clearing filters that hide it) and go there."""
     st.session_state[PAIR] = (int(chosen_id), int(rejected_id))
+    ask("compare", core.pair_param(chosen_id, rejected_id))
     switch_to("compare")
 
 
 def open_example(example_id: int) -> None:
     st.session_state[EXAMPLE] = int(example_id)
+    ask("explain", str(int(example_id)))
     switch_to("explain")
 
 
 def open_feature(feature_id: int) -> None:
     st.session_state[FEATURE] = int(feature_id)
+    ask("features", str(int(feature_id)))
     switch_to("features")
+
+
+# --------------------------------------------------------------------------- deep links
+
+
+def ask(page: str, value: str) -> None:
+    """Ask ``page`` to show ``value`` (its subject, as its URL parameter writes it) next time."""
+    st.session_state.setdefault(REQUESTS, {})[page] = str(value)
+
+
+def requested(page: str, param: str) -> str | None:
+    """What ``page`` is asked to show: another page's request, or a URL parameter it has not
+    shown or applied yet (``?feature=12`` when the page last showed another feature or none).
+
+    Each request is returned once.
+    """
+    ss = st.session_state
+    asked = ss.setdefault(REQUESTS, {}).pop(page, None)
+    linked = ss.setdefault(LINKED, {}).setdefault(page, {})
+    value = st.query_params.get(param)
+    if asked is not None:
+        linked[param] = asked
+        return asked
+    if value is None or value == linked.get(param):
+        return None
+    linked[param] = value
+    return value
+
+
+def link(page: str, **params: object) -> str:
+    """Put ``page``'s subject in the URL (``?feature=12``) and return its relative URL.
+
+    Other pages' link parameters are removed; parameters the dashboard does not
+    use (e.g. ``embed``) are left alone. ``None`` values are left out.
+    """
+    shown = {k: str(v) for k, v in params.items() if v is not None}
+    st.session_state.setdefault(LINKED, {})[page] = dict(shown)
+    for key in core.LINK_PARAMS:
+        if key in shown:
+            if st.query_params.get(key) != shown[key]:
+                st.query_params[key] = shown[key]
+        elif key in st.query_params:
+            del st.query_params[key]
+    return core.page_url(page, shown)
+
+
+def keep(key: str, default: object = None) -> str:
+    """Keep widget ``key``'s value across page switches; call it just before drawing the widget.
+
+    Streamlit forgets a widget's value in a run that does not draw it (another
+    page, or a section not reached); this restores the last value (else
+    ``default``, when not None) and returns ``key`` for the widget call.
+    """
+    ss = st.session_state
+    kept = ss.setdefault(KEPT, {})
+    if key in ss:
+        kept[key] = ss[key]
+    elif key in kept:
+        ss[key] = kept[key]
+    elif default is not None:
+        ss[key] = kept[key] = default
+    return key
+
+
+def kept(key: str, default: object = None) -> object:
+    """Widget ``key``'s value, drawn or kept (see :func:`keep`), else ``default``."""
+    ss = st.session_state
+    return ss[key] if key in ss else ss.get(KEPT, {}).get(key, default)
+
+
+def forget(*keys: str) -> None:
+    """Drop widgets' values, drawn and kept."""
+    for key in keys:
+        st.session_state.pop(key, None)
+        st.session_state.get(KEPT, {}).pop(key, None)
+
+
+def put(key: str, value: object) -> None:
+    """Set widget ``key``'s value before it is drawn, and keep it (see :func:`keep`)."""
+    st.session_state[key] = value
+    st.session_state.setdefault(KEPT, {})[key] = value
 
 
 def add_editor_features(feature_ids) -> None:

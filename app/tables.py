@@ -6,6 +6,7 @@ columns and order a page displays; the inputs are never modified.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -50,6 +51,18 @@ QUANTILE_COLUMNS = [
 CHANGE_COLUMNS = ["feature_id", "label", "old_weight", "new_weight", "delta"]
 
 
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as UTF-8 CSV (no index), what a table's CSV download holds."""
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet (no index), what a table's Parquet download holds."""
+    out = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(out, index=False)
+    return out.getvalue()
+
+
 def with_labels(frame: pd.DataFrame, labels: Mapping[int, str]) -> pd.DataFrame:
     """``frame`` with a ``label`` column for its ``feature_id`` column ('' when unlabelled)."""
     return frame.assign(label=[labels.get(int(f), "") for f in frame["feature_id"]])
@@ -65,12 +78,78 @@ def misranked(wrong: pd.DataFrame, limit: int = MISRANKED_SHOWN) -> pd.DataFrame
     return wrong.drop(columns=["correct"]).head(limit)
 
 
+PAIR_TEXT_CHARS = 60  # characters of a prompt or response beside a pair's ids
+PAIR_TEXTS_MAX = 5000  # example texts fetched at once (FeatureStore.example_texts' limit)
+
+
+def pair_text_ids(pairs: pd.DataFrame, limit: int = PAIR_TEXTS_MAX) -> list[int]:
+    """The example ids whose texts a pair table shows (its first pairs, up to ``limit`` ids)."""
+    ids = pd.unique(pairs[["chosen_id", "rejected_id"]].to_numpy().ravel())
+    return [int(e) for e in ids[:limit]]
+
+
+def with_pair_texts(
+    pairs: pd.DataFrame, texts: pd.DataFrame, n: int = PAIR_TEXT_CHARS
+) -> pd.DataFrame:
+    """``pairs`` with the prompt and both responses (one line, ``n`` characters) after the ids.
+
+    ``texts`` is ``FeatureStore.example_texts`` (``example_id, prompt, response``);
+    pairs whose texts it lacks get empty cells.
+    """
+    by_id = texts.set_index("example_id")
+    prompt = by_id["prompt"].to_dict()
+    response = by_id["response"].to_dict()
+    out = pairs.copy()
+    at = list(out.columns).index("rejected_id") + 1
+    columns = {
+        "prompt": [short(prompt.get(int(c), ""), n) for c in out["chosen_id"]],
+        "chosen_text": [short(response.get(int(c), ""), n) for c in out["chosen_id"]],
+        "rejected_text": [short(response.get(int(r), ""), n) for r in out["rejected_id"]],
+    }
+    for i, (name, values) in enumerate(columns.items()):
+        out.insert(at + i, name, values)
+    return out
+
+
+def loaded_summary(
+    model: str,
+    fingerprint: Mapping[str, object],
+    store: Mapping[str, object],
+    head: str,
+    edits: int,
+) -> pd.DataFrame:
+    """The Overview's "Loaded model and store" panel: one ``(item, value)`` row per fact."""
+    rows = [("model", model)]
+    rows += [(f"model {k}", v) for k, v in fingerprint.items()]
+    rows += [(f"store {k}", v) for k, v in store.items()]
+    rows += [("head (base version)", head), ("head: changed weights", edits)]
+    return pd.DataFrame({"item": [k for k, _ in rows], "value": [_cell(v) for _, v in rows]})
+
+
+def _cell(value: object) -> str:
+    """One value as a short readable string (numbers with thousands separators)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
 def filter_pairs(
     table: pd.DataFrame, subsets: Sequence[str] = (), wrong_only: bool = False
 ) -> pd.DataFrame:
-    """Pairs (``sarm.audit.pair_table``) in any of ``subsets`` (all when none), misranked only."""
+    """Pairs (``sarm.audit.pair_table``) in any of ``subsets`` (all when none); with
+    ``wrong_only``, the misranked ones, worst (most negative) margin first."""
     shown = table[table["subset"].isin(list(subsets))] if subsets else table
-    return shown[~shown["correct"]] if wrong_only else shown
+    if not wrong_only:
+        return shown
+    return shown[~shown["correct"]].sort_values(["margin", "pair"], kind="stable")
 
 
 def margin_waterfall(deltas: pd.DataFrame, n: int) -> tuple[TopContributions, dict[int, str]]:

@@ -161,9 +161,32 @@ def flipped_pair(row: Mapping) -> str:
     return f"{row['group_id']}: #{row['chosen_id']} vs #{row['rejected_id']} ({row['change']})"
 
 
-def margin_verdict(margin: float) -> tuple[str, str]:
-    """The delta text and colour of a pair's margin metric."""
-    return ("ranked right", "normal") if margin > 0 else ("misranked", "inverse")
+def margin_badge(margin: float) -> str:
+    """The mark under a pair's margin: green and up when ranked right, red and down when
+    misranked (a tie counts as misranked)."""
+    if margin > 0:
+        return ":green[:material/arrow_upward: ranked right (chosen scores higher)]"
+    if margin == 0:
+        return ":red[:material/arrow_downward: misranked (a tie: both score the same)]"
+    return ":red[:material/arrow_downward: misranked (rejected scores higher)]"
+
+
+BEST_OF_N_NA = (
+    "Best-of-N accuracy n/a: no best-of-N groups in this store (a prompt with one chosen and "
+    "several rejected responses)."
+)
+
+
+def shift_accuracy_na(names: Sequence[str]) -> str:
+    """Why the named sets' accuracy is n/a ('' when none is)."""
+    if not names:
+        return ""
+    sets = " and ".join(names)
+    return (
+        f"{sets.capitalize()} accuracy n/a: no (chosen, rejected) pair has both of its responses "
+        f"in the {sets}, so there is no ranking inside it to measure (e.g. a set of chosen "
+        "responses only)."
+    )
 
 
 def track_caption(title: str, track: np.ndarray) -> str:
@@ -191,6 +214,11 @@ def top_example(row: Mapping) -> str:
 def editor_feature(name: str, base: float, activation: float) -> str:
     """The Head editor's heading of one feature's slider."""
     return f"**{plain(name)}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"
+
+
+def slider_caption(base: float, step: float) -> str:
+    """Under a weight slider: the base weight it starts from and its step (anchored at base)."""
+    return f"base {base:+.4f} (\u21ba returns to it) \u00b7 steps of {step:.4g} from the base"
 
 
 def error_margin_caption(n_errors: int, total_margin: float) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, choices, core, state, text
+from app import charts, choices, core, state, tables, text
 from app.highlight import SafeHtml, highlight_html, legend_html, value_scale
 from feature_store import StoreError
 
@@ -38,6 +38,7 @@ def explanation(ctx: state.Context, expl: core.Explanation, key: str, total_name
         st.dataframe(
             expl.table, hide_index=True, column_config=CONTRIBUTION_COLUMNS, key=f"{key}_table"
         )
+        downloads(expl.table, f"{key}_contributions", f"{key}_table_dl")
 
 
 def feature_choice(
@@ -51,6 +52,27 @@ def feature_choice(
     if st.session_state.get(key) not in options:
         st.session_state[key] = next(iter(options))
     return st.selectbox(label, list(options), key=key, format_func=options.get)
+
+
+def downloads(frame: pd.DataFrame, name: str, key: str) -> None:
+    """CSV and Parquet download buttons of a table (``name``.csv, ``name``.parquet)."""
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button(
+        "Download CSV", tables.csv_bytes(frame), f"{name}.csv", "text/csv", key=f"{key}_csv"
+    )
+    c2.download_button(
+        "Download Parquet",
+        tables.parquet_bytes(frame),
+        f"{name}.parquet",
+        "application/vnd.apache.parquet",
+        key=f"{key}_parquet",
+    )
+
+
+def copy_link(url: str) -> None:
+    """A copyable link to the view shown (``st.code`` has a copy button)."""
+    st.caption("Link to this view (append it to the dashboard's address):")
+    st.code(url, language=None)
 
 
 def show_html(fragment: SafeHtml) -> None:
@@ -112,21 +134,38 @@ def token_view(tokens, track, trajectory, name: str, key: str, scale: float | No
     )
 
 
-def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
-    """Filters (subset, role, reward range, text) and a select box of matching examples."""
+def example_picker(
+    ctx: state.Context, key: str, rewards: np.ndarray, asked: int | None = None
+) -> int:
+    """Filters (subset, role, reward range, text) and a select box of matching examples.
+
+    ``asked``: an example to select (a link's or another page's), clearing the
+    filters when they hide it. The filters are kept across page switches; the
+    selection falls back to the example shown last on any page.
+    """
     frame = ctx.data.frame
+    keep, ss = state.keep, st.session_state
+    filter_keys = {f"{key}_subsets": [], f"{key}_roles": [], f"{key}_text": ""}
+    range_key = f"{key}_reward"
+    lo, hi = choices.reward_bounds(rewards)
+    if asked is not None:
+        for k, empty in filter_keys.items():
+            state.put(k, empty)
+        state.put(range_key, (lo, hi))
     with st.expander("Filter examples", expanded=False):
         c1, c2 = st.columns(2)
-        subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=f"{key}_subsets")
-        roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=f"{key}_roles")
-        lo, hi = choices.reward_bounds(rewards)
-        range_key = f"{key}_reward"
-        st.session_state[range_key] = core.reward_range_value(
-            st.session_state.get(range_key), st.session_state.get(f"{key}_reward_bounds"), (lo, hi)
+        subsets = c1.multiselect("Subset", list(ctx.data.subsets), key=keep(f"{key}_subsets"))
+        roles = c2.multiselect("Role", sorted(frame["role"].unique()), key=keep(f"{key}_roles"))
+        keep(range_key)
+        state.put(
+            range_key,
+            core.reward_range_value(
+                ss.get(range_key), state.kept(f"{key}_reward_bounds"), (lo, hi)
+            ),
         )
-        st.session_state[f"{key}_reward_bounds"] = (lo, hi)
+        state.put(f"{key}_reward_bounds", (lo, hi))
         reward_range = st.slider("Reward range", lo, hi, key=range_key)
-        query = st.text_input("Prompt or response contains", key=f"{key}_text").strip()
+        query = st.text_input("Prompt or response contains", key=keep(f"{key}_text")).strip()
     ids = state.search_examples(ctx.path, query) if query else None
     shown = core.filter_examples(
         frame, rewards, subsets=subsets, roles=roles, reward_range=reward_range, example_ids=ids
@@ -135,17 +174,18 @@ def example_picker(ctx: state.Context, key: str, rewards: np.ndarray) -> int:
         st.info("No example matches these filters; widen them.")
         st.stop()
     n_match = len(shown)
-    shown = shown.head(choices.MAX_OPTIONS)
-    options = shown["example_id"].astype(int).tolist()
+    options = choices.example_options(shown["example_id"], asked)
+    shown = shown.set_index("example_id")
     texts = state.example_texts(ctx.path, tuple(options)).set_index("example_id")["response"]
-    rows = shown.set_index("example_id")
     select_key = f"{key}_example"
-    wanted = st.session_state.get(state.EXAMPLE)
-    if st.session_state.get(select_key) not in options:
-        st.session_state[select_key] = wanted if wanted in options else options[0]
+    if asked is not None and asked in options:
+        ss[select_key] = asked
+    elif ss.get(select_key) not in options:
+        wanted = ss.get(state.EXAMPLE)
+        ss[select_key] = wanted if wanted in options else options[0]
 
     def label(eid: int) -> str:
-        r = rows.loc[eid]
+        r = shown.loc[eid]
         return text.example_option(eid, r["role"], r["subset"], r["reward"], texts.get(eid, ""))
 
     listed = text.match_count(n_match, choices.MAX_OPTIONS)
@@ -162,12 +202,21 @@ def conversation_text(ex) -> None:
         st.text(ex.response)
 
 
-def pair_table(pairs, key: str, pick_label: str, describe) -> None:
-    """A clickable table of pairs (columns pair, chosen_id, rejected_id, ...) plus a picker;
-    either opens the chosen pair in Compare. ``describe(row)`` labels a picker option."""
+def with_pair_texts(ctx: state.Context, pairs: pd.DataFrame) -> pd.DataFrame:
+    """A pair table with the prompt and both responses (shortened) beside the ids."""
+    ids = tables.pair_text_ids(pairs)
+    texts = state.example_texts(ctx.path, tuple(ids))
+    return tables.with_pair_texts(pairs, texts)
+
+
+def pair_table(pairs, key: str, pick_label: str, describe, name: str) -> None:
+    """A clickable table of pairs (columns pair, chosen_id, rejected_id, ...), its downloads
+    (``name``.csv/.parquet) and a picker; either opens the chosen pair in Compare.
+    ``describe(row)`` labels a picker option."""
     event = st.dataframe(
         pairs, hide_index=True, key=f"{key}_table", on_select="rerun", selection_mode="single-row"
     )
+    downloads(pairs, name, f"{key}_dl")
     st.caption("Click a row (or pick below) to open the pair in Compare.")
     if event.selection.rows:
         row = pairs.iloc[event.selection.rows[0]]

@@ -11,6 +11,7 @@ ERROR_FEATURES = 200  # features listed as carrying the misranked margin
 
 def render() -> None:
     ctx = state.context()
+    state.link("audit")
     st.title("Audit")
     widgets.edit_caption(ctx)
     rewards = ctx.rewards()
@@ -20,6 +21,8 @@ def render() -> None:
     m[1].metric("Pairs", f"{report.n_pairs:,}")
     m[2].metric("Best-of-N accuracy", text.fmt(report.best_of_n_accuracy, ".2%"))
     m[3].metric("Mean margin", text.fmt(report.mean_margin, "+.4f"))
+    if report.best_of_n_accuracy is None:
+        st.caption(text.BEST_OF_N_NA)
     if report.rmbench:
         st.caption(text.rmbench_caption(report.rmbench))
 
@@ -49,7 +52,11 @@ def _errors(ctx: state.Context, rewards) -> None:
         st.success("Every pair is ranked right.")
         return
     widgets.pair_table(
-        tables.misranked(wrong), "audit_wrong", "Open a misranked pair", text.misranked_pair
+        widgets.with_pair_texts(ctx, tables.misranked(wrong)),
+        "audit_wrong",
+        "Open a misranked pair",
+        text.misranked_pair,
+        "misranked_pairs",
     )
 
     st.subheader("Features carrying the misranked margin")
@@ -58,7 +65,9 @@ def _errors(ctx: state.Context, rewards) -> None:
     top = errors.head(ERROR_FEATURES)
     labels = ctx.labels(top["feature_id"])
     st.plotly_chart(charts.error_features(top, labels), key="audit_error_features")
-    st.dataframe(tables.with_labels(top, labels), hide_index=True, key="audit_error_table")
+    error_table = tables.with_labels(top, labels)
+    st.dataframe(error_table, hide_index=True, key="audit_error_table")
+    widgets.downloads(error_table, "misranked_margin_features", "audit_error_dl")
     e1, e2, e3 = st.columns([3, 1, 1], vertical_alignment="bottom")
     fid = e1.selectbox(
         "Feature",

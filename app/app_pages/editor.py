@@ -7,6 +7,7 @@ import streamlit as st
 from app import charts, choices, core, state, tables, text, widgets
 from feature_store import StoreError
 from sarm.audit import preview_edit
+from sarm.constants import INGEST_HEAD
 from sarm.head import Head
 
 INTRO = (
@@ -20,7 +21,9 @@ def render() -> None:
     ctx = state.context()
     st.title("Head editor")
     st.caption(INTRO)
+    _asked_head(ctx)
     _base_version(ctx)
+    widgets.copy_link(state.link("editor", head=ctx.head.name))
     st.caption("The example list shows and filters rewards under the base head.")
     eid = widgets.example_picker(ctx, "editor", ctx.base_rewards())
     expl = ctx.explain_example(eid)
@@ -78,6 +81,21 @@ def add_id() -> None:
 # ---------------------------------------------------------------- sections
 
 
+def _asked_head(ctx: state.Context) -> None:
+    """A head version asked for by a link (``?head=NAME``) becomes the base (edits discarded)."""
+    asked = state.requested("editor", "head")
+    if asked is None or asked == ctx.head.name:
+        return
+    names = choices.base_versions(ctx.store.head_versions()["name"].tolist(), INGEST_HEAD)
+    if asked not in names:
+        st.warning(f"The link's head version {text.code(asked)} is not in this store.")
+        return
+    st.session_state[state.HEAD_BASE] = asked
+    state.set_overrides({})
+    clear_sliders()
+    st.rerun()
+
+
 def _base_version(ctx: state.Context) -> None:
     versions = ctx.store.head_versions()
     names = choices.base_versions(versions["name"].tolist(), ctx.head.name)
@@ -103,7 +121,7 @@ def _add_features(ctx: state.Context, expl: core.Explanation) -> None:
             on_click=state.add_editor_features,
             args=(choices.top_features(expl.table, 5),),
         )
-        query = c.text_input("Search labels", key="editor_label_q").strip()
+        query = c.text_input("Search labels", key=state.keep("editor_label_q")).strip()
         if not query:
             return
         try:
@@ -156,6 +174,7 @@ def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
             args=(fid, ctx.head.base()),
             label_visibility="collapsed",
         )
+        cols[1].caption(text.slider_caption(base, step))
         cols[2].button(
             "0",
             key=f"editor_zero_{fid}",
@@ -226,7 +245,13 @@ def _results(ctx: state.Context, eid: int, expl: core.Explanation):
     if flipped.empty:
         st.caption("None.")
     else:
-        widgets.pair_table(flipped, "editor_flipped", "Open a flipped pair", text.flipped_pair)
+        widgets.pair_table(
+            widgets.with_pair_texts(ctx, flipped),
+            "editor_flipped",
+            "Open a flipped pair",
+            text.flipped_pair,
+            "flipped_pairs",
+        )
     return after
 
 

@@ -16,9 +16,13 @@ TRUNCATED = (
 def render() -> None:
     ctx = state.context()
     st.title("Explain a score")
-    source = st.radio("Response", [INDEXED, TYPED], key="explain_source", horizontal=True)
+    asked = _asked_example(ctx)
+    source = st.radio(
+        "Response", [INDEXED, TYPED], key=state.keep("explain_source"), horizontal=True
+    )
     if source == INDEXED:
-        eid = widgets.example_picker(ctx, "explain", ctx.rewards())
+        eid = widgets.example_picker(ctx, "explain", ctx.rewards(), asked)
+        widgets.copy_link(state.link("explain", example=eid))
         ex = ctx.example(eid)
         expl = ctx.explain_example(eid)
         st.caption(text.example_caption(ex))
@@ -26,6 +30,7 @@ def render() -> None:
             st.caption(text.plain(TRUNCATED))
         widgets.conversation_text(ex)
     else:
+        state.link("explain")
         scored = _typed(ctx)
         expl = core.explain(scored["activations"], ctx.head, ctx.labels(scored["activations"]))
         if scored["truncated"]:
@@ -59,6 +64,21 @@ def render() -> None:
         state.open_feature(fid)
     if b2.button("Edit its weight in the head editor", key="explain_to_editor"):
         state.open_in_editor([fid])
+
+
+def _asked_example(ctx: state.Context) -> int | None:
+    """An example asked for by a link or another page (None, with a warning, when unknown)."""
+    asked = state.requested("explain", "example")
+    if asked is None:
+        return None
+    try:
+        eid = core.link_id(asked, "example id")
+        ctx.data.row(eid)
+    except (ValueError, LookupError) as exc:
+        st.warning(text.plain(exc))
+        return None
+    state.put("explain_source", INDEXED)
+    return eid
 
 
 def _typed(ctx: state.Context) -> dict:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state, tables, text
+from app import core, state, tables, text, widgets
 from sarm.audit import preview_edit
 from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
 from sarm.export import (
@@ -26,6 +26,7 @@ CHECKPOINT_NOTE = (
 
 def render() -> None:
     ctx = state.context()
+    state.link("export")
     edit = ctx.head
     st.title("Export the head")
     changes = edit.changes()
@@ -34,7 +35,9 @@ def render() -> None:
         st.markdown(
             f"**{len(changes)}** weight(s) changed from head version {text.code(edit.name)}:"
         )
-        st.dataframe(tables.weight_changes(changes, labels), hide_index=True, key="export_changes")
+        change_table = tables.weight_changes(changes, labels)
+        st.dataframe(change_table, hide_index=True, key="export_changes")
+        widgets.downloads(change_table, "weight_changes", "export_changes_dl")
     else:
         st.info(
             f"No weight differs from head version {text.code(edit.name)}: the export is that "
@@ -48,8 +51,8 @@ def render() -> None:
     m[1].metric("Pairwise accuracy after", text.fmt(preview.after.pairwise_accuracy, ".2%"))
     m[2].metric("Head hash", edit.hash())
     c1, c2 = st.columns(2)
-    note = c1.text_input("Note for the manifest", key="export_note")
-    author = c2.text_input("Author", key="export_author")
+    note = c1.text_input("Note for the manifest", key=state.keep("export_note"))
+    author = c2.text_input("Author", key=state.keep("export_author"))
     manifest = edit_manifest(
         edit,
         model_info(ctx.model),
@@ -60,9 +63,34 @@ def render() -> None:
         author=author,
         store=ctx.path,
     )
+    export = (edit.hash(), edit.name, note, author, ctx.path)
+    kept = core.export_stamp(st.session_state.get("export_stamp"), export, manifest["created_at"])
+    st.session_state["export_stamp"] = kept
+    manifest["created_at"] = kept[1]
+    _notice()
     _head(edit, manifest)
     _checkpoint(ctx, manifest)
     _verify(ctx, preview.rewards_after)
+
+
+def _notify(message: str) -> None:
+    """Show what was written until it is dismissed (it survives other interactions)."""
+    st.session_state["export_notice"] = message
+    st.rerun()
+
+
+def _dismiss() -> None:
+    st.session_state.pop("export_notice", None)
+
+
+def _notice() -> None:
+    """The last "Wrote ..." message, with a button that dismisses it."""
+    message = st.session_state.get("export_notice")
+    if not message:
+        return
+    n1, n2 = st.columns([6, 1], vertical_alignment="center")
+    n1.success(message)
+    n2.button("Dismiss", key="export_notice_dismiss", on_click=_dismiss)
 
 
 def _head(edit, manifest: dict) -> None:
@@ -80,6 +108,7 @@ def _head(edit, manifest: dict) -> None:
     d[1].download_button(
         f"Download {HEAD_MANIFEST_FILE}",
         files[HEAD_MANIFEST_FILE],
+        HEAD_MANIFEST_FILE,
         "application/json",
         key="export_dl_manifest",
     )
@@ -94,7 +123,9 @@ def _head(edit, manifest: dict) -> None:
         st.json(manifest, expanded=1)
     w1, w2 = st.columns([4, 1], vertical_alignment="bottom")
     head_dir = w1.text_input(
-        "Or write both into a new directory", key="export_head_dir", placeholder="/path/to/new/dir"
+        "Or write both into a new directory",
+        key=state.keep("export_head_dir"),
+        placeholder="/path/to/new/dir",
     )
     if w2.button("Write head", key="export_write_head"):
         try:
@@ -102,7 +133,7 @@ def _head(edit, manifest: dict) -> None:
         except (ValueError, OSError) as exc:
             st.error(text.problem("Nothing written", exc))
         else:
-            st.success("Wrote " + ", ".join(text.code(p) for p in written))
+            _notify("Wrote " + ", ".join(text.code(p) for p in written))
 
 
 def _checkpoint(ctx: state.Context, manifest: dict) -> None:
@@ -112,7 +143,9 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
     st.caption(CHECKPOINT_NOTE)
     k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
     ckpt_dir = k1.text_input(
-        "New checkpoint directory", key="export_ckpt_dir", placeholder="/path/to/new/checkpoint"
+        "New checkpoint directory",
+        key=state.keep("export_ckpt_dir"),
+        placeholder="/path/to/new/checkpoint",
     )
     include = k2.checkbox("Include backbone", key="export_include_backbone")
     if k3.button("Write checkpoint", key="export_write_ckpt"):
@@ -125,7 +158,7 @@ def _checkpoint(ctx: state.Context, manifest: dict) -> None:
             st.error(text.problem("Nothing written", exc))
         else:
             st.session_state["export_written"] = (str(path), edit.hash())
-            st.success(f"Wrote the checkpoint to {text.code(path)}")
+            _notify(f"Wrote the checkpoint to {text.code(path)}")
     st.download_button(
         "Download the checkpoint (zip, backbone by reference)",
         lambda: checkpoint_zip(ctx.model, edit, manifest),

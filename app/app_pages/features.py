@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import charts, choices, state, tables, text, widgets
+from app import charts, choices, core, state, tables, text, widgets
 from feature_store import StoreError
 
 PAGE_SIZE = 50
@@ -50,14 +50,17 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     the page's first feature.
     """
     rev = ctx.revision()
+    keep = state.keep
     f1, f2, f3, f4 = st.columns([3, 2, 1, 2])
-    search = f1.text_input("Label or description contains", key="features_search")
-    order = f2.selectbox("Sort by", choices.feature_orders(), key="features_order")
-    descending = f3.toggle("Descending", value=True, key="features_desc")
-    shown = f4.radio("Show", list(choices.FEATURE_SHOWN), key="features_labelled", horizontal=True)
+    search = f1.text_input("Label or description contains", key=keep("features_search"))
+    order = f2.selectbox("Sort by", choices.feature_orders(), key=keep("features_order"))
+    descending = f3.toggle("Descending", key=keep("features_desc", True))
+    shown = f4.radio(
+        "Show", list(choices.FEATURE_SHOWN), key=keep("features_labelled"), horizontal=True
+    )
     g1, g2 = st.columns(2)
     min_freq = g1.number_input(
-        "Minimum frequency", 0.0, 1.0, 0.0, step=0.01, key="features_min_freq"
+        "Minimum frequency", 0.0, 1.0, step=0.01, key=keep("features_min_freq", 0.0)
     )
     filters = choices.feature_filters(search, min_freq, shown)
     try:
@@ -65,7 +68,9 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     except (ValueError, StoreError) as exc:
         state.stop_with("error", text.problem("Cannot list features", exc))
     pages = choices.page_count(total, PAGE_SIZE)
-    page = int(g2.number_input(f"Page (of {pages})", 1, pages, 1, key="features_page"))
+    keep("features_page", 1)
+    state.put("features_page", min(max(int(st.session_state["features_page"]), 1), pages))
+    page = int(g2.number_input(f"Page (of {pages})", 1, pages, key="features_page"))
     frame, _ = state.features_page(
         ctx.path,
         rev,
@@ -87,26 +92,31 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
         column_config=TABLE_COLUMNS,
     )
     st.caption(f"{total:,} features match; click a row to open it.")
+    widgets.downloads(table, f"features_page{page}", "features_table_dl")
     selected = list(event.selection.rows) if event is not None else []
     clicked = (page, selected[0], int(table["feature_id"].iloc[selected[0]])) if selected else None
     return clicked, int(table["feature_id"].iloc[0])
 
 
 def _feature_id(ctx: state.Context, clicked: tuple[int, int, int] | None, first: int) -> int:
-    """The feature to show: a newly clicked row, one opened from another page, or the typed id."""
+    """The feature to show: a newly clicked row, one asked for by a link or another page, the
+    typed id, or the one shown last."""
     ss = st.session_state
     if clicked is not None and ss.get("features_last_row") != clicked[:2]:
         ss["features_last_row"] = clicked[:2]
         ss["features_fid"] = clicked[2]
-    wanted = ss.get(state.FEATURE)
-    if wanted is not None and ss.get("features_wanted") != wanted:
-        ss["features_wanted"] = wanted
-        ss["features_fid"] = int(wanted)
-    ss.setdefault("features_fid", first)
+    asked = state.requested("features", "feature")
+    if asked is not None:
+        try:
+            ss["features_fid"] = core.link_id(asked, "feature id", ctx.model.d_sae)
+        except ValueError as exc:
+            st.warning(text.plain(exc))
+    if "features_fid" not in ss:
+        ss["features_fid"] = ss.get(state.FEATURE, first)
     st.divider()
     fid = int(st.number_input("Feature id", 0, ctx.model.d_sae - 1, key="features_fid", step=1))
     ss[state.FEATURE] = fid
-    ss["features_wanted"] = fid
+    widgets.copy_link(state.link("features", feature=fid))
     return fid
 
 
@@ -178,15 +188,17 @@ def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
             if hl is not None:
                 track = hl.feature(fid)
                 widgets.highlight(hl.tokens, track, max(scale, float(abs(track).max())))
-        st.dataframe(tables.top_examples(top), hide_index=True, key="features_top_table")
+        top_table = tables.top_examples(top)
+        st.dataframe(top_table, hide_index=True, key="features_top_table")
+        widgets.downloads(top_table, f"feature{fid}_top_examples", "features_top_dl")
 
     st.subheader("Examples from lower activation quantiles")
     if quantiles.empty:
         st.caption("None (the feature is active in too few examples for quantile bands).")
         return
-    st.dataframe(
-        tables.quantile_examples(quantiles), hide_index=True, key="features_quantile_table"
-    )
+    quantile_table = tables.quantile_examples(quantiles)
+    st.dataframe(quantile_table, hide_index=True, key="features_quantile_table")
+    widgets.downloads(quantile_table, f"feature{fid}_quantile_examples", "features_quantile_dl")
     if st.toggle("Highlight them", key="features_quantile_hl"):
         for band, part in quantiles.groupby("band"):
             st.markdown(f"**Band {band}**")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import core, state, text, widgets
+from app import core, state, tables, text, widgets
 from sarm.constants import DEFAULT_MODEL
 from sarm.evaluate import evaluate_arrays
 from workflows.default_sarm.store import shipped_manifest
@@ -18,6 +18,7 @@ LINKS = (  # (page, label); the icon is the page's own
     ("compare", "Compare a pair: the margin between chosen and rejected, feature by feature"),
     ("features", "Features: browse, read top examples, label"),
     ("editor", "Head editor: change weights and watch the metrics live"),
+    ("shift", "Preference shift: find the features behind a set of responses and move them"),
     ("export", "Export the edited head or a whole checkpoint"),
     ("audit", "Audit: where the reward model is wrong, and which features carry the error"),
 )
@@ -25,6 +26,7 @@ LINKS = (  # (page, label); the icon is the page's own
 
 def render() -> None:
     ctx = state.context()
+    state.link("overview")
     st.title("SARM dashboard")
     st.markdown(INTRO)
     summary = ctx.store.summary()
@@ -44,17 +46,14 @@ def render() -> None:
         st.page_link(state.page(name), label=label)
 
     with st.expander("Loaded model and store"):
-        st.json(
-            {
-                "model": ctx.sources.model,
-                "fingerprint": ctx.model.fingerprint(),
-                "store": summary,
-                "head": {
-                    "base_version": ctx.head.name,
-                    "changed_weights": len(ctx.head.overrides),
-                },
-            },
-            expanded=False,
+        st.table(
+            tables.loaded_summary(
+                ctx.sources.model,
+                ctx.model.fingerprint(),
+                summary,
+                ctx.head.name,
+                len(ctx.head.overrides),
+            ).set_index("item")
         )
 
 

@@ -76,43 +76,59 @@ def add_step() -> None:
 def remove_step(step: int) -> None:
     ss = st.session_state
     ss["shift_steps"] = [s for s in ss["shift_steps"] if s != step]
-    ss.pop(f"shift_action_{step}", None)
-    ss.pop(f"shift_value_{step}", None)
+    state.forget(f"shift_action_{step}", f"shift_value_{step}")
 
 
 # ---------------------------------------------------------------- sections
 
 
 def _set_choice(col, which: str, modes: list[str], subsets: list[str]) -> str:
-    """The widgets of one set; its spec text ('' when nothing is chosen yet)."""
-    mode = col.radio(which.capitalize(), modes, key=f"shift_{which}_mode", horizontal=True)
+    """The widgets of one set (kept across page switches); its spec text ('' when nothing
+    is chosen yet)."""
+    keep = state.keep
+    mode = col.radio(
+        which.capitalize(), modes, key=keep(f"shift_{which}_mode", modes[0]), horizontal=True
+    )
     if mode == REST:
         return "rest"
     if mode == TYPED:
         return col.text_input(
             f"{which.capitalize()} spec",
-            key=f"shift_{which}_spec",
+            key=keep(f"shift_{which}_spec", ""),
             placeholder="subset:safety & role:chosen",
             help=choices.SPEC_HELP,
         ).strip()
-    chosen = col.multiselect("Subsets", subsets, key=f"shift_{which}_subsets")
-    roles = col.multiselect("Roles", list(ROLES), key=f"shift_{which}_roles")
+    chosen = col.multiselect("Subsets", subsets, key=keep(f"shift_{which}_subsets", []))
+    roles = col.multiselect("Roles", list(ROLES), key=keep(f"shift_{which}_roles", []))
     return core.set_spec(chosen, roles)
+
+
+def _asked_set(which: str, subsets: list[str]) -> None:
+    """A set spec from a link (``?target=SPEC&complement=SPEC``) put into the set's widgets."""
+    asked = state.requested("shift", which)
+    if asked is None:
+        return
+    mode, chosen, roles = choices.set_widgets(asked, subsets, ROLES, rest=which == "complement")
+    state.put(f"shift_{which}_mode", {"rest": REST, "build": BUILD, "typed": TYPED}[mode])
+    state.put(f"shift_{which}_subsets", chosen)
+    state.put(f"shift_{which}_roles", roles)
+    state.put(f"shift_{which}_spec", asked if mode == "typed" else "")
 
 
 def _sets(ctx: state.Context) -> tuple[str, str]:
     """The target's and the complement's specs, checked; stops until both are chosen."""
-    first = choices.default_target(ctx.data.subsets)
-    if first:
-        st.session_state.setdefault("shift_target_subsets", first)
+    subsets = list(ctx.data.subsets)
+    for which in ("target", "complement"):
+        _asked_set(which, subsets)
+    state.keep("shift_target_subsets", choices.default_target(ctx.data.subsets))
     st.subheader("Target and complement")
     left, right = st.columns(2)
-    subsets = list(ctx.data.subsets)
     try:
         target_text = _set_choice(left, "target", [BUILD, TYPED], subsets)
         complement_text = _set_choice(right, "complement", [REST, BUILD, TYPED], subsets)
     except ValueError as exc:
         state.stop_with("error", text.problem("Invalid set", exc) + ". Type the spec instead.")
+    state.link("shift", target=target_text or None, complement=complement_text or None)
     if not target_text or not complement_text:
         which = "target" if not target_text else "complement"
         state.stop_with("info", f"Choose the {which}: subsets and/or roles, or type a set spec.")
@@ -126,16 +142,15 @@ def _discovery(ctx: state.Context, shift_key: tuple) -> list[int]:
     """The ranked features behind the target and the ones chosen to change."""
     ss = st.session_state
     st.subheader("Features behind the target")
-    ss.setdefault("shift_limit", 20)
     c1, c2, c3 = st.columns(3)
-    limit = c1.slider("Features to rank", 5, 100, key="shift_limit")
+    limit = c1.slider("Features to rank", 5, 100, key=state.keep("shift_limit", 20))
     direction = c2.selectbox(
         "Keep features",
         DIRECTIONS,
-        key="shift_direction",
+        key=state.keep("shift_direction"),
         format_func=choices.DIRECTION_NAMES.get,
     )
-    order_by = c3.selectbox("Rank by", ORDERS, key="shift_order")
+    order_by = c3.selectbox("Rank by", ORDERS, key=state.keep("shift_order"))
     table = state.shift_features(ctx.path, ctx.revision(), shift_key, limit, direction, order_by)
     if table.empty:
         state.stop_with("info", "No feature is active on these sets in that direction.")
@@ -145,11 +160,15 @@ def _discovery(ctx: state.Context, shift_key: tuple) -> list[int]:
         key="shift_table",
         column_config=TABLE_COLUMNS,
     )
+    widgets.downloads(table[list(TABLE_COLUMNS)], "shift_features", "shift_table_dl")
     options = table["feature_id"].astype(int).tolist()
     labels = dict(zip(options, table["label"].fillna(""), strict=True))
     ranking = (*shift_key[:2], direction, order_by)  # target, complement, direction, order
-    ss["shift_features"] = choices.selected_features(
-        options, ss.get("shift_features"), ss.get("shift_ranking") == ranking
+    state.put(
+        "shift_features",
+        choices.selected_features(
+            options, state.kept("shift_features"), ss.get("shift_ranking") == ranking
+        ),
     )
     ss["shift_ranking"] = ranking
     return st.multiselect(
@@ -174,15 +193,14 @@ def _actions(chosen: list[int]) -> list:
         action = cols[1].selectbox(
             f"Action {i + 1}",
             choices.ACTION_CHOICES,
-            key=f"shift_action_{step}",
+            key=state.keep(f"shift_action_{step}"),
             format_func=choices.ACTION_NAMES.get,
         )
         value = cols[2].number_input(
             f"Value {i + 1}",
-            value=0.0,
             step=0.1,
             format="%.4f",
-            key=f"shift_value_{step}",
+            key=state.keep(f"shift_value_{step}", 0.0),
             disabled=action == "zero",
         )
         cols[3].button(
@@ -195,10 +213,12 @@ def _actions(chosen: list[int]) -> list:
         )
         steps.append((action, value))
     st.button("Add an action", key="shift_add_step", on_click=add_step)
-    with st.expander("Or type action specs", expanded=bool(ss.get("shift_specs", "").strip())):
+    with st.expander(
+        "Or type action specs", expanded=bool(str(state.kept("shift_specs", "")).strip())
+    ):
         specs = st.text_area(
             "Action specs (one per line or separated by ';'; they replace the actions above)",
-            key="shift_specs",
+            key=state.keep("shift_specs", ""),
             placeholder="scale:0.5\nadd:-0.1@12,40",
             help="ACTION[:VALUE][@ID,ID]; a spec without @ acts on the chosen features.",
         )
@@ -233,6 +253,9 @@ def _report(report, specs: tuple[str, str], ms: float) -> None:
             text.fmt(part.accuracy_after, ".2%"),
             delta=text.points(change) if change else None,
         )
+    missing = [name for name, part in parts.items() if part.accuracy_before is None]
+    if missing:
+        st.caption(text.shift_accuracy_na(missing))
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.shift_histograms(report.distribution_frame()), key="shift_hist")
     right.plotly_chart(

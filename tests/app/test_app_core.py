@@ -101,11 +101,29 @@ def test_tracks_and_trajectories_match_dense_reference():
 
 
 def test_slider_range_covers_zero_base_and_current():
-    for base, current, scale in [(0.3, 0.3, 1.0), (-2.4, 5.0, 0.1), (0.0, 0.0, 0.0), (1e-5, 0, 3)]:
+    cases = [(0.3, 0.3, 1.0), (-2.4, 5.0, 0.1), (0.0, 0.0, 0.0), (1e-5, 0, 3), (2.0939, 2.0939, 3)]
+    for base, current, scale in cases:
         lo, hi, step = core.slider_range(base, current, scale)
-        assert lo == -hi and lo <= min(base, current, 0) and hi >= max(base, current, 0)
-        assert hi >= 2 * abs(base) and step == hi / 500
-    assert core.slider_range(0.3, 0.3, 1.0)[1] == 1.0  # a round number
+        assert lo <= min(base, current, 0) and hi >= max(base, current, 0)
+        half = step * 500  # the round number the range is built on
+        mantissa = half / 10 ** np.floor(np.log10(half))
+        assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5, 10)) < 1e-9
+        assert -half - step < lo <= -half + 1e-12 and half - 1e-12 <= hi < half + step
+        assert half >= 2 * abs(base)
+        # the base is on the slider's grid lo + k * step
+        k = (base - lo) / step
+        assert k == pytest.approx(round(k), abs=1e-6)
+    assert core.slider_range(0.3, 0.3, 1.0)[2] == 1.0 / 500  # a round range, a round step
+
+
+def test_one_slider_step_from_the_base_is_base_plus_or_minus_step():
+    """A key press moves a slider to the neighbouring grid point ``lo + k * step``."""
+    base = 2.0939
+    lo, _hi, step = core.slider_range(base, base, 3.0)
+    assert step == pytest.approx(0.01)
+    k = round((base - lo) / step)
+    assert lo + (k + 1) * step == pytest.approx(base + step, abs=1e-9)  # 2.1039, not 2.10
+    assert lo + (k - 1) * step == pytest.approx(base - step, abs=1e-9)  # 2.0839, not 2.08
 
 
 def test_filter_examples():

@@ -39,7 +39,7 @@ def test_every_page_name_the_app_uses_is_registered():
     for path in APP.rglob("*.py"):
         used |= set(re.findall(r"switch_to\(\"(\w+)\"\)", path.read_text()))
     used |= {name for name, _ in overview.LINKS}
-    assert used == {"compare", "explain", "features", "editor", "export", "audit"}
+    assert used == {"compare", "explain", "features", "editor", "shift", "export", "audit"}
     assert used <= {p.name for p in pages.PAGES}
 
 

@@ -63,11 +63,14 @@ def test_filter_pairs(pairs):
     for subsets, wrong_only in [(["chat"], False), (["code", "safety"], True), ([], True)]:
         shown = tables.filter_pairs(table, subsets, wrong_only)
         want = [
-            (c, r)
+            (m, c, r)
             for _, s, c, r, m in expected
             if (not subsets or s in subsets) and (m <= 0 or not wrong_only)
         ]
-        assert list(zip(shown["chosen_id"], shown["rejected_id"], strict=True)) == want
+        if wrong_only:  # misranked pairs: worst (most negative) margin first
+            want.sort()
+        got = list(zip(shown["chosen_id"], shown["rejected_id"], strict=True))
+        assert got == [(c, r) for _, c, r in want]
     assert len(table) == 8  # the input is not modified
 
 
@@ -184,3 +187,46 @@ def test_verify_rows_and_table():
     np.testing.assert_allclose(out["abs_diff"], [1e-4, 0.0], atol=1e-12)
     only = tables.verify_table(np.array([3, 8]), got)
     assert only.columns.tolist() == ["example_id", "checkpoint_reward"]
+
+
+def test_pair_texts_sit_beside_the_ids():
+    pairs = pd.DataFrame(
+        {"pair": [0, 1], "chosen_id": [1, 3], "rejected_id": [2, 4], "margin": [-1.0, -0.5]}
+    )
+    texts = pd.DataFrame(
+        {
+            "example_id": [1, 2, 3],
+            "prompt": ["Why?\n  Because", "Why?", "Q"],
+            "response": ["x" * 100, "no", "yes"],
+        }
+    )
+    assert tables.pair_text_ids(pairs) == [1, 2, 3, 4]
+    assert tables.pair_text_ids(pairs, limit=3) == [1, 2, 3]
+    out = tables.with_pair_texts(pairs, texts, n=10)
+    assert list(out.columns) == [
+        "pair",
+        "chosen_id",
+        "rejected_id",
+        "prompt",
+        "chosen_text",
+        "rejected_text",
+        "margin",
+    ]
+    assert out["prompt"].tolist() == ["Why? Beca\u2026", "Q"]
+    assert out["chosen_text"].tolist() == ["x" * 9 + "\u2026", "yes"]
+    assert out["rejected_text"].tolist() == ["no", ""]  # 4 has no text: an empty cell
+    assert list(pairs.columns) == ["pair", "chosen_id", "rejected_id", "margin"]
+
+
+def test_loaded_summary_is_a_readable_table():
+    out = tables.loaded_summary(
+        "default",
+        {"backbone": "smol", "layer": 12, "sae": {"d_sae": 4096, "k": 32}},
+        {"n_examples": 12345, "path": "/x/store.duckdb", "mean": 0.123456789},
+        "ingest",
+        2,
+    ).set_index("item")["value"]
+    assert out["model"] == "default" and out["model layer"] == "12"
+    assert out["model sae"] == "d_sae: 4,096, k: 32"
+    assert out["store n_examples"] == "12,345" and out["store mean"] == "0.123457"
+    assert out["head (base version)"] == "ingest" and out["head: changed weights"] == "2"

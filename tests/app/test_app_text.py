@@ -90,9 +90,11 @@ def test_pair_labels():
     assert text.pair_option({**row, "margin": 0.5, "correct": True}).endswith("margin +0.5000")
     assert text.misranked_pair(row) == "g1 \u00b7 chat: #4 vs #9, margin -0.0123"
     assert text.flipped_pair(row) == "g1: #4 vs #9 (broken)"
-    assert text.margin_verdict(0.01) == ("ranked right", "normal")
-    assert text.margin_verdict(0.0) == ("misranked", "inverse")
-    assert text.margin_verdict(-2.0) == ("misranked", "inverse")
+    assert text.margin_badge(0.01).startswith(":green[:material/arrow_upward: ranked right")
+    for wrong in (0.0, -2.0):  # a tie counts as wrong: red and down, never an up arrow
+        badge = text.margin_badge(wrong)
+        assert badge.startswith(":red[:material/arrow_downward: misranked")
+        assert "upward" not in badge
 
 
 def test_track_caption_gives_the_pooled_value_and_the_peak():

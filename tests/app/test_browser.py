@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -38,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+LOCAL = ("127.0.0.1", "localhost")
 # url path, title, minimum number of rendered Plotly charts
 PAGES = [
     ("", "SARM dashboard", 0),
@@ -192,13 +194,38 @@ def assert_no_exception(tab, where: str) -> None:
 
 def test_every_page_in_chromium(page, server):
     server, _ = server
-    for path, title, n_charts in PAGES:
-        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
-        settle(page, title, n_charts)
-        assert_no_exception(page, path or "overview")
-        charts = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot')
-        assert charts.count() >= n_charts, f"{path}: {charts.count()} charts"
-        screenshot(page, path or "overview")
+    outside: list[str] = []
+
+    def note(request) -> None:
+        host = urllib.parse.urlsplit(request.url).hostname
+        if request.url.split(":", 1)[0] in ("http", "https", "ws", "wss") and host not in LOCAL:
+            outside.append(request.url)
+
+    page.on("request", note)
+    try:
+        for path, title, n_charts in PAGES:
+            page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+            settle(page, title, n_charts)
+            assert_no_exception(page, path or "overview")
+            charts = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot')
+            assert charts.count() >= n_charts, f"{path}: {charts.count()} charts"
+            screenshot(page, path or "overview")
+    finally:
+        page.remove_listener("request", note)
+    assert not outside, f"requests outside the server (favicon, fonts, ...): {outside}"
+
+
+def test_a_copied_link_opens_the_same_feature(page, server):
+    server, reference = server
+    with FeatureStore.open(reference, read_only=True) as store:
+        first = int(store.features(order_by="abs_contribution", limit=1)["feature_id"][0])
+    fid = 3 if first != 3 else 4
+    page.goto(f"{server}/features?feature={fid}", wait_until="domcontentloaded")
+    settle(page, "Features", 0)
+    page.get_by_role("heading", name=f"Feature {fid}").first.wait_for(timeout=60_000)
+    assert f"feature={fid}" in page.url
+    assert f"/features?feature={fid}" in page.locator('[data-testid="stCode"]').first.inner_text()
+    assert_no_exception(page, "features from a link")
 
 
 def test_editor_slider_moves_the_reward(page, server):
@@ -209,6 +236,17 @@ def test_editor_slider_moves_the_reward(page, server):
     thumb = page.locator('input[type="range"][aria-label^="weight of f"]').first
     thumb.wait_for(state="attached", timeout=60_000)
     edited = page.locator('[data-testid="stMetric"]').filter(has_text="Reward (edited)")
+    before = edited.locator('[data-testid="stMetricValue"]').inner_text()
+    base, step = float(thumb.input_value()), float(thumb.get_attribute("step"))
+    thumb.focus()
+    page.keyboard.press("ArrowRight")  # one step: from the base weight, not to a round number
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stSidebar\"]').innerText.includes('1 edit')",
+        timeout=60_000,
+    )
+    settle(page, "Head editor", 2)
+    thumb = page.locator('input[type="range"][aria-label^="weight of f"]').first
+    assert float(thumb.input_value()) == pytest.approx(base + step, abs=1e-6)
     before = edited.locator('[data-testid="stMetricValue"]').inner_text()
     thumb.focus()
     page.keyboard.press("Home")  # the slider's minimum: a large weight change
