@@ -8,7 +8,12 @@ head (a saved version). It exports as
   (base model, SAE, parent head hash), every changed weight with its feature
   label, and the dataset metrics before and after;
 - a complete checkpoint in our layout (:func:`sarm.checkpoints.save_sarm`) that
-  ``load_sarm`` reads and that scores exactly as the edit was previewed.
+  ``load_sarm`` reads and that scores exactly as the edit was previewed;
+- for a model loaded from a released (Llama-SARM) checkpoint, a copy of that
+  checkpoint in its own layout (:func:`write_released`) in which only
+  ``score.weight`` differs: shards without the head are hard-linked (or copied
+  byte for byte), the shard holding the head is rewritten with every other
+  tensor's bytes unchanged, and the manifest rides beside it.
 
 The head rounds override values to float32 on the way in, the precision of
 the stored head, so the preview computed from them and the exported head agree
@@ -20,21 +25,25 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
 import stat
+import struct
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors.numpy import save
 
-from sarm.checkpoints import load_sarm, save_sarm
-from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE
+from sarm.checkpoints import load_sarm, safetensors_files, save_sarm
+from sarm.constants import HEAD_MANIFEST_FILE, HEAD_WEIGHTS_FILE, RELEASED_CONFIG_FILE
 from sarm.head import Head
 from sarm.model import SARM
 
@@ -211,14 +220,17 @@ def write_checkpoint(
     return target
 
 
-def _usual_permissions(root: Path) -> None:
+def _usual_permissions(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> None:
     """Give every file under ``root`` the mode a new file gets (some writers use 0600).
 
     ``root`` was made with ``mkdir``, so its mode is 0777 minus the umask; files
-    get that without the execute bits.
+    get that without the execute bits. ``skip`` (hard links to someone else's
+    files) keep theirs.
     """
     dir_mode = stat.S_IMODE(root.stat().st_mode)
     for path in root.rglob("*"):
+        if path in skip:
+            continue
         path.chmod(dir_mode if path.is_dir() else dir_mode & 0o666)
 
 
@@ -234,6 +246,289 @@ def checkpoint_zip(
             if p.is_file()
         }
     return zip_files(files)
+
+
+# --------------------------------------------------------------------------- released layout
+
+#: the shard index of a sharded released checkpoint
+SHARD_INDEX_FILE = "model.safetensors.index.json"
+HEAD_KEY, BIAS_KEY = "score.weight", "score.bias"
+#: safetensors dtype names a released head may be stored in
+HEAD_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+}
+COPY_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class ReleasedExport:
+    """What :func:`write_released` did, file by file."""
+
+    path: Path
+    rewritten: tuple[str, ...]  # the shards holding the head, rewritten
+    linked: tuple[str, ...]  # shards hard-linked to the source's
+    copied: tuple[str, ...]  # files copied byte for byte
+    head_dtype: str  # the safetensors dtype score.weight was written in
+    widened: bool  # the source dtype could not hold the edit exactly: written as F32
+    skipped: tuple[str, ...] = field(default=())  # sub-directories, hidden files
+
+
+def released_source(model: SARM) -> Path | None:
+    """The released-layout checkpoint directory ``model`` was loaded from (None if another)."""
+    if model.source.get("layout") != "released":
+        return None
+    path = Path(model.source.get("path", ""))
+    return path if (path / RELEASED_CONFIG_FILE).is_file() else None
+
+
+def read_safetensors_header(path: str | Path) -> tuple[int, dict[str, Any]]:
+    """``(data_start, header)`` of a safetensors file: where tensor data begins, and the
+    JSON header (``{name: {"dtype", "shape", "data_offsets"}}`` plus ``__metadata__``)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a safetensors file (bad header: {exc})") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (bad header)")
+    return 8 + n, header
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's raw little-endian bytes, as safetensors stores them."""
+    return t.contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def _stored_tensor(path: Path, start: int, entry: Mapping[str, Any]) -> torch.Tensor:
+    begin, end = entry["data_offsets"]
+    with open(path, "rb") as fh:
+        fh.seek(start + begin)
+        raw = bytearray(fh.read(end - begin))
+    flat = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    return flat.view(HEAD_DTYPES[entry["dtype"]]).reshape(entry["shape"]).clone()
+
+
+def _edited_tensor(
+    path: Path, start: int, key: str, entry: Mapping[str, Any], target: np.ndarray
+) -> tuple[torch.Tensor, bool]:
+    """The stored ``key`` with the entries that differ from ``target`` (float32) replaced.
+
+    Entries already equal to ``target`` keep their stored bytes. Returns the tensor and
+    whether it had to be widened to float32 to hold ``target`` exactly.
+    """
+    if entry.get("dtype") not in HEAD_DTYPES:
+        raise ValueError(
+            f"{path}: {key} is stored as {entry.get('dtype')}; only floating-point heads "
+            "can be exported in the released layout"
+        )
+    stored = _stored_tensor(path, start, entry)
+    if stored.numel() != target.size:
+        raise ValueError(
+            f"{path}: {key} has {stored.numel()} values but the edited head has {target.size}; "
+            "the checkpoint on disk is not the one this model was loaded from"
+        )
+    want = torch.from_numpy(np.array(target, dtype=np.float32, copy=True)).reshape(stored.shape)
+    differ = stored.float() != want
+    out = stored.clone()
+    out[differ] = want[differ].to(stored.dtype)
+    if torch.equal(out.float(), want):
+        return out, False
+    return want.clone(), True
+
+
+def _rewrite_safetensors(
+    src: Path, dst: Path, start: int, header: dict[str, Any], new: Mapping[str, torch.Tensor]
+) -> None:
+    """Copy ``src`` to ``dst`` with the tensors in ``new`` replaced.
+
+    When every replacement has its stored dtype (the same byte size), the copy keeps the
+    header and every other byte and only the replaced tensors' bytes are overwritten.
+    Otherwise the header is rebuilt (tensors in their stored order, offsets moved) and
+    every other tensor's bytes are streamed over unchanged.
+    """
+    dtype_names = {v: k for k, v in HEAD_DTYPES.items()}
+    same_size = all(
+        dtype_names[t.dtype] == header[k]["dtype"] and list(t.shape) == header[k]["shape"]
+        for k, t in new.items()
+    )
+    if same_size:
+        shutil.copyfile(src, dst)
+        with open(dst, "r+b") as fh:
+            for key, t in new.items():
+                fh.seek(start + header[key]["data_offsets"][0])
+                fh.write(_tensor_bytes(t))
+        return
+    names = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"]
+    )
+    out_header: dict[str, Any] = {}
+    if "__metadata__" in header:
+        out_header["__metadata__"] = header["__metadata__"]
+    offset = 0
+    for name in names:
+        entry = dict(header[name])
+        size = (
+            len(_tensor_bytes(new[name]))
+            if name in new
+            else entry["data_offsets"][1] - entry["data_offsets"][0]
+        )
+        if name in new:
+            entry["dtype"] = dtype_names[new[name].dtype]
+            entry["shape"] = list(new[name].shape)
+        entry["data_offsets"] = [offset, offset + size]
+        out_header[name] = entry
+        offset += size
+    blob = json.dumps(out_header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(struct.pack("<Q", len(blob)))
+        fout.write(blob)
+        for name in names:
+            if name in new:
+                fout.write(_tensor_bytes(new[name]))
+                continue
+            begin, end = header[name]["data_offsets"]
+            fin.seek(start + begin)
+            left = end - begin
+            while left:
+                chunk = fin.read(min(left, COPY_CHUNK))
+                if not chunk:
+                    raise ValueError(f"{src} is truncated: {name} runs past the end")
+                fout.write(chunk)
+                left -= len(chunk)
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """Hard-link ``dst`` to ``src`` (symlinks resolved); copy the bytes where links fail
+    (another filesystem, no permission). True when linked."""
+    try:
+        os.link(src.resolve(), dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+        return False
+    return True
+
+
+def _head_targets(model: SARM, edit: Head) -> dict[str, np.ndarray]:
+    """``{tensor name: float32 values}`` the exported head must hold."""
+    if edit.size != model.d_sae:
+        raise ValueError(f"the edit has {edit.size} weights; the model's SAE has {model.d_sae}")
+    edited = edit.applied()
+    out = {HEAD_KEY: edited.weights}
+    if edited.bias != 0.0:
+        out[BIAS_KEY] = np.array([edited.bias], dtype=np.float32)
+    return out
+
+
+def write_released(
+    model: SARM, edit: Head, manifest: Mapping[str, Any], directory: str | Path
+) -> ReleasedExport:
+    """A copy of the released checkpoint ``model`` was loaded from, with the edited head.
+
+    Every top-level file of the source is carried over: safetensors shards that do not
+    hold the head are hard-linked (copied byte for byte across filesystems), the
+    shard holding ``score.weight`` is rewritten with every other tensor's bytes
+    unchanged, and the rest (``config.json``, tokenizer files, the shard index) are
+    copied. Head values that already match keep their stored bytes; if the stored
+    dtype (bf16, say) cannot hold an edited weight exactly, ``score.weight`` is written
+    as float32 so that the copy scores exactly as previewed. ``head_manifest.json``
+    is written beside the weights. The copy is assembled in a temporary sibling
+    directory and renamed into place. ``load_sarm(directory)`` loads it.
+    """
+    source = released_source(model)
+    if source is None:
+        raise ValueError(
+            "this model was not loaded from a released (Llama-SARM) checkpoint directory; "
+            "export a checkpoint in our layout instead"
+        )
+    target = check_output_dir(str(directory))
+    targets = _head_targets(model, edit)
+    shards = {f.name: f for f in safetensors_files(source)}
+    headers = {name: read_safetensors_header(f) for name, f in shards.items()}
+    holders = {k: [n for n, (_, h) in headers.items() if k in h] for k in (HEAD_KEY, BIAS_KEY)}
+    if len(holders[HEAD_KEY]) != 1:
+        raise ValueError(
+            f"{source}: expected one shard holding {HEAD_KEY}, found {holders[HEAD_KEY]}"
+        )
+    if BIAS_KEY in targets and not holders[BIAS_KEY]:
+        raise ValueError(
+            f"the edited head has a bias ({targets[BIAS_KEY][0]:g}) but {source} has no "
+            f"{BIAS_KEY}; export a checkpoint in our layout instead"
+        )
+    if holders[BIAS_KEY] and BIAS_KEY not in targets:
+        targets[BIAS_KEY] = np.zeros(1, dtype=np.float32)
+    edits: dict[str, dict[str, torch.Tensor]] = {}
+    widened = False
+    for key, values in targets.items():
+        shard = holders[key][0]
+        start, header = headers[shard]
+        tensor, wide = _edited_tensor(shards[shard], start, key, header[key], values)
+        edits.setdefault(shard, {})[key] = tensor
+        widened |= wide and key == HEAD_KEY
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    linked, copied, skipped = [], [], []
+    try:
+        for src in sorted(source.iterdir()):
+            name = src.name
+            if name.startswith(".") or name == HEAD_MANIFEST_FILE or not src.is_file():
+                skipped.append(name)
+            elif name in edits:
+                start, header = headers[name]
+                _rewrite_safetensors(src, tmp / name, start, header, edits[name])
+            elif name.endswith(".safetensors"):
+                (linked if link_or_copy(src, tmp / name) else copied).append(name)
+            else:
+                shutil.copyfile(src, tmp / name)
+                copied.append(name)
+        _fix_index_size(tmp / SHARD_INDEX_FILE, tmp, edits)
+        (tmp / HEAD_MANIFEST_FILE).write_text(
+            json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+        )
+        _usual_permissions(tmp, skip={tmp / n for n in linked})
+        if target.is_dir():
+            target.rmdir()  # checked empty above
+        tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ReleasedExport(
+        path=target,
+        rewritten=tuple(sorted(edits)),
+        linked=tuple(linked),
+        copied=tuple(copied),
+        head_dtype=read_safetensors_header(target / holders[HEAD_KEY][0])[1][HEAD_KEY]["dtype"],
+        widened=widened,
+        skipped=tuple(skipped),
+    )
+
+
+def _fix_index_size(index: Path, root: Path, edits: Mapping[str, Any]) -> None:
+    """Keep the shard index's ``metadata.total_size`` true when a shard grew (a widened head)."""
+    if not index.is_file() or not edits:
+        return
+    doc = json.loads(index.read_text())
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or "total_size" not in meta:
+        return
+    total = 0
+    for shard in sorted(set(doc.get("weight_map", {}).values())):
+        _, header = read_safetensors_header(root / shard)
+        total += sum(
+            v["data_offsets"][1] - v["data_offsets"][0]
+            for k, v in header.items()
+            if k != "__metadata__"
+        )
+    if total != meta["total_size"]:
+        meta["total_size"] = total
+        index.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def checkpoint_rewards(
@@ -254,6 +549,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "ReleasedExport",
     "check_output_dir",
     "checkpoint_rewards",
     "checkpoint_zip",
@@ -261,9 +557,13 @@ __all__ = [
     "edited_model",
     "head_files",
     "json_safe",
+    "link_or_copy",
     "model_info",
     "read_manifest",
+    "read_safetensors_header",
+    "released_source",
     "write_checkpoint",
     "write_head",
+    "write_released",
     "zip_files",
 ]
