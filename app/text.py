@@ -279,3 +279,21 @@ def verify_verdict(result: pd.DataFrame) -> tuple[str, str] | None:
             f"The checkpoint reproduces the previewed rewards (max |diff| {worst:.2e})."
         )
     return "warning", "The checkpoint's rewards differ from the preview; see the table."
+
+
+def released_written(result) -> str:
+    """What :func:`sarm.export.write_released` did, in one message."""
+    parts = [f"Wrote the edited released checkpoint to {code(result.path)}"]
+    rewritten = ", ".join(code(n) for n in result.rewritten)
+    parts.append(f"`score.weight` rewritten in {rewritten} ({result.head_dtype})")
+    if result.linked:
+        parts.append(f"{len(result.linked)} shard(s) hard-linked")
+    if result.copied:
+        parts.append(f"{len(result.copied)} file(s) copied")
+    message = "; ".join(parts) + "."
+    if result.widened:
+        message += (
+            " The source stores the head in a narrower type than the edit needs, so "
+            "`score.weight` is written as float32 (exactly the previewed weights)."
+        )
+    return message

@@ -12,11 +12,20 @@ from sarm.export import (
     head_files,
     json_safe,
     model_info,
+    released_source,
     write_checkpoint,
     write_head,
+    write_released,
     zip_files,
 )
 
+RELEASED_NOTE = (
+    "The model was loaded from the released checkpoint {source}. This writes a copy of it in "
+    "the same layout (config.json, tokenizer files, the safetensors shards and their index) in "
+    "which only `score.weight` differs: shards without the head are hard-linked (copied across "
+    "filesystems), the shard holding the head is rewritten with every other tensor unchanged, "
+    "and the manifest rides beside it. `load_sarm(DIR)` loads it and scores exactly as previewed."
+)
 CHECKPOINT_NOTE = (
     "Our layout (sarm.json + sae/ + head.safetensors + the manifest): `load_sarm(DIR)` "
     "loads it and scores exactly as previewed here. The backbone is referenced by name or path "
@@ -69,7 +78,10 @@ def render() -> None:
     manifest["created_at"] = kept[1]
     _notice()
     _head(edit, manifest)
-    _checkpoint(ctx, manifest)
+    released = released_source(ctx.model)
+    if released is not None:
+        _released(ctx, manifest, released)
+    _checkpoint(ctx, manifest, "(c)" if released is not None else "(b)")
     _verify(ctx, preview.rewards_after)
 
 
@@ -136,10 +148,32 @@ def _head(edit, manifest: dict) -> None:
             _notify("Wrote " + ", ".join(text.code(p) for p in written))
 
 
-def _checkpoint(ctx: state.Context, manifest: dict) -> None:
-    """(b) Write or download a complete checkpoint with the edited head."""
+def _released(ctx: state.Context, manifest: dict, source) -> None:
+    """(b) for a model loaded from a released checkpoint: a copy of it with the edited head."""
     edit = ctx.head
-    st.subheader("(b) A complete checkpoint")
+    st.subheader("(b) The released checkpoint you loaded, with the edited head")
+    st.caption(RELEASED_NOTE.format(source=text.code(source)))
+    r1, r2 = st.columns([5, 1], vertical_alignment="bottom")
+    out_dir = r1.text_input(
+        "New directory for the edited copy",
+        key=state.keep("export_released_dir"),
+        placeholder="/path/to/new/checkpoint",
+    )
+    if r2.button("Write the copy", key="export_write_released"):
+        try:
+            with st.spinner("Writing the edited copy ..."):
+                result = write_released(ctx.model, edit, manifest, out_dir)
+        except (ValueError, OSError) as exc:
+            st.error(text.problem("Nothing written", exc))
+        else:
+            st.session_state["export_written"] = (str(result.path), edit.hash())
+            _notify(text.released_written(result))
+
+
+def _checkpoint(ctx: state.Context, manifest: dict, number: str = "(b)") -> None:
+    """(b) or (c): write or download a complete checkpoint (our layout) with the edited head."""
+    edit = ctx.head
+    st.subheader(f"{number} A complete checkpoint in our layout")
     st.caption(CHECKPOINT_NOTE)
     k1, k2, k3 = st.columns([4, 1, 1], vertical_alignment="bottom")
     ckpt_dir = k1.text_input(

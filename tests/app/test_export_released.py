@@ -11,10 +11,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from app_env import AppEnv, app_groups, build_app_env, copy_store
 from helpers import make_released_checkpoint
 from safetensors.torch import load_file, save_file
+from test_app_editor import current_example
+from test_app_pages import go, metric, start
 
 import sarm.export
+from app import state
+from feature_store import FeatureStore, ingest
 from sarm import load_sarm
 from sarm.constants import HEAD_MANIFEST_FILE
 from sarm.export import (
@@ -207,8 +212,86 @@ def test_refusals(sharded, tmp_path, env_model_dir):
 
 @pytest.fixture(scope="module")
 def env_model_dir(tmp_path_factory):
-    from app_env import build_app_env
-
     root = tmp_path_factory.getbasetemp() / "app-env"
     root.mkdir(exist_ok=True)
     return build_app_env(root).model_dir
+
+
+# --------------------------------------------------------------------------- the Export page
+
+
+@pytest.fixture(scope="module")
+def released_env(tmp_path_factory):
+    """A released-layout checkpoint and a store built from it (the dashboard's SARM_MODEL)."""
+    root = tmp_path_factory.mktemp("released-app")
+    path = make_released_checkpoint(root / "Llama-SARM-tiny", seed=3, shards=2)
+    store_path = root / "store.duckdb"
+    with FeatureStore.open(store_path) as store:
+        ingest(store, load_sarm(path), app_groups(6), batch_size=8, top_n=5, progress=False)
+    return path, store_path
+
+
+@pytest.fixture
+def released_app(released_env, tmp_path, monkeypatch):
+    path, store = released_env
+    copy = copy_store(AppEnv(path, store), tmp_path / "store.duckdb")
+    monkeypatch.setenv("SARM_MODEL", str(path))
+    monkeypatch.setenv("SARM_STORE", str(copy))
+    yield path, copy
+    state.open_store.clear()
+
+
+def test_the_export_page_writes_the_released_copy(released_app, tmp_path):
+    source, store_path = released_app
+    at = start("editor")
+    _, ex, weights, _ = current_example(at, store_path)
+    at.button(key="editor_add_top").click().run()
+    fid = int(ex.features["feature_id"].iloc[0])
+    slider = at.slider(key=f"editor_w_{fid}")
+    slider.set_value(0.5 * float(slider.min)).run()
+    previewed = float(metric(at, "Reward (edited)"))
+    applied = at.session_state["shared_overrides"][fid]
+    go(at, "export")
+    headers = [h.value for h in at.subheader]
+    assert any("released checkpoint you loaded" in h for h in headers), headers
+    assert any(h.startswith("(c) A complete checkpoint in our layout") for h in headers)
+    at.text_input(key="export_released_dir").input(str(tmp_path / "copy"))
+    at.button(key="export_write_released").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    wrote = [s.value for s in at.success if s.value.startswith("Wrote the edited released")]
+    assert len(wrote) == 1 and "1 shard(s) hard-linked" in wrote[0], wrote
+    copy = tmp_path / "copy"
+    before, after = all_tensors(source), all_tensors(copy)
+    assert [k for k in before if before[k] != after[k]] == ["score.weight"]
+    written = json.loads((copy / HEAD_MANIFEST_FILE).read_text())
+    assert [c["feature_id"] for c in written["changes"]] == [fid]
+    model = load_sarm(copy)
+    assert float(model.head.weights[fid]) == applied
+    got = model.score_batch([ex.conversation()])[0].reward
+    assert got == pytest.approx(previewed, abs=1e-5)
+    assert got == pytest.approx(
+        ex.reward + (applied - float(weights[fid])) * float(ex.features["activation"].iloc[0]),
+        abs=1e-5,
+    )
+    at.button(key="export_verify").click().run()
+    assert any("reproduces the previewed rewards" in s.value for s in at.success)
+    at.button(key="export_write_released").click().run()  # never overwrites
+    assert any("not empty" in e.value for e in at.error)
+
+
+def test_a_model_of_our_layout_is_not_offered_the_released_copy(
+    env_model_dir, tmp_path, monkeypatch
+):
+    store = env_model_dir.parent / "store.duckdb"
+    monkeypatch.setenv("SARM_MODEL", str(env_model_dir))
+    monkeypatch.setenv(
+        "SARM_STORE", str(copy_store(AppEnv(env_model_dir, store), tmp_path / "s.duckdb"))
+    )
+    try:
+        at = start("export")
+        assert not [b for b in at.button if b.key == "export_write_released"]
+        assert [h.value for h in at.subheader if h.value.startswith("(b)")] == [
+            "(b) A complete checkpoint in our layout"
+        ]
+    finally:
+        state.open_store.clear()
