@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.highlight import display_text
-from app.text import chart_text
+from app.text import TRAJECTORY_TITLE, chart_text
 from sarm.attribution import TopContributions
 
 UP = "#f58220"
@@ -23,6 +23,7 @@ DOWN = "#2d6ee6"
 TOTAL = "#555555"
 BEFORE = "#8c8c8c"
 AFTER = "#f58220"
+POOLED = "#d62728"
 
 
 def feature_name(fid: int, labels: Mapping[int, str] | None = None, width: int = 28) -> str:
@@ -91,16 +92,76 @@ def waterfall_values(fig: go.Figure) -> tuple[list[str], list[float]]:
     ]
 
 
+MAX_TICKS = 60  # token labels on the trajectory's x-axis (every n-th beyond that)
+TICK_CHARS = 12
+
+
+def aligned_zero_ranges(*series: Sequence[float] | np.ndarray, pad: float = 0.06):
+    """``(low, high)`` axis ranges, one per series, with zero at the same height on all.
+
+    Each range covers its series and zero; one side of a range is stretched where
+    needed so that zero sits at the same fraction of every axis (then ``pad`` of
+    the span is added on both sides, which keeps that fraction).
+    """
+    spans: list[tuple[float, float] | None] = []
+    for values in series:
+        arr = np.asarray(values, dtype=np.float64)
+        arr = arr[np.isfinite(arr)]
+        neg = float(max(0.0, -arr.min())) if arr.size else 0.0
+        pos = float(max(0.0, arr.max())) if arr.size else 0.0
+        spans.append((neg, pos) if neg + pos > 0 else None)
+    fractions = [n / (n + p) for n, p in (s for s in spans if s is not None)]
+    if not fractions:
+        return [(-1.0, 1.0) for _ in spans]
+    inside = [x for x in fractions if 0.0 < x < 1.0]
+    if inside:
+        f = max(inside)
+    elif len(set(fractions)) == 1:
+        f = fractions[0]  # all at or above zero (0), or all at or below it (1)
+    else:
+        f = 0.5  # some series only positive, others only negative
+    out = []
+    for span in spans:
+        neg, pos = span if span is not None else (f, 1.0 - f)
+        if 0.0 < f < 1.0:
+            if neg / (neg + pos) < f:
+                neg = f * pos / (1.0 - f)
+            else:
+                pos = neg * (1.0 - f) / f
+        total = neg + pos
+        out.append((-neg - pad * total, pos + pad * total))
+    return out
+
+
+def token_ticks(tokens: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Tick positions and texts for a token axis: every token, or every n-th (and the last)."""
+    n = len(tokens)
+    every = max(1, -(-n // MAX_TICKS))
+    pos = list(range(0, n, every))
+    if n and pos[-1] != n - 1:
+        pos.append(n - 1)
+    texts = []
+    for i in pos:
+        t = display_text(tokens[i]).replace("\n", "").strip() or "\u2423"
+        texts.append(chart_text(t if len(t) <= TICK_CHARS else t[: TICK_CHARS - 1] + "\u2026"))
+    return pos, texts
+
+
 def reward_trajectory(
     tokens: Sequence[str],
     rewards: np.ndarray,
     track: np.ndarray | None = None,
     track_name: str = "activation",
     *,
-    title: str = "Reward trajectory r_t = w \u00b7 z_t over the tokens",
+    title: str = TRAJECTORY_TITLE,
+    system_end: int = 0,
 ) -> go.Figure:
-    """``r_t`` as a line over token positions; a feature's activation as bars behind it."""
+    """``r_t`` over the tokens (the x-axis shows them; hover gives each token's text), a
+    feature's activation as bars behind it on a second axis whose zero is aligned with
+    the first, the last (pooled) point marked as the reward, and the system prompt
+    ``tokens[:system_end]`` shaded."""
     x = np.arange(len(tokens))
+    r = np.asarray(rewards, float)
     hover = [chart_text(display_text(t).replace("\n", "") or "\u2423") for t in tokens]
     track_name = chart_text(track_name)
     fig = go.Figure()
@@ -113,12 +174,13 @@ def reward_trajectory(
                 yaxis="y2",
                 marker={"color": "rgba(245,130,32,0.45)"},
                 hovertext=hover,
+                hovertemplate="token %{x}: %{hovertext}<br>z = %{y:.4f}<extra></extra>",
             )
         )
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=np.asarray(rewards, float),
+            y=r,
             mode="lines",
             name="r_t",
             line={"color": TOTAL, "width": 2},
@@ -126,18 +188,45 @@ def reward_trajectory(
             hovertemplate="token %{x}: %{hovertext}<br>r_t = %{y:.4f}<extra></extra>",
         )
     )
+    if len(r):
+        fig.add_trace(
+            go.Scatter(
+                x=[x[-1]],
+                y=[r[-1]],
+                mode="markers+text",
+                name="r_T = reward (scored token)",
+                marker={"color": POOLED, "size": 11, "symbol": "diamond"},
+                text=["reward"],
+                textposition="top left",
+                hovertext=[hover[-1]],
+                hovertemplate="scored token %{x}: %{hovertext}<br>reward r_T = %{y:.4f}"
+                "<extra></extra>",
+            )
+        )
+    if system_end > 0:
+        fig.add_vrect(
+            x0=-0.5,
+            x1=system_end - 0.5,
+            fillcolor="rgba(128,128,128,0.15)",
+            line_width=0,
+            annotation_text="system prompt",
+            annotation_position="top left",
+        )
+    ranges = aligned_zero_ranges(r, np.asarray(track, float) if track is not None else r)
+    ticks, labels = token_ticks(tokens)
     fig.update_layout(
-        xaxis={"title": "token position"},
-        yaxis={"title": "r_t"},
+        xaxis={"title": "token", "tickvals": ticks, "ticktext": labels, "tickangle": -60},
+        yaxis={"title": "r_t", "range": list(ranges[0]), "zeroline": True},
         yaxis2={
             "title": track_name,
             "overlaying": "y",
             "side": "right",
             "showgrid": False,
-            "rangemode": "tozero",
+            "range": list(ranges[1]),
+            "zeroline": False,
         },
     )
-    return _layout(fig, title, height=320)
+    return _layout(fig, chart_text(title), height=360)
 
 
 def activation_histogram(hist: pd.DataFrame, *, title: str = "Activation histogram") -> go.Figure:

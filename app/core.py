@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
+from app.highlight import is_special
 from sarm.attribution import TopContributions, top_contributions
 from sarm.cachedir import default_store_path, demo_store_path
 from sarm.constants import (
@@ -279,6 +280,61 @@ def feature_track(values: np.ndarray, indices: np.ndarray, feature_id: int) -> n
 def trajectory(values: np.ndarray, indices: np.ndarray, head: Head) -> np.ndarray:
     """``r_t = w . z_t + b`` at every token from top-k latents ``[T, k]``."""
     return head.rewards(SparseLatents.from_topk(values, indices, head.size))
+
+
+#: what follows a template's turn marker to name the turn (``<|im_start|>system``)
+TURN_ROLES = ("system", "user", "assistant", "tool", "ipython", "developer")
+ROLE_WINDOW = 16  # tokens after a marker searched for the role name (byte-level: 1 a char)
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a conversation's tokens are shown.
+
+    ``tokens[:system_end]`` is the system turn (the template's default system prompt
+    or the user's), shown collapsed; 0 when there is none. ``pooled`` is the token
+    whose latents the head scores: the final end-of-turn token, which is the last
+    token (the encoder drops anything after it), so ``r_T`` there is the reward.
+    """
+
+    system_end: int
+    pooled: int
+
+
+def turn_starts(tokens: Sequence[str]) -> list[tuple[int, str]]:
+    """``(index, role)`` of every turn header: a template marker token followed by a role
+    name (``<|im_start|>user``, ``<|start_header_id|>assistant<|end_header_id|>``).
+
+    Message text never holds a marker token (the encoder splits control tokens written
+    in a message into plain characters), so only the template's headers match.
+    """
+    out = []
+    for i, token in enumerate(tokens):
+        if not is_special(token):
+            continue
+        name = ""
+        for nxt in tokens[i + 1 : i + 1 + ROLE_WINDOW]:
+            if is_special(nxt):
+                break
+            head, newline, _ = nxt.partition("\n")
+            name += head
+            if newline:
+                break
+        if name.strip().lower() in TURN_ROLES:
+            out.append((i, name.strip().lower()))
+    return out
+
+
+def token_layout(tokens: Sequence[str]) -> TokenLayout:
+    """Where the system turn ends and which token is pooled (see :class:`TokenLayout`)."""
+    if not tokens:
+        raise ValueError("no tokens to lay out")
+    starts = turn_starts(tokens)
+    system_end = 0
+    if starts and starts[0][1] == "system":
+        rest = [i for i, role in starts if role != "system"]
+        system_end = rest[0] if rest else 0
+    return TokenLayout(system_end, len(tokens) - 1)
 
 
 def adjust_trajectory(

@@ -22,6 +22,9 @@ import numpy as np
 POSITIVE_RGB = (245, 130, 32)
 NEGATIVE_RGB = (45, 110, 230)
 MAX_ALPHA = 0.85
+POOLED_RGB = "#d62728"
+POOLED_NOTE = "scored token"
+POOLED_TITLE = "the pooled end-of-turn token: the reward is r_T = w \u00b7 z_T + b here"
 NEWLINE_MARK = "\u21b5"  # the return-arrow glyph shown where a token holds a line break
 _SPECIAL = re.compile(r"^<\|[^|<>]{1,40}\|>$|^<s>$|^</s>$")
 
@@ -85,12 +88,26 @@ def is_special(token: str) -> bool:
     return bool(_SPECIAL.match(token.strip()))
 
 
-def _span_html(span: TokenSpan) -> str:
+def _span_html(span: TokenSpan, pooled: bool = False) -> str:
     style = f"background:{span.color};"
     if span.special:
         style += "color:#888;font-size:0.8em;"
-    title = html.escape(f"{span.value:+.4g}", quote=True)
-    return f'<span class="sarm-tok" style="{style}" title="{title}">{html.escape(span.text)}</span>'
+    title = f"{span.value:+.4g}"
+    if pooled:
+        style += f"outline:2px solid {POOLED_RGB};outline-offset:1px;"
+        title += f" \u00b7 {POOLED_TITLE}"
+    title = html.escape(title, quote=True)
+    mark = ' data-pooled="1"' if pooled else ""
+    out = (
+        f'<span class="sarm-tok"{mark} style="{style}" title="{title}">'
+        f"{html.escape(span.text)}</span>"
+    )
+    if pooled:
+        out += (
+            f'<span class="sarm-pooled-note" style="color:{POOLED_RGB};font-size:0.75em;'
+            f'font-family:sans-serif;"> \u25c0 {POOLED_NOTE}</span>'
+        )
+    return out
 
 
 def highlight_html(
@@ -99,10 +116,16 @@ def highlight_html(
     *,
     scale: float | None = None,
     title: str | None = None,
+    pooled: int | None = None,
 ) -> SafeHtml:
-    """Escaped HTML of the tokens, each shaded by its value (hover shows the value)."""
+    """Escaped HTML of the tokens, each shaded by its value (hover shows the value).
+
+    ``pooled``: the index of the token the head scores, outlined and labelled.
+    """
     spans = token_spans(tokens, values, scale)
-    body = "".join(_span_html(s) for s in spans)
+    if pooled is not None and not 0 <= pooled < len(spans):
+        raise ValueError(f"pooled token {pooled} is outside the {len(spans)} tokens")
+    body = "".join(_span_html(s, i == pooled) for i, s in enumerate(spans))
     head = f'<div class="sarm-hl-title">{html.escape(title)}</div>' if title else ""
     return SafeHtml(
         f'<div class="sarm-hl">{head}<div style="font-family:ui-monospace,monospace;'

@@ -189,6 +189,21 @@ def shift_accuracy_na(names: Sequence[str]) -> str:
     )
 
 
+TRAJECTORY_TITLE = "Reward trajectory r_t = w \u00b7 z_t + b over the tokens"
+TRAJECTORY_NOTE = (
+    "Only the last token's r_T is the reward; an earlier r_t is what the head would pay if "
+    "the response ended at that token."
+)
+
+
+def system_prompt_label(n_tokens: int, values: Sequence[float] | np.ndarray) -> str:
+    """The collapsed system prompt's heading: its size and the feature's peak there."""
+    vals = np.asarray(values, dtype=np.float64)
+    peak = float(np.max(np.abs(vals))) if vals.size else 0.0
+    where = f"peak |z| = {peak:.4f} here" if peak > 0 else "the feature is not active here"
+    return f"System prompt ({n_tokens} tokens; {where})"
+
+
 def track_caption(title: str, track: np.ndarray) -> str:
     """A highlighted text's heading: the pooled (last-token) activation and the peak."""
     peak = float(np.max(np.abs(track))) if len(track) else 0.0

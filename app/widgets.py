@@ -83,7 +83,19 @@ def show_html(fragment: SafeHtml) -> None:
 
 
 def highlight(tokens, values, scale: float, title: str | None = None) -> None:
-    show_html(highlight_html(tokens, values, scale=scale, title=title))
+    """A conversation's tokens shaded by ``values``: the system prompt collapsed in an
+    expander, the rest shown, the pooled (scored) end-of-turn token marked."""
+    tokens, values = list(tokens), np.asarray(values, dtype=np.float64)
+    layout = core.token_layout(tokens)
+    cut = layout.system_end
+    if cut:
+        with st.expander(text.system_prompt_label(cut, values[:cut]), expanded=False):
+            show_html(highlight_html(tokens[:cut], values[:cut], scale=scale))
+    show_html(
+        highlight_html(
+            tokens[cut:], values[cut:], scale=scale, title=title, pooled=layout.pooled - cut
+        )
+    )
 
 
 def legend(scale: float, feature: str) -> None:
@@ -126,12 +138,14 @@ def stored_trajectory(ctx: state.Context, example_id: int, hl) -> tuple[np.ndarr
 
 
 def token_view(tokens, track, trajectory, name: str, key: str, scale: float | None = None):
+    """A feature's activation over the tokens (highlighted text) and the reward trajectory."""
     scale = value_scale(track) if scale is None else scale
     legend(scale, name)
     highlight(tokens, track, scale)
-    st.plotly_chart(
-        charts.reward_trajectory(tokens, trajectory, track, name), key=f"{key}_trajectory"
-    )
+    layout = core.token_layout(list(tokens))
+    fig = charts.reward_trajectory(tokens, trajectory, track, name, system_end=layout.system_end)
+    st.plotly_chart(fig, key=f"{key}_trajectory")
+    st.caption(text.TRAJECTORY_NOTE)
 
 
 def example_picker(
