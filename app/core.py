@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -343,6 +344,126 @@ def adjust_trajectory(
     """``r_t`` after weight changes ``deltas[j]`` of the features whose tracks are ``[T, F]``."""
     tracks = np.asarray(tracks, dtype=np.float64).reshape(len(trajectory), -1)
     return np.asarray(trajectory, np.float64) + tracks @ np.asarray(deltas, np.float64)
+
+
+# --------------------------------------------------------------------------- typed conversations
+
+CHAT_ROLES = ("user", "assistant")
+MESSAGE_FIELDS = ("role", "content")
+
+
+def conversation_messages(
+    system: str,
+    default_system: str | None,
+    turns: Sequence[tuple[str, str]],
+    last: str = "assistant",
+) -> list[dict[str, str]]:
+    """The messages to score: the system prompt, then the turns.
+
+    The system prompt is left out when it is exactly the template's default
+    (``default_system``), so the template inserts that itself, exactly as for a
+    conversation without one; any other text, the empty one included, is sent as
+    a system message. ``default_system`` None: the template takes no system turn.
+    ``last``: the role the final turn must have (``assistant``: the scored
+    response; ``user``: a context that responses are appended to).
+    """
+    if not turns:
+        raise ValueError("add at least one turn")
+    out: list[dict[str, str]] = []
+    if default_system is None:
+        if system.strip():
+            raise ValueError(
+                "this model's chat template has no system turn; clear the system prompt"
+            )
+    elif system != default_system:
+        out.append({"role": "system", "content": system})
+    for n, (role, content) in enumerate(turns, 1):
+        if role not in CHAT_ROLES:
+            raise ValueError(f"turn {n} has role {role!r}; a turn is a user or assistant turn")
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError(f"turn {n} ({role}) is empty; type its text or remove it")
+        out.append({"role": role, "content": content})
+    if turns[-1][0] != last:
+        raise ValueError(f"the last turn must be the {last}'s, not the {turns[-1][0]}'s")
+    return out
+
+
+def parse_conversation(
+    raw: str, last: str = "assistant"
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """``(system prompt or None, turns)`` from a pasted JSON list of ``{role, content}``.
+
+    Roles are ``system`` (first message only), ``user`` and ``assistant``; every
+    message has exactly those two fields, text content, and only a system message
+    may be empty. The last message must have the role ``last``. Every problem is a
+    ValueError that names the message (counted from 1) and the field.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError('paste a JSON list such as [{"role": "user", "content": "..."}, ...]')
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise ValueError("not a conversation: the JSON is nested too deeply") from None
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    if not isinstance(data, list) or not data:
+        raise ValueError(
+            'a conversation is a non-empty JSON list of {"role": ..., "content": ...} '
+            f"objects, not {_json_kind(data)}"
+        )
+    system = None
+    turns: list[tuple[str, str]] = []
+    for n, message in enumerate(data, 1):
+        role, content = _message(message, n)
+        if role == "system":
+            if n != 1:
+                raise ValueError(f"message {n} is a system message; only the first may be one")
+            system = content
+        else:
+            turns.append((role, content))
+    if not turns:
+        raise ValueError("the conversation has no user or assistant message")
+    if turns[-1][0] != last:
+        raise ValueError(
+            f"the last message must be the {last}'s (message {len(data)} is the {turns[-1][0]}'s)"
+        )
+    return system, turns
+
+
+def _message(message: object, n: int) -> tuple[str, str]:
+    if not isinstance(message, dict):
+        raise ValueError(
+            f'message {n} is {_json_kind(message)}, not an object {{"role": ..., "content": ...}}'
+        )
+    missing = [f for f in MESSAGE_FIELDS if f not in message]
+    if missing:
+        raise ValueError(f"message {n} has no {' and no '.join(missing)} field")
+    extra = sorted(str(k) for k in message if k not in MESSAGE_FIELDS)
+    if extra:
+        raise ValueError(f"message {n} has fields other than role and content: {', '.join(extra)}")
+    role, content = message["role"], message["content"]
+    if role not in ("system", *CHAT_ROLES):
+        raise ValueError(f"message {n} has role {role!r}; the roles are system, user and assistant")
+    if not isinstance(content, str):
+        raise ValueError(f"message {n} ({role}): content must be text, not {_json_kind(content)}")
+    if role != "system" and not content.strip():
+        raise ValueError(f"message {n} ({role}) is empty")
+    return role, content
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in words (for error messages)."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "null"
+    for kind, name in kinds.items():
+        if isinstance(value, kind):
+            return name if kind is not list or value else "an empty list"
+    return "a number"
 
 
 # --------------------------------------------------------------------------- widgets' data

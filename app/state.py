@@ -21,6 +21,7 @@ import streamlit as st
 from app import core, text
 from feature_store import FeatureStore, StoreError
 from sarm import cachedir
+from sarm.backbones import default_system_prompt
 from sarm.checkpoints import load_sarm
 from sarm.constants import DEFAULT_MODEL, INGEST_HEAD, SARM_CONFIG_FILE
 from sarm.head import Head
@@ -168,12 +169,17 @@ def shift_features(
     return shift.discover(limit=limit, direction=direction, order_by=order_by)
 
 
-@st.cache_data(max_entries=64, show_spinner="Scoring the text ...")
-def score_text(model_ref: str, prompt: str, response: str) -> dict:
-    """Pooled activations and per-token top-k latents of a typed conversation (head-free)."""
+@st.cache_data(max_entries=64, show_spinner="Scoring the conversation ...")
+def score_messages(model_ref: str, messages: tuple[tuple[str, str], ...]) -> dict:
+    """Pooled activations and per-token top-k latents of a typed conversation (head-free).
+
+    ``messages``: ``(role, content)`` pairs (hashable, for the cache), the last one the
+    assistant response scored.
+    """
     model = load_model(model_ref)
-    score = model.score(prompt, response)
-    lat = model.token_latents((prompt, response))
+    conversation = [{"role": r, "content": c} for r, c in messages]
+    score = model.score(messages=conversation)
+    lat = model.token_latents(conversation)
     return {
         "activations": dict(score.activations),
         "tokens": list(lat.tokens),
@@ -181,6 +187,12 @@ def score_text(model_ref: str, prompt: str, response: str) -> dict:
         "indices": lat.indices.numpy().astype(np.int64),
         "truncated": bool(score.truncated),
     }
+
+
+def template_system(model_ref: str) -> str | None:
+    """The system prompt the model's chat template inserts by default ("" for none; None when
+    it takes no system turn)."""
+    return default_system_prompt(load_model(model_ref).tokenizer)
 
 
 # --------------------------------------------------------------------------- the page context

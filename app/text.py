@@ -196,6 +196,20 @@ TRAJECTORY_NOTE = (
 )
 
 
+NO_SYSTEM_TURN = "This model's chat template takes no system prompt."
+
+
+def system_prompt_help(default: str) -> str:
+    """What the system prompt box starts with, and what clearing or changing it does."""
+    if default:
+        return (
+            "Filled with the chat template's own default system prompt, which the model sees "
+            "when a conversation has none: scored exactly so while unchanged. Change it, or "
+            "clear it for an empty system prompt."
+        )
+    return "The chat template adds no system prompt by default; type one to add a system turn."
+
+
 def system_prompt_label(n_tokens: int, values: Sequence[float] | np.ndarray) -> str:
     """The collapsed system prompt's heading: its size and the feature's peak there."""
     vals = np.asarray(values, dtype=np.float64)

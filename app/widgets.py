@@ -244,3 +244,132 @@ def pair_table(pairs, key: str, pick_label: str, describe, name: str) -> None:
     )
     if st.button("Open in Compare", key=f"{key}_open"):
         state.open_pair(rows.loc[pick, "chosen_id"], rows.loc[pick, "rejected_id"])
+
+
+# --------------------------------------------------------------------------- typed conversations
+
+ROLE_LABELS = {"user": "User", "assistant": "Assistant"}
+
+
+def conversation_editor(
+    ctx: state.Context,
+    page: str,
+    initial: tuple[tuple[str, str], ...],
+    last: str,
+    submit: str,
+    responses: tuple[tuple[str, str], ...] = (),
+) -> tuple[list[dict[str, str]], list[str]] | None:
+    """A system prompt, a list of user/assistant turns (add, remove), optional response boxes
+    and a box to paste a JSON conversation into; in one form submitted by ``submit``.
+
+    ``initial``: ``(uid, role)`` of the turns shown first (a turn's text box has the key
+    ``{page}_{uid}``). ``last``: the role the final turn must have. ``responses``:
+    ``(key, label)`` of response boxes drawn below the turns. Returns the messages
+    (system prompt and turns, checked by ``core.conversation_messages``) and the
+    responses' texts when the form was submitted, else None; problems are shown.
+    """
+    ss = st.session_state
+    default = state.template_system(ctx.sources.model)
+    turns_key, system_key = f"{page}_turns", f"{page}_system"
+    if turns_key not in ss:
+        ss[turns_key] = [uid for uid, _ in initial]
+        for uid, role in initial:
+            state.put(f"{page}_{uid}_role", role)
+    if ss.get(f"{page}_system_for") != (ctx.sources.model, default):
+        ss[f"{page}_system_for"] = (ctx.sources.model, default)
+        state.put(system_key, default or "")
+    _paste_conversation(page, default, last)
+    with st.form(f"{page}_typed_form"):
+        if default is None:
+            st.caption(text.plain(text.NO_SYSTEM_TURN))
+        else:
+            st.text_area("System prompt", key=state.keep(system_key), height=70)
+            st.caption(text.system_prompt_help(default))
+        removed = None
+        for n, uid in enumerate(ss[turns_key], 1):
+            c1, c2, c3 = st.columns([2, 9, 2], vertical_alignment="center")
+            role = c1.selectbox(
+                f"Turn {n}",
+                list(core.CHAT_ROLES),
+                key=state.keep(f"{page}_{uid}_role", "user"),
+                format_func=ROLE_LABELS.get,
+            )
+            c2.text_area(
+                f"{ROLE_LABELS.get(role, role)} (turn {n})",
+                key=state.keep(f"{page}_{uid}", ""),
+                height=90,
+            )
+            if c3.form_submit_button("Remove", key=f"{page}_{uid}_remove"):
+                removed = uid
+        a1, a2, _ = st.columns([1, 1, 3])
+        add_user = a1.form_submit_button("Add a user turn", key=f"{page}_add_user")
+        add_assistant = a2.form_submit_button("Add an assistant turn", key=f"{page}_add_assistant")
+        if responses:
+            cols = st.columns(len(responses))
+            for col, (key, label) in zip(cols, responses, strict=True):
+                col.text_area(label, key=state.keep(key, ""), height=120)
+        submitted = st.form_submit_button(submit, type="primary")
+    if removed is not None or add_user or add_assistant:
+        _change_turns(page, removed, "user" if add_user else "assistant" if add_assistant else None)
+    if not submitted:
+        return None
+    turns = [
+        (state.kept(f"{page}_{uid}_role", "user"), state.kept(f"{page}_{uid}", ""))
+        for uid in ss[turns_key]
+    ]
+    try:
+        messages = core.conversation_messages(
+            state.kept(system_key, "") if default is not None else "", default, turns, last
+        )
+    except ValueError as exc:
+        st.error(text.problem("Cannot score this conversation", exc))
+        return None
+    return messages, [state.kept(key, "") for key, _ in responses]
+
+
+def _change_turns(page: str, removed: str | None, add: str | None) -> None:
+    """Remove a turn (never the last one left) or add one of role ``add``; then rerun."""
+    ss = st.session_state
+    uids = list(ss[f"{page}_turns"])
+    if removed is not None and len(uids) > 1:
+        uids.remove(removed)
+        state.forget(f"{page}_{removed}", f"{page}_{removed}_role")
+    if add is not None:
+        uid = f"turn{ss.get(f'{page}_next_turn', len(uids) + 1)}"
+        ss[f"{page}_next_turn"] = int(uid[4:]) + 1
+        state.put(f"{page}_{uid}_role", add)
+        state.put(f"{page}_{uid}", "")
+        uids.append(uid)
+    ss[f"{page}_turns"] = uids
+    st.rerun()
+
+
+def _paste_conversation(page: str, default: str | None, last: str) -> None:
+    """A box for a JSON conversation; "Use it" fills the editor (system prompt and turns)."""
+    with st.expander("Paste a JSON conversation", expanded=False):
+        raw = st.text_area(
+            'A JSON list of {"role": ..., "content": ...} messages (system first, if any)',
+            key=f"{page}_json",
+            height=120,
+            placeholder='[{"role": "user", "content": "..."}, {"role": "assistant", ...}]',
+        )
+        if not st.button("Use this conversation", key=f"{page}_json_use"):
+            return
+        try:
+            system, turns = core.parse_conversation(raw, last)
+            if system is not None and default is None:
+                raise ValueError("this model's chat template has no system turn; remove it")
+        except ValueError as exc:
+            st.error(text.problem("Cannot use this conversation", exc))
+            return
+    ss = st.session_state
+    for uid in ss[f"{page}_turns"]:
+        state.forget(f"{page}_{uid}", f"{page}_{uid}_role")
+    uids = [f"turn{n}" for n in range(1, len(turns) + 1)]
+    for uid, (role, content) in zip(uids, turns, strict=True):
+        state.put(f"{page}_{uid}_role", role)
+        state.put(f"{page}_{uid}", content)
+    ss[f"{page}_turns"] = uids
+    ss[f"{page}_next_turn"] = len(uids) + 1
+    state.put(f"{page}_system", default if system is None else system)
+    st.rerun()

@@ -453,6 +453,31 @@ class ChatEncoder:
         return [self.tokenizer.decode([int(t)]) for t in ids]
 
 
+def default_system_prompt(tokenizer) -> str | None:
+    """The system prompt the chat template inserts when a conversation has none.
+
+    ``""`` when it inserts none (or a fixed preamble only, which stays whatever the
+    system prompt); None when the template takes no system message (it raises for
+    one, or drops it). Found by rendering ``[user]`` and ``[system, user]`` and
+    reading what stands where the system text goes.
+    """
+    user = {"role": "user", "content": "\ue000"}
+    marker = "\ue001"
+    try:
+        bare = tokenizer.apply_chat_template([user], tokenize=False)
+        with_system = tokenizer.apply_chat_template(
+            [{"role": "system", "content": marker}, user], tokenize=False
+        )
+    except Exception:  # jinja's TemplateError, raise_exception(...) in the template, ...
+        return None
+    if not isinstance(with_system, str) or with_system.count(marker) != 1:
+        return None
+    before, _, after = with_system.partition(marker)
+    if len(before) + len(after) <= len(bare) and bare.startswith(before) and bare.endswith(after):
+        return bare[len(before) : len(bare) - len(after)]
+    return ""
+
+
 def _control_tokens(tokenizer) -> dict[int, str]:
     """Every special token of the tokenizer (id -> text): the tokens a template may place."""
     control = {

@@ -29,7 +29,11 @@ def check_text(value: object, what: str) -> str:
 
 
 def check_messages(messages: object, what: str = "messages") -> Conversation:
-    """Validate a list of chat messages and return it as a list of plain dicts."""
+    """Validate a list of chat messages and return it as a list of plain dicts.
+
+    Every message needs non-empty text, except a system message: an empty one is an
+    empty system prompt (which keeps a template from inserting its default one).
+    """
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ValueError(f"{what} must be a non-empty list of {{role, content}} messages")
     out: Conversation = []
@@ -37,7 +41,10 @@ def check_messages(messages: object, what: str = "messages") -> Conversation:
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise ValueError(f"{what}[{i}] must be a dict with 'role' and 'content'")
         role = check_text(msg["role"], f"{what}[{i}].role")
-        out.append({"role": role, "content": check_text(msg["content"], f"{what}[{i}].content")})
+        content = msg["content"]
+        if role != "system" or not isinstance(content, str):
+            content = check_text(content, f"{what}[{i}].content")
+        out.append({"role": role, "content": content})
     return out
 
 

@@ -134,19 +134,33 @@ def _asked_pair(table, asked: str | None) -> tuple[int, int] | None:
 
 
 def _typed_pair(ctx: state.Context) -> list[dict]:
-    """A typed prompt and two responses, each scored; stops until there are some."""
-    with st.form("compare_typed_form"):
-        prompt = st.text_area("Prompt", key="compare_prompt", height=80)
-        c1, c2 = st.columns(2)
-        first = c1.text_area("Chosen (A)", key="compare_a", height=120)
-        second = c2.text_area("Rejected (B)", key="compare_b", height=120)
-        submitted = st.form_submit_button("Compare", type="primary")
-    if submitted:
-        st.session_state["compare_typed"] = (prompt, first, second)
+    """A typed conversation (system prompt, turns ending with the user's) and two responses
+    to it, each scored; stops until there are some."""
+    got = widgets.conversation_editor(
+        ctx,
+        "compare",
+        (("prompt", "user"),),
+        "user",
+        "Compare",
+        responses=(("compare_a", "Chosen (A)"), ("compare_b", "Rejected (B)")),
+    )
+    if got is not None:
+        messages, answers = got
+        context = tuple((m["role"], m["content"]) for m in messages)
+        empty = [label for label, a in zip("AB", answers, strict=True) if not a.strip()]
+        if empty:
+            st.error(f"Response {' and '.join(empty)} is empty; type both responses.")
+        else:
+            st.session_state["compare_typed"] = (context, *answers)
     typed = st.session_state.get("compare_typed")
     if not typed:
-        state.stop_with("info", "Type a prompt and two responses, then press Compare.")
+        state.stop_with(
+            "info", "Type a conversation and two responses to its last turn, then press Compare."
+        )
+    context, *answers = typed
     try:
-        return [state.score_text(ctx.sources.model, typed[0], r) for r in typed[1:]]
+        return [
+            state.score_messages(ctx.sources.model, (*context, ("assistant", a))) for a in answers
+        ]
     except ValueError as exc:
         state.stop_with("error", text.problem("Cannot score this text", exc))

@@ -82,17 +82,19 @@ def _asked_example(ctx: state.Context) -> int | None:
 
 
 def _typed(ctx: state.Context) -> dict:
-    """The typed prompt and response, scored (``state.score_text``); stops until there is one."""
-    with st.form("explain_typed_form"):
-        prompt = st.text_area("Prompt", key="explain_prompt", height=90)
-        response = st.text_area("Response", key="explain_response", height=120)
-        submitted = st.form_submit_button("Score", type="primary")
-    if submitted:
-        st.session_state["explain_typed"] = (prompt, response)
+    """The typed conversation (system prompt, turns ending with the response), scored
+    (``state.score_messages``); stops until there is one."""
+    got = widgets.conversation_editor(
+        ctx, "explain", (("prompt", "user"), ("response", "assistant")), "assistant", "Score"
+    )
+    if got is not None:
+        st.session_state["explain_typed"] = tuple((m["role"], m["content"]) for m in got[0])
     typed = st.session_state.get("explain_typed")
     if not typed:
-        state.stop_with("info", "Type a prompt and a response, then press Score.")
+        state.stop_with(
+            "info", "Type a conversation (its last turn is the response scored), then press Score."
+        )
     try:
-        return state.score_text(ctx.sources.model, *typed)
+        return state.score_messages(ctx.sources.model, typed)
     except ValueError as exc:
         state.stop_with("error", text.problem("Cannot score this text", exc))

@@ -162,7 +162,7 @@ def test_explain_typed_text_and_bad_input(store_path, model):
     at.text_area(key="explain_prompt").input("   ")
     at.button(key="FormSubmitter:explain_typed_form-Score").click().run()
     assert not at.exception
-    assert any("prompt is empty" in e.value for e in at.error)
+    assert any("turn 1 (user) is empty" in e.value for e in at.error)
 
 
 def test_compare_margin_is_decomposed(store_path, model):
