@@ -97,11 +97,8 @@ def _span_html(span: TokenSpan, pooled: bool = False) -> str:
         style += f"outline:2px solid {POOLED_RGB};outline-offset:1px;"
         title += f" \u00b7 {POOLED_TITLE}"
     title = html.escape(title, quote=True)
-    mark = ' data-pooled="1"' if pooled else ""
-    out = (
-        f'<span class="sarm-tok"{mark} style="{style}" title="{title}">'
-        f"{html.escape(span.text)}</span>"
-    )
+    cls = "sarm-tok sarm-pooled" if pooled else "sarm-tok"
+    out = f'<span class="{cls}" style="{style}" title="{title}">{html.escape(span.text)}</span>'
     if pooled:
         out += (
             f'<span class="sarm-pooled-note" style="color:{POOLED_RGB};font-size:0.75em;'

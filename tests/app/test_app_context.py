@@ -20,7 +20,7 @@ from sarm.backbones import ChatEncoder, default_system_prompt
 from sarm.types import check_conversation
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dashboard.md"
-SPAN = re.compile(r'<span class="sarm-tok"([^>]*)>(.*?)</span>', flags=re.S)
+SPAN = re.compile(r'<span class="sarm-tok( sarm-pooled)?"[^>]*>(.*?)</span>', flags=re.S)
 
 
 def tokens_of(template: str, conversation: list[dict]) -> list[str]:
@@ -67,10 +67,10 @@ def test_the_scored_token_is_marked_in_the_text():
     out = highlight_html(tokens, [0.0, 0.0, 0.0, 1.0, 0.5], pooled=4)
     spans = SPAN.findall(out)
     assert [html.unescape(t) for _, t in spans] == tokens  # every token still escaped, once
-    marked = [html.unescape(t) for attrs, t in spans if 'data-pooled="1"' in attrs]
+    marked = [html.unescape(t) for pooled, t in spans if pooled]
     assert marked == ["<|im_end|>"]
     assert "scored token" in out and "reward is r_T" in out and "<b>" not in out
-    assert 'data-pooled="1"' not in highlight_html(tokens, [0.0] * 5)
+    assert 'class="sarm-tok sarm-pooled"' not in highlight_html(tokens, [0.0] * 5)
     with pytest.raises(ValueError, match="outside"):
         highlight_html(tokens, [0.0] * 5, pooled=5)
 
@@ -158,14 +158,14 @@ def test_explain_marks_the_scored_token_and_explains_r_t(store_path):  # noqa: F
     )
     assert text.TRAJECTORY_NOTE in [c.value for c in at.caption]
     body = next(h.proto.body for h in at.get("html") if "sarm-hl" in h.proto.body)
-    marked = [t for attrs, t in SPAN.findall(body) if "data-pooled" in attrs]
+    marked = [t for pooled, t in SPAN.findall(body) if pooled]
     assert [html.unescape(t) for t in marked] == ["<|eot_id|>"]
 
 
 def test_feature_examples_mark_the_scored_token(store_path):  # noqa: F811
     at = start("features")
     bodies = [h.proto.body for h in at.get("html") if "sarm-hl" in h.proto.body]
-    assert bodies and all(body.count('data-pooled="1"') == 1 for body in bodies)
+    assert bodies and all(body.count('class="sarm-tok sarm-pooled"') == 1 for body in bodies)
 
 
 # --------------------------------------------------------------------------- input: plain logic
@@ -309,7 +309,7 @@ def test_explain_scores_a_multi_turn_conversation_with_a_system_prompt(store_pat
     )
     shown = html.unescape("".join(t for _, t in SPAN.findall(body)))
     assert "Answer in one line." not in shown and "And coffee?" in shown
-    assert body.count('data-pooled="1"') == 1
+    assert body.count('class="sarm-tok sarm-pooled"') == 1
     shapes = figures(at)[1]["layout"]["shapes"]
     assert len(shapes) == 1 and shapes[0]["x0"] == -0.5
     # removing a turn: the conversation ends with the user's, which Explain refuses
