@@ -226,7 +226,9 @@ def reward_trajectory(
             "zeroline": False,
         },
     )
-    return _layout(fig, chart_text(title), height=360)
+    fig = _layout(fig, chart_text(title), height=380)
+    fig.update_layout(legend={"orientation": "h", "y": -0.45})  # below the slanted token labels
+    return fig
 
 
 def activation_histogram(hist: pd.DataFrame, *, title: str = "Activation histogram") -> go.Figure:
