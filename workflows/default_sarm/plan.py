@@ -31,6 +31,9 @@ class BuildPlan:
         ("sequence", 8192, 32, 100_000),
         ("sequence", 4096, 64, 100_000),
         ("token", 8192, 32, 100_000),
+        # added after the first three: k = 64 beat k = 32, so larger k and a smaller dictionary
+        ("sequence", 4096, 128, 100_000),
+        ("sequence", 2048, 64, 100_000),
     )
     sae_batch_size: int = 512
     final_factor: int = 3  # the winner trains on this many times its sweep samples
