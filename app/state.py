@@ -10,6 +10,7 @@ start with ``shared_``; each page prefixes its own keys with its name.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app import core, text
-from feature_store import FeatureStore, StoreError
+from feature_store import FeatureStore, NotCachedError, StoreError
 from sarm import cachedir
 from sarm.backbones import default_system_prompt
 from sarm.checkpoints import load_sarm
@@ -152,6 +153,30 @@ def feature_examples(
         store.top_examples(feature_id, limit),
         store.quantile_examples(feature_id),
         store.feature_histogram(feature_id),
+    )
+
+
+def token_tracks(
+    model_ref: str, path: str, example_id: int, feature_ids: tuple[int, ...], compute: bool
+):
+    """Per-token activations of a stored example (``FeatureStore.token_activations``).
+
+    The store's cache first (no model run); else, with ``compute``, one forward
+    pass of the model, kept in :func:`computed_tracks` (the dashboard opens the
+    store read-only, so the store cannot keep it); else NotCachedError.
+    """
+    try:
+        return open_store(path).token_activations(example_id, list(feature_ids))
+    except NotCachedError:
+        if not compute:
+            raise
+    return computed_tracks(model_ref, path, example_id, feature_ids)
+
+
+@st.cache_data(max_entries=512, show_spinner="Running the model over the example ...")
+def computed_tracks(model_ref: str, path: str, example_id: int, feature_ids: tuple[int, ...]):
+    return open_store(path).token_activations(
+        example_id, list(feature_ids), sarm=load_model(model_ref)
     )
 
 
@@ -292,7 +317,7 @@ def context() -> Context:
         )
     base = st.session_state[HEAD_BASE]
     try:
-        head = head_version(sources.store, base).edit(st.session_state[OVERRIDES])
+        head = current_head(sources.store)
     except StoreError as exc:
         st.session_state[HEAD_BASE] = INGEST_HEAD
         stop_with(
@@ -301,6 +326,22 @@ def context() -> Context:
             "back to 'ingest'.",
         )
     return Context(sources, model, store, data, head, notes)
+
+
+def current_head(path: str) -> Head:
+    """The head in use: the session's base version plus the editor's overrides."""
+    init_session()
+    ss = st.session_state
+    return head_version(path, ss[HEAD_BASE]).edit(ss[OVERRIDES])
+
+
+def refreshed(ctx: Context) -> Context:
+    """``ctx`` with the head as the session holds it now.
+
+    A fragment (the head editor's sliders and results) reruns alone with the
+    context of the last full run; its head must follow the sliders.
+    """
+    return dataclasses.replace(ctx, head=current_head(ctx.path))
 
 
 def set_overrides(overrides: dict[int, float]) -> None:

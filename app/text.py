@@ -240,6 +240,15 @@ def top_example(row: Mapping) -> str:
     )
 
 
+QUANTILE_HIGHLIGHT = "Highlight them (runs the model on examples not cached)"
+
+
+def highlight_button(n_missing: int) -> str:
+    """The Features page's button that highlights examples the store has not cached."""
+    s = "s" * (n_missing != 1)
+    return f"Highlight the tokens ({n_missing} example{s} not cached: runs the model)"
+
+
 def editor_feature(name: str, base: float, activation: float) -> str:
     """The Head editor's heading of one feature's slider."""
     return f"**{plain(name)}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"
