@@ -31,4 +31,7 @@ ctx = state.context()
 state.sidebar_status(ctx)
 dashboard = pages.build(pages.PAGES)
 state.register_pages(dashboard)
-st.navigation(pages.sections(pages.PAGES, dashboard)).run()
+page = st.navigation(pages.sections(pages.PAGES, dashboard))
+if page.url_path not in pages.DRAWS_HEAD:
+    state.sidebar_head(ctx)
+page.run()

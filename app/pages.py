@@ -60,6 +60,7 @@ PAGES = (
     PageSpec("export", export.render, "Export", ":material/download:", STEER),
     PageSpec("audit", audit.render, "Audit", ":material/fact_check:", CHECK),
 )
+DRAWS_HEAD = frozenset({"editor"})  # pages that draw the sidebar's head line themselves
 BUILD_DEMO = PageSpec("build_demo", build_demo.render, "Build", ":material/build:")
 
 

@@ -528,15 +528,12 @@ def sidebar_sources() -> core.Sources:
 
 
 def sidebar_status(ctx: Context) -> None:
-    """Which model, SAE, head version and store are in use."""
+    """Which model, SAE and store are in use (the head: :func:`sidebar_head`)."""
     model, fp = ctx.model, ctx.model.fingerprint()
-    n_edits = len(ctx.head.overrides)
-    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
     sb = st.sidebar
     sb.markdown(
         f"**Model** {text.code(fp['backbone'])} layer {model.layer}  \n"
         f"**SAE** {text.code(fp['sae'])} ({model.d_sae:,} latents, k={model.k})  \n"
-        f"**Head** {text.plain(ctx.head.name)}{edits} {text.code(ctx.head.hash())}  \n"
         f"**Store** {text.code(ctx.store.path.name)}: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
@@ -546,6 +543,15 @@ def sidebar_status(ctx: Context) -> None:
         )
     for note in ctx.notes:
         sb.caption(text.plain(note))
+
+
+def sidebar_head(ctx: Context) -> None:
+    """The head in use (version, edits, hash) in the sidebar.
+
+    ``main.py`` draws it, except on pages that draw it themselves: the Head
+    editor's fragment, so that a slider move updates it without a full rerun.
+    """
+    st.sidebar.markdown(text.head_status(ctx.head.name, len(ctx.head.overrides), ctx.head.hash()))
 
 
 # --------------------------------------------------------------------------- the demo

@@ -240,6 +240,12 @@ def top_example(row: Mapping) -> str:
     )
 
 
+def head_status(name: str, n_edits: int, head_hash: str) -> str:
+    """The sidebar's line on the head in use: its base version, the edits and its hash."""
+    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
+    return f"**Head** {plain(name)}{edits} {code(head_hash)}"
+
+
 QUANTILE_HIGHLIGHT = "Highlight them (runs the model on examples not cached)"
 
 

@@ -39,6 +39,7 @@ def live(ctx: state.Context, eid: int) -> None:
     again from the session (the slider callbacks have just changed it).
     """
     ctx = state.refreshed(ctx)
+    state.sidebar_head(ctx)  # a fragment may write to the sidebar: redrawn on each slider move
     expl = ctx.explain_example(eid)
     _sliders(ctx, expl)
     _results(ctx, eid, expl)

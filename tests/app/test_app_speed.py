@@ -12,7 +12,7 @@ import pytest
 from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState
 from test_app_pages import env, go, metric, start, store_path  # noqa: F401
 
-from app import widgets
+from app import state, widgets
 from app.app_pages import editor, features
 from feature_store import FeatureStore
 from sarm.backbones import Backbone
@@ -35,7 +35,9 @@ def test_the_sliders_and_their_results_run_in_a_fragment(store_path, monkeypatch
     for name in ("_sliders", "_results", "_add_features", "_save"):
         recording(monkeypatch, editor, name, seen)
     recording(monkeypatch, widgets, "example_picker", seen)
+    recording(monkeypatch, state, "sidebar_head", seen)
     at = start("editor")
+    seen.clear()  # (start runs the overview first)
     at.button(key="editor_add_top").click().run()
     assert not at.exception
     slider = next(s for s in at.slider if s.key and s.key.startswith("editor_w_"))
@@ -44,7 +46,8 @@ def test_the_sliders_and_their_results_run_in_a_fragment(store_path, monkeypatch
     slider.set_value(0.5 * float(slider.max)).run()
     assert not at.exception
     # the sliders and the metrics they move are drawn inside one fragment ...
-    inside = set(seen["_sliders"]) | set(seen["_results"])
+    # (and the sidebar's head line, which a fragment may redraw in place)
+    inside = set(seen["_sliders"]) | set(seen["_results"]) | set(seen["sidebar_head"])
     assert None not in inside and len(inside) == 1
     # ... the example picker, the feature adders and the save form outside it
     for name in ("example_picker", "_add_features", "_save"):
@@ -52,6 +55,8 @@ def test_the_sliders_and_their_results_run_in_a_fragment(store_path, monkeypatch
     # the fragment reads the head from the session, so the slider's edit shows at once
     assert at.session_state["shared_overrides"] == {fid: as_weight(0.5 * float(slider.max))}
     assert metric(at, "Changed weights") == "1"
+    heads = [m.value for m in at.sidebar.markdown if m.value.startswith("**Head**")]
+    assert len(heads) == 1 and "+ 1 edit " in heads[0]
     with FeatureStore.open(store_path) as store:
         ex = store.example(at.selectbox(key="editor_example").value)
         w = float(store.head_weights()[0][fid])
