@@ -29,6 +29,7 @@ if sources.is_builtin and not state.builtin_ready(sources):
 
 ctx = state.context()
 state.sidebar_status(ctx)
+state.sidebar_job()
 dashboard = pages.build(pages.PAGES)
 state.register_pages(dashboard)
 page = st.navigation(pages.sections(pages.PAGES, dashboard))

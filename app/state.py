@@ -41,6 +41,7 @@ KEPT = "shared_kept"  # widget values kept across page switches, by widget key
 REQUESTS = "shared_requests"  # what another page asked a page to show, by page name
 LINKED = "shared_linked"  # the URL parameters each page last showed or applied, by page name
 
+INDEX_JOB = "shared_index_job"  # the Add data page's background `sarm index` (app.uploads)
 PAGE_OBJECTS = "shared_pages"  # this run's st.Page objects by name (main.py sets it)
 
 
@@ -503,6 +504,17 @@ def _apply_sources() -> None:
     except ValueError as exc:
         st.session_state[NOTICE] = str(exc)
         return
+    use_sources(new)
+
+
+def use_store(path: str) -> None:
+    """Show the store ``path`` with the current model (ValueError when it is not a store)."""
+    use_sources(core.check_sources(core.Sources(current_sources().model, str(path))))
+    st.session_state["sidebar_store"] = str(path)
+
+
+def use_sources(new: core.Sources) -> None:
+    """Switch the dashboard to checked sources: the head, edits and selections start afresh."""
     st.session_state[SOURCES] = new
     st.session_state[OVERRIDES] = {}
     st.session_state[HEAD_BASE] = INGEST_HEAD
@@ -543,6 +555,13 @@ def sidebar_status(ctx: Context) -> None:
         )
     for note in ctx.notes:
         sb.caption(text.plain(note))
+
+
+def sidebar_job() -> None:
+    """A line on the Add data page's indexing job, while there is one (on every page)."""
+    job = st.session_state.get(INDEX_JOB)
+    if job is not None:
+        st.sidebar.caption(text.plain(text.job_line(job.store.name, job.status())))
 
 
 def sidebar_head(ctx: Context) -> None:
