@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_mode(args: argparse.Namespace) -> str:
+    if args.progress_file and (args.merge or args.shard or not args.store):
+        raise ValueError("--progress-file is only used when indexing into one --store")
     if args.merge:
         if not args.store or args.model or args.data or args.shard:
             raise ValueError("--merge DIR takes only --store PATH (and --top-n)")
@@ -71,8 +73,6 @@ def _check_mode(args: argparse.Namespace) -> str:
         return "shard"
     if args.parts:
         raise ValueError("--parts is only used with --shard i/n")
-    if args.progress_file and not args.store:
-        raise ValueError("--progress-file is only used with --store")
     if not args.store:
         raise ValueError("give --store PATH")
     return "store"
