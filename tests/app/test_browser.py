@@ -349,7 +349,13 @@ def test_uploaded_data_is_indexed_into_a_new_store_and_shown(page, server, tmp_p
     page.get_by_role("link", name="Explain a score", exact=True).first.click()
     settle(page, "Explain a score", 2)
     assert_no_exception(page, "explain on the new store")
-    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Example (")
-    shown = picker.first.inner_text()
-    assert any(text in shown for row in UPLOAD[:3] for text in (row["chosen"], row["rejected"]))
+    texts = [row[k] for row in UPLOAD[:3] for k in ("chosen", "rejected")]
+    page.wait_for_function(  # the example picker shows an uploaded response
+        "texts => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')].some(b => {"
+        " const s = b.textContent + [...b.querySelectorAll('input, [title]')]"
+        ".map(i => (i.value || '') + (i.title || '')).join(' ');"
+        " return s.includes('Example (') && texts.some(t => s.includes(t)); })",
+        arg=texts,
+        timeout=60_000,
+    )
     screenshot(page, "explain-uploaded-data")
