@@ -29,6 +29,10 @@ if sources.is_builtin and not state.builtin_ready(sources):
 
 ctx = state.context()
 state.sidebar_status(ctx)
+state.sidebar_job()
 dashboard = pages.build(pages.PAGES)
 state.register_pages(dashboard)
-st.navigation(pages.sections(pages.PAGES, dashboard)).run()
+page = st.navigation(pages.sections(pages.PAGES, dashboard))
+if page.url_path not in pages.DRAWS_HEAD:
+    state.sidebar_head(ctx)
+page.run()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from app.app_pages import (
+    add_data,
     audit,
     build_demo,
     compare,
@@ -47,7 +48,7 @@ class PageSpec:
         )
 
 
-UNDERSTAND, STEER, CHECK = "Understand", "Steer", "Check"
+UNDERSTAND, STEER, CHECK, DATA = "Understand", "Steer", "Check", "Data"
 PAGES = (
     PageSpec("overview", overview.render, "Overview", ":material/home:", UNDERSTAND, True),
     PageSpec(
@@ -59,7 +60,9 @@ PAGES = (
     PageSpec("shift", shift.render, "Preference shift", ":material/swap_vert:", STEER),
     PageSpec("export", export.render, "Export", ":material/download:", STEER),
     PageSpec("audit", audit.render, "Audit", ":material/fact_check:", CHECK),
+    PageSpec("add_data", add_data.render, "Add data", ":material/upload_file:", DATA),
 )
+DRAWS_HEAD = frozenset({"editor"})  # pages that draw the sidebar's head line themselves
 BUILD_DEMO = PageSpec("build_demo", build_demo.render, "Build", ":material/build:")
 
 

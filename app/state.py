@@ -10,6 +10,7 @@ start with ``shared_``; each page prefixes its own keys with its name.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app import core, text
-from feature_store import FeatureStore, StoreError
+from feature_store import FeatureStore, NotCachedError, StoreError
 from sarm import cachedir
 from sarm.backbones import default_system_prompt
 from sarm.checkpoints import load_sarm
@@ -40,6 +41,7 @@ KEPT = "shared_kept"  # widget values kept across page switches, by widget key
 REQUESTS = "shared_requests"  # what another page asked a page to show, by page name
 LINKED = "shared_linked"  # the URL parameters each page last showed or applied, by page name
 
+INDEX_JOB = "shared_index_job"  # the Add data page's background `sarm index` (app.uploads)
 PAGE_OBJECTS = "shared_pages"  # this run's st.Page objects by name (main.py sets it)
 
 
@@ -152,6 +154,30 @@ def feature_examples(
         store.top_examples(feature_id, limit),
         store.quantile_examples(feature_id),
         store.feature_histogram(feature_id),
+    )
+
+
+def token_tracks(
+    model_ref: str, path: str, example_id: int, feature_ids: tuple[int, ...], compute: bool
+):
+    """Per-token activations of a stored example (``FeatureStore.token_activations``).
+
+    The store's cache first (no model run); else, with ``compute``, one forward
+    pass of the model, kept in :func:`computed_tracks` (the dashboard opens the
+    store read-only, so the store cannot keep it); else NotCachedError.
+    """
+    try:
+        return open_store(path).token_activations(example_id, list(feature_ids))
+    except NotCachedError:
+        if not compute:
+            raise
+    return computed_tracks(model_ref, path, example_id, feature_ids)
+
+
+@st.cache_data(max_entries=512, show_spinner="Running the model over the example ...")
+def computed_tracks(model_ref: str, path: str, example_id: int, feature_ids: tuple[int, ...]):
+    return open_store(path).token_activations(
+        example_id, list(feature_ids), sarm=load_model(model_ref)
     )
 
 
@@ -292,7 +318,7 @@ def context() -> Context:
         )
     base = st.session_state[HEAD_BASE]
     try:
-        head = head_version(sources.store, base).edit(st.session_state[OVERRIDES])
+        head = current_head(sources.store)
     except StoreError as exc:
         st.session_state[HEAD_BASE] = INGEST_HEAD
         stop_with(
@@ -301,6 +327,22 @@ def context() -> Context:
             "back to 'ingest'.",
         )
     return Context(sources, model, store, data, head, notes)
+
+
+def current_head(path: str) -> Head:
+    """The head in use: the session's base version plus the editor's overrides."""
+    init_session()
+    ss = st.session_state
+    return head_version(path, ss[HEAD_BASE]).edit(ss[OVERRIDES])
+
+
+def refreshed(ctx: Context) -> Context:
+    """``ctx`` with the head as the session holds it now.
+
+    A fragment (the head editor's sliders and results) reruns alone with the
+    context of the last full run; its head must follow the sliders.
+    """
+    return dataclasses.replace(ctx, head=current_head(ctx.path))
 
 
 def set_overrides(overrides: dict[int, float]) -> None:
@@ -462,6 +504,17 @@ def _apply_sources() -> None:
     except ValueError as exc:
         st.session_state[NOTICE] = str(exc)
         return
+    use_sources(new)
+
+
+def use_store(path: str) -> None:
+    """Show the store ``path`` with the current model (ValueError when it is not a store)."""
+    use_sources(core.check_sources(core.Sources(current_sources().model, str(path))))
+    st.session_state["sidebar_store"] = str(path)
+
+
+def use_sources(new: core.Sources) -> None:
+    """Switch the dashboard to checked sources: the head, edits and selections start afresh."""
     st.session_state[SOURCES] = new
     st.session_state[OVERRIDES] = {}
     st.session_state[HEAD_BASE] = INGEST_HEAD
@@ -487,15 +540,12 @@ def sidebar_sources() -> core.Sources:
 
 
 def sidebar_status(ctx: Context) -> None:
-    """Which model, SAE, head version and store are in use."""
+    """Which model, SAE and store are in use (the head: :func:`sidebar_head`)."""
     model, fp = ctx.model, ctx.model.fingerprint()
-    n_edits = len(ctx.head.overrides)
-    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
     sb = st.sidebar
     sb.markdown(
         f"**Model** {text.code(fp['backbone'])} layer {model.layer}  \n"
         f"**SAE** {text.code(fp['sae'])} ({model.d_sae:,} latents, k={model.k})  \n"
-        f"**Head** {text.plain(ctx.head.name)}{edits} {text.code(ctx.head.hash())}  \n"
         f"**Store** {text.code(ctx.store.path.name)}: {ctx.data.n_examples:,} responses, "
         f"{ctx.data.index.n_pairs:,} pairs"
     )
@@ -505,6 +555,22 @@ def sidebar_status(ctx: Context) -> None:
         )
     for note in ctx.notes:
         sb.caption(text.plain(note))
+
+
+def sidebar_job() -> None:
+    """A line on the Add data page's indexing job, while there is one (on every page)."""
+    job = st.session_state.get(INDEX_JOB)
+    if job is not None:
+        st.sidebar.caption(text.plain(text.job_line(job.store.name, job.status())))
+
+
+def sidebar_head(ctx: Context) -> None:
+    """The head in use (version, edits, hash) in the sidebar.
+
+    ``main.py`` draws it, except on pages that draw it themselves: the Head
+    editor's fragment, so that a slider move updates it without a full rerun.
+    """
+    st.sidebar.markdown(text.head_status(ctx.head.name, len(ctx.head.overrides), ctx.head.hash()))
 
 
 # --------------------------------------------------------------------------- the demo

@@ -240,6 +240,42 @@ def top_example(row: Mapping) -> str:
     )
 
 
+def head_status(name: str, n_edits: int, head_hash: str) -> str:
+    """The sidebar's line on the head in use: its base version, the edits and its hash."""
+    edits = f" + {n_edits} edit{'s' * (n_edits != 1)}" if n_edits else ""
+    return f"**Head** {plain(name)}{edits} {code(head_hash)}"
+
+
+def job_line(store_name: str, status) -> str:
+    """One line on an indexing job (``app.uploads.JobStatus``): the sidebar's and the bar's."""
+    if status.state == "running":
+        count = f" ({status.done:,} of {status.total:,} responses)" if status.total else ""
+        return f"Indexing {store_name}: {status.stage}{count}, {status.fraction:.0%}"
+    return {
+        "done": f"{store_name} is indexed: switch to it on the Add data page",
+        "failed": f"Indexing {store_name} failed (see the Add data page)",
+        "cancelled": f"Indexing {store_name} was cancelled",
+    }[status.state]
+
+
+def parsed_summary(n_groups: int, n_responses: int, n_skipped: int) -> str:
+    """What an uploaded file gave: groups, responses, and rows kept out."""
+    kept = f"; {n_skipped:,} malformed row{'s' * (n_skipped != 1)} kept out" if n_skipped else ""
+    return (
+        f"{n_groups:,} preference group{'s' * (n_groups != 1)} with "
+        f"{n_responses:,} response{'s' * (n_responses != 1)}{kept}."
+    )
+
+
+QUANTILE_HIGHLIGHT = "Highlight them (runs the model on examples not cached)"
+
+
+def highlight_button(n_missing: int) -> str:
+    """The Features page's button that highlights examples the store has not cached."""
+    s = "s" * (n_missing != 1)
+    return f"Highlight the tokens ({n_missing} example{s} not cached: runs the model)"
+
+
 def editor_feature(name: str, base: float, activation: float) -> str:
     """The Head editor's heading of one feature's slider."""
     return f"**{plain(name)}**  \nbase {base:+.4f} \u00b7 z here {activation:.4f}"

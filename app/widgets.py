@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import charts, choices, core, state, tables, text
 from app.highlight import SafeHtml, highlight_html, legend_html, value_scale
-from feature_store import StoreError
+from feature_store import NotCachedError, StoreError
 
 MAX_TRAJECTORY_FEATURES = 200
 
@@ -103,12 +103,23 @@ def legend(scale: float, feature: str) -> None:
     show_html(legend_html(scale, feature))
 
 
-def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int]):
-    """Per-token activations of an indexed example (cached in the store after the first time)."""
+def stored_tracks(ctx: state.Context, example_id: int, feature_ids: list[int], compute=True):
+    """Per-token activations of an indexed example: the store's cache, else (``compute``) one
+    forward pass, remembered by the dashboard; None (and a warning) when unavailable.
+
+    ``compute=False`` reads only what is cached and returns None for the rest, silently:
+    pages that open without running the model (Features) ask for the forward on a click.
+    """
     try:
-        return ctx.store.token_activations(
-            int(example_id), [int(f) for f in feature_ids], sarm=ctx.model
+        return state.token_tracks(
+            ctx.sources.model,
+            ctx.path,
+            int(example_id),
+            tuple(int(f) for f in feature_ids),
+            compute,
         )
+    except NotCachedError:
+        return None
     except (StoreError, ValueError) as exc:
         st.warning(
             text.problem(f"Per-token activations are not available for example {example_id}", exc)

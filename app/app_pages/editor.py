@@ -26,11 +26,23 @@ def render() -> None:
     widgets.copy_link(state.link("editor", head=ctx.head.name))
     st.caption("The example list shows and filters rewards under the base head.")
     eid = widgets.example_picker(ctx, "editor", ctx.base_rewards())
+    _add_features(ctx, ctx.explain_example(eid))
+    live(ctx, eid)
+    _save(ctx)
+
+
+@st.fragment
+def live(ctx: state.Context, eid: int) -> None:
+    """The sliders and everything they change: a slider move reruns only this part.
+
+    In such a partial rerun ``ctx`` is the last full run's; the head is read
+    again from the session (the slider callbacks have just changed it).
+    """
+    ctx = state.refreshed(ctx)
+    state.sidebar_head(ctx)  # a fragment may write to the sidebar: redrawn on each slider move
     expl = ctx.explain_example(eid)
-    _add_features(ctx, expl)
     _sliders(ctx, expl)
-    after = _results(ctx, eid, expl)
-    _save(ctx, after)
+    _results(ctx, eid, expl)
 
 
 # ---------------------------------------------------------------- callbacks
@@ -194,8 +206,8 @@ def _sliders(ctx: state.Context, expl: core.Explanation) -> None:
         )
 
 
-def _results(ctx: state.Context, eid: int, expl: core.Explanation):
-    """The example's and the whole store's numbers under the edit; returns the edited report."""
+def _results(ctx: state.Context, eid: int, expl: core.Explanation) -> None:
+    """The example's and the whole store's numbers under the edit."""
     edited = bool(ctx.head.overrides)
     start = time.perf_counter()
     preview = preview_edit(ctx.head, ctx.data.latents, ctx.data.index)
@@ -252,11 +264,10 @@ def _results(ctx: state.Context, eid: int, expl: core.Explanation):
             text.flipped_pair,
             "flipped_pairs",
         )
-    return after
 
 
-def _save(ctx: state.Context, after) -> None:
-    """Save the edited head as a new version, which becomes the base."""
+def _save(ctx: state.Context) -> None:
+    """Save the edited head as a new version, which becomes the base (with its metrics)."""
     ss = st.session_state
     st.subheader("Save as a head version")
     with st.form("editor_save_form"):
@@ -265,6 +276,7 @@ def _save(ctx: state.Context, after) -> None:
         author = st.text_input("Author", key="editor_save_author")
         save = st.form_submit_button("Save head version", key="editor_save", type="primary")
     if save:
+        after = preview_edit(ctx.head, ctx.data.latents, ctx.data.index).after
         try:
             ctx.store.save_head(
                 name.strip(),

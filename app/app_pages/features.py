@@ -7,6 +7,7 @@ from feature_store import StoreError
 
 PAGE_SIZE = 50
 TOP_EXAMPLES = 20
+HIGHLIGHTED = "features_highlighted"  # features whose uncached highlights were asked for
 TABLE_COLUMNS = {
     "feature_id": st.column_config.NumberColumn("feature", format="%d"),
     "weight": st.column_config.NumberColumn("ingest weight", format="%.4f"),
@@ -172,8 +173,19 @@ def _label(ctx: state.Context, fid: int, info: dict) -> None:
         )
 
 
+def highlight_feature(fid: int) -> None:
+    """Highlight feature ``fid``'s examples even where it takes a forward pass."""
+    ss = st.session_state
+    ss[HIGHLIGHTED] = [*ss.get(HIGHLIGHTED, []), int(fid)][-64:]
+
+
 def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
-    """The top-activating examples, highlighted, and examples from lower quantile bands."""
+    """The top-activating examples, highlighted, and examples from lower quantile bands.
+
+    Opening a feature reads only the store: highlights it has not cached (the
+    dashboard's store is read-only) take a forward pass each, run on a click.
+    """
+    ss = st.session_state
     st.subheader("Top-activating examples")
     if top.empty:
         st.info("No examples.")
@@ -182,12 +194,24 @@ def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
         n_hl = st.slider("Highlighted", 1, min(10, len(top)), min(3, len(top)), key="features_n_hl")
         scale = choices.highlight_scale(top["activation"])
         widgets.legend(scale, f"f{fid}")
+        compute = fid in ss.get(HIGHLIGHTED, ())
+        missing = 0
         for _, row in top.head(n_hl).iterrows():
             st.markdown(text.top_example(row))
-            hl = widgets.stored_tracks(ctx, int(row["example_id"]), [fid])
-            if hl is not None:
-                track = hl.feature(fid)
-                widgets.highlight(hl.tokens, track, max(scale, float(abs(track).max())))
+            hl = widgets.stored_tracks(ctx, int(row["example_id"]), [fid], compute=compute)
+            if hl is None:
+                missing += 1
+                st.text(core.short(row["response"], 400))
+                continue
+            track = hl.feature(fid)
+            widgets.highlight(hl.tokens, track, max(scale, float(abs(track).max())))
+        if missing:
+            st.button(
+                text.highlight_button(missing),
+                key="features_highlight",
+                on_click=highlight_feature,
+                args=(fid,),
+            )
         top_table = tables.top_examples(top)
         st.dataframe(top_table, hide_index=True, key="features_top_table")
         widgets.downloads(top_table, f"feature{fid}_top_examples", "features_top_dl")
@@ -199,7 +223,7 @@ def _examples(ctx: state.Context, fid: int, top, quantiles) -> None:
     quantile_table = tables.quantile_examples(quantiles)
     st.dataframe(quantile_table, hide_index=True, key="features_quantile_table")
     widgets.downloads(quantile_table, f"feature{fid}_quantile_examples", "features_quantile_dl")
-    if st.toggle("Highlight them", key="features_quantile_hl"):
+    if st.toggle(text.QUANTILE_HIGHLIGHT, key=f"features_quantile_hl_{fid}"):
         for band, part in quantiles.groupby("band"):
             st.markdown(f"**Band {band}**")
             for eid, act in zip(part["example_id"], part["activation"], strict=True):

@@ -164,6 +164,7 @@ def test_explain_marks_the_scored_token_and_explains_r_t(store_path):  # noqa: F
 
 def test_feature_examples_mark_the_scored_token(store_path):  # noqa: F811
     at = start("features")
+    at.button(key="features_highlight").click().run()  # nothing is cached at first
     bodies = [h.proto.body for h in at.get("html") if "sarm-hl" in h.proto.body]
     assert bodies and all(body.count('class="sarm-tok sarm-pooled"') == 1 for body in bodies)
 

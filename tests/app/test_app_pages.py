@@ -216,6 +216,9 @@ def test_features_table_and_feature_page(store_path):
     hist_fig = figures(at)[0]
     assert values(hist_fig["data"][0]["y"]) == hist["count"].tolist()
     assert len(frame_with(at, "rank")) == n_top
+    # opening reads the store only: nothing is highlighted until asked (a forward each)
+    assert not [h for h in at.get("html") if "sarm-hl" in h.proto.body]
+    at.button(key="features_highlight").click().run()
     assert len([h for h in at.get("html") if "sarm-hl" in h.proto.body]) == min(3, n_top)
     at.selectbox(key="features_order").set_value("feature_id").run()
     at.toggle(key="features_desc").set_value(False).run()

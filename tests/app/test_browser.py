@@ -6,6 +6,7 @@ where it fails instead. Screenshots go to screenshots/ (or $SARM_SCREENSHOTS).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -50,6 +51,7 @@ PAGES = [
     ("shift", "Preference shift", 2),
     ("export", "Export the head", 0),
     ("audit", "Audit", 3),
+    ("add_data", "Add data", 0),
 ]
 
 
@@ -305,3 +307,55 @@ def test_shift_page_draws_the_overlaid_histograms(page, server):
     shown = selectivity.locator('[data-testid="stMetricValue"]').inner_text()
     assert shown == selectivity_text(report.selectivity)[0]
     screenshot(page, "shift-histograms")
+
+
+UPLOAD = [
+    {
+        "prompt": "Name a fruit.",
+        "chosen": "An apple, sweet.",
+        "rejected": "A chair.",
+        "subset": "u",
+    },
+    {"prompt": "Say hi.", "chosen": "Hi there, friend!", "rejected": "No.", "subset": "u"},
+    {"prompt": "Count to two.", "chosen": "One, two.", "rejected": "Three.", "subset": "u"},
+    {"prompt": "Broken row without a rejected response.", "chosen": "Here."},
+]
+
+
+def test_uploaded_data_is_indexed_into_a_new_store_and_shown(page, server, tmp_path):
+    server, _ = server
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in UPLOAD))
+    page.goto(f"{server}/add_data", wait_until="domcontentloaded")
+    settle(page, "Add data", 0)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(data))
+    page.get_by_text("3 preference groups with 6 responses; 1 malformed row kept out").wait_for(
+        timeout=90_000
+    )
+    page.get_by_role("heading", name="Rows kept out").wait_for()
+    screenshot(page, "add-data-preview")
+    page.get_by_label("Folder").fill(str(tmp_path / "stores"))
+    page.get_by_role("button", name="Index", exact=True).click()
+    switch = page.get_by_role("button", name="Switch the dashboard to mine.duckdb")
+    switch.wait_for(timeout=300_000)  # the job ran in the background, its bar updating
+    assert_no_exception(page, "add data, indexed")
+    switch.click()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('[data-testid=\"stSidebar\"]').innerText;"
+        " return s.includes('mine.duckdb') && s.includes('6 responses'); }",
+        timeout=90_000,
+    )
+    assert (tmp_path / "stores" / "mine.duckdb").is_file()
+    page.get_by_role("link", name="Explain a score", exact=True).first.click()
+    settle(page, "Explain a score", 2)
+    assert_no_exception(page, "explain on the new store")
+    texts = [row[k] for row in UPLOAD[:3] for k in ("chosen", "rejected")]
+    page.wait_for_function(  # the example picker shows an uploaded response
+        "texts => [...document.querySelectorAll('[data-testid=\"stSelectbox\"]')].some(b => {"
+        " const s = b.textContent + [...b.querySelectorAll('input, [title]')]"
+        ".map(i => (i.value || '') + (i.title || '')).join(' ');"
+        " return s.includes('Example (') && texts.some(t => s.includes(t)); })",
+        arg=texts,
+        timeout=60_000,
+    )
+    screenshot(page, "explain-uploaded-data")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from helpers import make_tiny_sarm
@@ -18,7 +20,7 @@ from feature_store import (
 )
 from sarm.checkpoints import save_sarm
 from sarm.data import save_jsonl
-from sarm.types import PreferenceGroup
+from sarm.types import PreferenceGroup, responses_of
 from workflows.cli import main as sarm_main
 
 CHUNK = 3
@@ -129,10 +131,15 @@ def test_cli_index_equals_python_ingest(model_dir, single, tmp_path, capsys):
             "--batch-size",
             "4",
             "--quiet",
+            "--progress-file",
+            str(tmp_path / "progress.json"),
         ]
     )
     out = capsys.readouterr().out
     assert rc == 0 and "MB per 1,000 examples" in out and "0 already stored" in out
+    n = len(responses_of(make_groups()))
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress == {"stage": "done", "done": n, "total": n}
     assert_same_store(store, single)
 
 
@@ -176,6 +183,10 @@ def test_cli_shards_and_merge(model_dir, single, tmp_path, capsys):
             "give --parts DIR",
         ),
         (["index", "--merge", "parts"], "--merge DIR takes only --store"),
+        (
+            ["index", "--merge", "p", "--store", "s", "--progress-file", "f"],
+            "--progress-file is only used",
+        ),
         (
             ["index", "--model", "m", "--data", "x", "--parts", "p"],
             "--parts is only used with --shard",

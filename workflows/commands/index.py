@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import feature_store as fs
@@ -18,6 +21,7 @@ from feature_store.store import PARTIAL_SUFFIX
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.errors import is_input_error
+from sarm.types import responses_of
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
 DESCRIPTION = (
@@ -44,11 +48,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", help="i/n: index only worker i's slice of n into --parts")
     p.add_argument("--parts", help="directory for this shard worker's Parquet parts")
     p.add_argument("--merge", metavar="DIR", help="merge the Parquet parts in DIR into --store")
+    p.add_argument(
+        "--progress-file",
+        metavar="FILE",
+        help="with --store: keep FILE updated with the progress as JSON "
+        '({"stage": ..., "done": responses, "total": responses}; for dashboards)',
+    )
     INDEX.add_to(p)
     OUTPUT.add_to(p)
 
 
 def _check_mode(args: argparse.Namespace) -> str:
+    if args.progress_file and (args.merge or args.shard or not args.store):
+        raise ValueError("--progress-file is only used when indexing into one --store")
     if args.merge:
         if not args.store or args.model or args.data or args.shard:
             raise ValueError("--merge DIR takes only --store PATH (and --top-n)")
@@ -74,9 +86,13 @@ def run(args: argparse.Namespace) -> int:
     model_cfg, data_cfg = MODEL.from_args(args), DATA.from_args(args)
     if mode == "shard":
         fs.Shard.parse(args.shard)  # a bad i/n fails here, before the model is loaded
+    progress = Progress(args.progress_file)
+    progress.write("reading the data")
     loaded = resolve_data(
         data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
     )
+    progress.total = len(responses_of(loaded.groups))
+    progress.write("loading the model")
     from sarm.checkpoints import (
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
@@ -84,7 +100,27 @@ def run(args: argparse.Namespace) -> int:
     sarm = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
     if mode == "shard":
         return _shard(args, model_cfg, index, sarm, loaded)
-    return _index(args, model_cfg, index, sarm, loaded)
+    return _index(args, model_cfg, index, sarm, loaded, progress)
+
+
+@dataclass
+class Progress:
+    """``--progress-file``: the stage and the responses indexed, rewritten atomically as JSON."""
+
+    path: str | None
+    total: int = 0
+
+    def write(self, stage: str, done: int = 0) -> None:
+        if not self.path:
+            return
+        target = Path(self.path).expanduser()
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps({"stage": stage, "done": done, "total": self.total}))
+        os.replace(tmp, target)
+
+    def on_chunk(self, chunk: fs.Chunk) -> None:
+        last = chunk.stop >= self.total
+        self.write("computing statistics" if last else "indexing", chunk.stop)
 
 
 @contextlib.contextmanager
@@ -107,9 +143,12 @@ def _removed_on_bad_input(path: str) -> Iterator[None]:
         raise
 
 
-def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
+def _index(
+    args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded, progress: Progress
+) -> int:
     building = fs.FeatureStore.building(args.store)  # readers keep reading meanwhile
     with _removed_on_bad_input(args.store + PARTIAL_SUFFIX), building as store:
+        progress.write("indexing")
         report = fs.ingest(
             store,
             sarm,
@@ -119,7 +158,9 @@ def _index(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
             top_n=index.top_n,
             source=args.data,
             progress=not args.quiet,
+            on_chunk=progress.on_chunk,
         )
+    progress.write("done", progress.total)
     print(f"indexed {args.data} into {args.store}: {report.summary()}")
     _print_skipped(loaded)
     return 0
