@@ -52,6 +52,7 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(
         prog="sarm",
         description="Score, attribute, train, index and steer sparse-autoencoder reward models.",
+        formatter_class=CommandListFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -69,6 +70,22 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
 
 
 DEBUG_HELP = "on an error, also print the traceback"
+
+
+class CommandListFormatter(argparse.HelpFormatter):
+    """argparse's formatter, counting the indent of listed commands when aligning help.
+
+    argparse measures sub-commands without their extra indent, so a long command
+    name (``build-default``) would push its help onto the next line.
+    """
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is argparse.SUPPRESS:
+            return
+        for sub in getattr(action, "_get_subactions", list)():
+            width = len(self._format_action_invocation(sub)) + self._current_indent
+            self._action_max_length = max(self._action_max_length, width + self._indent_increment)
 
 
 def requested_command(argv: Sequence[str]) -> str | None:

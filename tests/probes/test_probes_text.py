@@ -331,7 +331,11 @@ def drive(at: AppTest, page: str, tmp_path: Path, seen: dict[str, int]) -> None:
         ).click().run()
         check_literal(at, seen)
     elif page == "features":
-        at.toggle(key="features_quantile_hl").set_value(True).run()
+        fid = int(at.number_input(key="features_fid").value)
+        if any(b.key == "features_highlight" for b in at.button):
+            at.button(key="features_highlight").click().run()  # highlights run on request
+            check_literal(at, seen)
+        at.toggle(key=f"features_quantile_hl_{fid}").set_value(True).run()
         check_literal(at, seen)
         at.text_input(key="features_search").input(PAYLOAD).run()
         check_literal(at, seen)
