@@ -284,7 +284,11 @@ class IndexJob:
                 self.proc.wait(timeout=timeout)
         partial = partial_path(self.store)
         labels = annotations_path(self.store)
+        # the store is new (the page refuses existing names), so a store file here is this
+        # job's own: one that finished while the cancel was on its way goes too
         for leftover in (
+            self.store,
+            self.store.with_name(self.store.name + ".wal"),
             partial,
             partial.with_name(partial.name + ".wal"),
             labels,
