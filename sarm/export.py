@@ -32,7 +32,8 @@ import struct
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -203,21 +204,33 @@ def write_checkpoint(
     """
     target = check_output_dir(str(directory))
     edited = edited_model(model, edit)
+    with _staged(target) as tmp:
+        save_sarm(edited, tmp, include_backbone=include_backbone)
+        _write_head_manifest(tmp, manifest)
+        _usual_permissions(tmp)
+    return target
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A temporary sibling of ``target`` to write into: renamed onto ``target`` (empty or
+    absent, checked by the caller) when the block succeeds, removed when it fails."""
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()  # mode 0777 minus the umask, unlike tempfile.mkdtemp's 0700
     try:
-        save_sarm(edited, tmp, include_backbone=include_backbone)
-        (tmp / HEAD_MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, allow_nan=False) + "\n"
-        )
-        _usual_permissions(tmp)
+        yield tmp
         if target.is_dir():
-            target.rmdir()  # checked empty above
+            target.rmdir()
         tmp.replace(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
+
+
+def _write_head_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    (directory / HEAD_MANIFEST_FILE).write_text(
+        json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    )
 
 
 def _usual_permissions(root: Path, skip: set[Path] | frozenset[Path] = frozenset()) -> None:
@@ -472,10 +485,8 @@ def write_released(
         tensor, wide = _edited_tensor(shards[shard], start, key, header[key], values)
         edits.setdefault(shard, {})[key] = tensor
         widened |= wide and key == HEAD_KEY
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
     linked, copied, skipped = [], [], []
-    try:
+    with _staged(target) as tmp:
         for src in sorted(source.iterdir()):
             name = src.name
             if name.startswith(".") or name == HEAD_MANIFEST_FILE or not src.is_file():
@@ -489,16 +500,8 @@ def write_released(
                 shutil.copyfile(src, tmp / name)
                 copied.append(name)
         _fix_index_size(tmp / SHARD_INDEX_FILE, tmp, edits)
-        (tmp / HEAD_MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, allow_nan=False) + "\n"
-        )
+        _write_head_manifest(tmp, manifest)
         _usual_permissions(tmp, skip={tmp / n for n in linked})
-        if target.is_dir():
-            target.rmdir()  # checked empty above
-        tmp.replace(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ReleasedExport(
         path=target,
         rewritten=tuple(sorted(edits)),
