@@ -1,0 +1,1 @@
+"""Feature explanations: the evidence they are written from, and the explainers."""
