@@ -253,24 +253,34 @@ def activation_histogram(hist: pd.DataFrame, *, title: str = "Activation histogr
 def reward_histograms(
     before: np.ndarray, after: np.ndarray | None = None, *, title: str = "Reward distribution"
 ) -> go.Figure:
-    """Overlaid histograms of rewards before (grey) and after (orange) an edit."""
+    """Overlaid histograms of rewards before (grey) and after (orange) an edit.
+
+    The counts are binned here over shared edges (40 bins, the last one closed), so
+    the figure carries 40 bars per trace instead of every reward: the head editor
+    redraws it on each slider move.
+    """
+    values = np.concatenate([before, after]) if after is not None else np.asarray(before)
+    edges = np.histogram_bin_edges(values, bins=40)
     fig = go.Figure()
-    edges = np.histogram_bin_edges(
-        np.concatenate([before, after]) if after is not None else before, bins=40
-    )
-    size = float(edges[1] - edges[0]) if len(edges) > 1 and edges[1] > edges[0] else None
-    # plotly's bins are [a, a + size): end one bin past the last edge so the maximum is drawn
-    xbins = (
-        {"start": float(edges[0]), "end": float(edges[-1]) + size, "size": size} if size else None
-    )
-    fig.add_trace(
-        go.Histogram(x=before, name="before", marker={"color": BEFORE}, opacity=0.6, xbins=xbins)
-    )
-    if after is not None:
+    for name, rewards, color in (("before", before, BEFORE), ("after", after, AFTER)):
+        if rewards is None:
+            continue
+        counts, _ = np.histogram(rewards, bins=edges)
         fig.add_trace(
-            go.Histogram(x=after, name="after", marker={"color": AFTER}, opacity=0.6, xbins=xbins)
+            go.Bar(
+                x=(edges[:-1] + edges[1:]) / 2,
+                y=counts,
+                width=np.diff(edges),
+                name=name,
+                marker={"color": color},
+                opacity=0.6,
+                customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+                hovertemplate="%{customdata[0]:.4f} to %{customdata[1]:.4f}: %{y}<extra></extra>",
+            )
         )
-    fig.update_layout(barmode="overlay", xaxis={"title": "reward"}, yaxis={"title": "responses"})
+    fig.update_layout(
+        barmode="overlay", bargap=0, xaxis={"title": "reward"}, yaxis={"title": "responses"}
+    )
     return _layout(fig, title, height=320)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -55,17 +57,28 @@ def feature_choice(
 
 
 def downloads(frame: pd.DataFrame, name: str, key: str) -> None:
-    """CSV and Parquet download buttons of a table (``name``.csv, ``name``.parquet)."""
+    """CSV and Parquet download buttons of a table (``name``.csv, ``name``.parquet).
+
+    The files are made when a button is clicked (Streamlit's deferred downloads),
+    so a rerun, e.g. a head-editor slider move, does not serialise every table.
+    """
+    shown = frame.copy()
     c1, c2, _ = st.columns([1, 1, 4])
     c1.download_button(
-        "Download CSV", tables.csv_bytes(frame), f"{name}.csv", "text/csv", key=f"{key}_csv"
+        "Download CSV",
+        functools.partial(tables.csv_bytes, shown),
+        f"{name}.csv",
+        "text/csv",
+        key=f"{key}_csv",
+        on_click="ignore",
     )
     c2.download_button(
         "Download Parquet",
-        tables.parquet_bytes(frame),
+        functools.partial(tables.parquet_bytes, shown),
         f"{name}.parquet",
         "application/vnd.apache.parquet",
         key=f"{key}_parquet",
+        on_click="ignore",
     )
 
 

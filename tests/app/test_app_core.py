@@ -166,9 +166,25 @@ def test_other_figures_carry_the_data():
     assert list(fig.data[0].y) == [3, 5] and list(fig.data[0].x) == [0.5, 1.5]
     fig = charts.reward_histograms(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
     assert [t.name for t in fig.data] == ["before", "after"] and fig.layout.barmode == "overlay"
-    assert list(fig.data[1].x) == [2.0, 3.0]
-    bins = fig.data[0].xbins  # the maximum (3.0) must fall inside the last half-open bin
-    assert bins.start <= 0.0 and bins.end > 3.0 and bins.start + 40 * bins.size >= 3.0
+    # counted in 40 equal bins over [0, 3]; the maximum falls in the last (closed) bin
+    assert sum(fig.data[0].y) == 2 and sum(fig.data[1].y) == 2
+    assert fig.data[0].y[0] == 1 and fig.data[1].y[-1] == 1 and len(fig.data[1].y) == 40
+    assert fig.data[0].x[0] == pytest.approx(3 / 80) and fig.data[1].x[-1] == pytest.approx(
+        3 - 3 / 80
+    )
+    rng = np.random.default_rng(0)
+    before, after = rng.normal(size=500), rng.normal(1.0, 2.0, size=700)
+    fig = charts.reward_histograms(before, after)
+    lo, hi = min(before.min(), after.min()), max(before.max(), after.max())
+    for trace, rewards in zip(fig.data, (before, after), strict=True):
+        for x, width, count in zip(trace.x, trace.width, trace.y, strict=True):
+            left, right = x - width / 2, x + width / 2
+            closed = right >= hi - 1e-12
+            inside = (rewards >= left - 1e-12) & (
+                (rewards <= right + 1e-12) if closed else (rewards < right - 1e-12)
+            )
+            assert count == int(inside.sum()), (left, right)
+        assert trace.x[0] - trace.width[0] / 2 == pytest.approx(lo)
     table = pd.DataFrame({"subset": ["a"], "accuracy_before": [0.5], "accuracy_after": [0.75]})
     assert [list(t.y) for t in charts.subset_accuracy(table).data] == [[0.5], [0.75]]
     fig = charts.reward_trajectory(["a", "\n"], np.array([0.1, 0.2]), np.array([0.0, 1.0]))

@@ -6,24 +6,44 @@ import io
 
 import pandas as pd
 import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from test_app_pages import env, frame_with, go, start, store_path  # noqa: F401
 
 from app import tables
 
 
+class Downloads(dict):
+    """File name -> bytes of the app's download buttons (the latest run's last).
+
+    Immediate downloads are recorded as stored; deferred ones (a callable Streamlit
+    runs when the button is clicked) are run when a test reads them, as a click would.
+    """
+
+    def __getitem__(self, name: str) -> bytes:
+        value = super().__getitem__(name)
+        return value() if callable(value) else value
+
+
 @pytest.fixture
 def downloads(monkeypatch):
-    """The files the app hands to its download buttons, by file name (the latest run's last)."""
-    files: dict[str, bytes] = {}
+    """The files the app hands to its download buttons, by file name."""
+    files = Downloads()
     original = MemoryMediaFileStorage.load_and_get_id
+    original_deferred = MediaFileManager.add_deferred
 
     def record(self, path_or_data, mimetype, kind, filename=None):
         if filename and isinstance(path_or_data, bytes):
             files[filename] = path_or_data
         return original(self, path_or_data, mimetype, kind, filename)
 
+    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        if file_name:
+            files[file_name] = data_callable
+        return original_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
     return files
 
 

@@ -287,6 +287,29 @@ def test_clicking_a_misranked_row_opens_it_in_compare(page, server):
     screenshot(page, "compare-from-audit")
 
 
+def test_audit_report_and_table_downloads_arrive_in_the_browser(page, server, tmp_path):
+    """Downloads are made on click (deferred): the browser receives the files."""
+    server, _ = server
+    page.goto(f"{server}/audit", wait_until="domcontentloaded")
+    settle(page, "Audit", 3)
+    accuracy = page.locator('[data-testid="stMetric"]').filter(has_text="Pairwise accuracy")
+    shown = accuracy.locator('[data-testid="stMetricValue"]').inner_text()
+    with page.expect_download(timeout=60_000) as got:
+        page.get_by_role("button", name="Download this audit as one HTML file").click()
+    report = tmp_path / got.value.suggested_filename
+    got.value.save_as(report)
+    body = report.read_text(encoding="utf-8")
+    assert report.suffix == ".html" and "<h1>SARM audit</h1>" in body
+    assert f"<td>{shown}</td>" in body and body.count("Plotly.newPlot(") == 3
+    with page.expect_download(timeout=60_000) as got:
+        page.get_by_role("button", name="Download CSV").first.click()
+    csv = tmp_path / got.value.suggested_filename
+    got.value.save_as(csv)
+    assert csv.name == "misranked_pairs.csv"
+    assert csv.read_text(encoding="utf-8").splitlines()[0].startswith("pair,")
+    assert_no_exception(page, "audit after the downloads")
+
+
 def test_shift_page_draws_the_overlaid_histograms(page, server):
 
     server, reference = server
