@@ -292,6 +292,7 @@ def audit_report(inputs: AuditInputs, seed: int = 0, top: int = 5) -> dict[str, 
             fixes[name] = proposed[1]
     return {
         "schema": SCHEMA_VERSION,
+        "head": head.hash(),
         "n_responses": audit.latents.n,
         "n_pairs": audit.index.n_pairs,
         "seed": seed,
