@@ -124,17 +124,16 @@ def score_rewrites(
 ) -> dict[str, RewriteSample]:
     """One batched forward pass over the sampled originals and all rewrites."""
     index = scored.index
-    originals = sorted(
-        {int(index.rejected_row[p]) for pairs, _ in rewrites.values() for p in pairs}
-    )
-    convs = [_conversation(scored, int(r), scored.texts[r]) for r in originals]
+    first_pair = {}  # each sampled original (a rejected row), scored once
+    for pairs, _ in rewrites.values():
+        for p in pairs:
+            first_pair.setdefault(int(index.rejected_row[p]), int(p))
+    originals = sorted(first_pair)
+    convs = [_conversation(scored, first_pair[r], scored.texts[r]) for r in originals]
     spans = {}
     for name, (pairs, texts) in rewrites.items():
         start = len(convs)
-        convs += [
-            _conversation(scored, int(index.rejected_row[p]), t)
-            for p, t in zip(pairs, texts, strict=True)
-        ]
+        convs += [_conversation(scored, int(p), t) for p, t in zip(pairs, texts, strict=True)]
         spans[name] = (start, len(convs))
     logger.info(
         "%s: scoring %d originals and %d rewrites",
@@ -158,18 +157,9 @@ def score_rewrites(
     return out
 
 
-def _conversation(scored: ScoredSet, row: int, text: str) -> list[dict]:
-    group = scored.groups[_group_of_row(scored, row)]
-    return group.conversation(text)
-
-
-def _group_of_row(scored: ScoredSet, row: int) -> int:
-    if not hasattr(scored, "_row_group"):
-        row_group = np.full(len(scored.texts), -1, dtype=np.int64)
-        row_group[scored.index.chosen_row] = scored.index.group
-        row_group[scored.index.rejected_row] = scored.index.group
-        scored._row_group = row_group  # type: ignore[attr-defined]
-    return int(scored._row_group[row])  # type: ignore[attr-defined]
+def _conversation(scored: ScoredSet, pair: int, text: str) -> list[dict]:
+    """The prompt of pair ``pair``'s group with ``text`` as the response."""
+    return scored.groups[int(scored.index.group[pair])].conversation(text)
 
 
 @dataclass

@@ -59,12 +59,12 @@ def test_hedging_is_per_hundred_words():
 def test_length_needs_token_counts():
     out = measure(["a b", "c"], ["length_tokens"], n_tokens=[5, 2])
     np.testing.assert_array_equal(out["length_tokens"], [5.0, 2.0])
-    with pytest.raises(ValueError, match="length_tokens.*n_tokens"):
+    with pytest.raises(ValueError, match=r"length_tokens.*n_tokens"):
         measure(["a"], ["length_tokens"])
 
 
 def test_unknown_property_is_named():
-    with pytest.raises(ValueError, match="unknown properties.*'nope'"):
+    with pytest.raises(ValueError, match=r"unknown properties.*'nope'"):
         measure(["a"], ["nope"])
 
 

@@ -25,9 +25,9 @@ DESCRIPTION = (
     "tone, refusals, repetition): the reward's correlation with each property, within "
     "prompt, the features carrying it; rewrite a seeded sample of pairs per operator and "
     "report delta-r with its exact per-feature decomposition; propose a head edit from "
-    "--dev-data and report it before/after on DATA with 95%% intervals. "
+    "--dev-data and report it before/after on DATA with 95% intervals. "
     "Example: sarm audit-bias --model default --data data/prefs/splits/test.jsonl.gz "
-    "--dev-data data/prefs/splits/dev.jsonl.gz --json"
+    "--dev-data data/prefs/splits/dev.jsonl.gz --skip-malformed --json"
 )
 MODEL = ConfigFlags(ModelConfig, defaults={"model": None})
 DATA = ConfigFlags(DataConfig, defaults={"data": None})
