@@ -117,3 +117,17 @@ def test_list_and_bad_arguments(capsys):
     assert main(["audit-bias", "--model", "x", "--data", "y", "--operators", "nope"]) == 2
     assert "unknown operators" in capsys.readouterr().err
     assert main(["audit-bias", "--model", "x", "--data", "y", "--save-fix", "n"]) == 2
+
+
+def test_markdown_tables_carry_the_reports_figures(setup, capsys):
+    assert main(_audit(setup)) == 0
+    report = json.loads(capsys.readouterr().out)
+    args = [a for a in _audit(setup) if a != "--json"]
+    assert main([*args, "--markdown"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    for name in PROPERTIES:
+        assert name in rows
+    pad = report["operators"]["pad"]["audit"]
+    assert f"{pad['median']:+.3f}" in rows["length_tokens"]
+    assert f"(n={pad['n']})" in rows["length_tokens"]

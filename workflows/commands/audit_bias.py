@@ -68,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keep the rewrites' latents in this file and reuse them on the next run",
     )
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.add_argument("--markdown", action="store_true", help="print the report as markdown tables")
     p.add_argument("--list-operators", action="store_true", help="list the operators with examples")
     p.add_argument("--list-properties", action="store_true", help="list the properties")
 
@@ -139,8 +140,75 @@ def run(args: argparse.Namespace) -> int:
     report = run_cli(args, MODEL.from_args(args), DATA.from_args(args), resolve_data)
     if args.out:
         Path(args.out).write_text(json_text(report) + "\n")
-    print(json_text(report) if args.json else format_report(report))
+    if args.json:
+        print(json_text(report))
+    else:
+        print(markdown_report(report) if args.markdown else format_report(report))
     return 0
+
+
+def _ci(values, fmt: str = "+.3f") -> str:
+    return "" if not values else f" [{format(values[0], fmt)}, {format(values[1], fmt)}]"
+
+
+def _feature_list(rows, limit: int = 3) -> str:
+    return ", ".join(
+        f"{f['id']} ({f['share']:.0%})" + (f" {f['explanation']}" if f["explanation"] else "")
+        for f in rows[:limit]
+        if f["share"] is not None
+    )
+
+
+def markdown_report(report: dict) -> str:
+    """The property table and the fix table as markdown (what docs/bias_audit.md shows)."""
+    lines = [
+        "| property | reward_corr [95% CI] | within-prompt slope [95% CI] | rewrite | "
+        "median delta-r [95% CI] | 90% of delta-r | flips | paying features (share) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in report["properties"].items():
+        rc, wp = row["reward_corr"], row["within_prompt_effect"]
+        op = row["operator"]
+        cf = report["operators"][op]["audit"] if op else None
+        lines.append(
+            f"| {name} | {_num(rc['corr'])}{_ci(rc['ci95'])} | "
+            f"{_num(wp['slope'], '+.4f')}{_ci(wp['slope_ci95'], '+.4f')} | {op or ''} | "
+            + (
+                f"{_num(cf['median'], '+.3f')}{_ci(cf['median_ci95'])} (n={cf['n']}) | "
+                f"{_ci(cf['interval90']).strip()} | {cf['flips']} | "
+                f"{_feature_list(cf['top_features'])} |"
+                if cf
+                else f"| | | {_feature_list(row['top_features'])} |"
+            )
+        )
+    lines += [
+        "",
+        "| fix | intervention | median delta-r before -> after | accuracy before -> after "
+        "[95% CI] | flipped (fixed / broken) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for op, fix in report["fixes"].items():
+        b, a = fix["before"], fix["after"]
+        pa, pb = a["pairwise_accuracy"], b["pairwise_accuracy"]
+        lines.append(
+            f"| {op} | `{fix['intervention']}` | {_num(b['bias']['median'], '+.3f')} -> "
+            f"{_num(a['bias']['median'], '+.3f')}{_ci(a['bias']['median_ci95'])} | "
+            f"{pb['accuracy']:.4f}{_ci(pb['ci95'], '.4f')} -> {pa['accuracy']:.4f}"
+            f"{_ci(pa['ci95'], '.4f')} (n={pb['n_pairs']}) | {fix['flipped']['n']} "
+            f"({fix['flipped']['fixed']} / {fix['flipped']['broken']}) |"
+        )
+    for op, fix in report["fixes"].items():
+        lines += ["", f"Fix `{op}`: pairwise accuracy per source and category", ""]
+        lines += ["| source / category | pairs | before [95% CI] | after [95% CI] |"]
+        lines += ["| --- | --- | --- | --- |"]
+        for key in ("per_source", "per_category"):
+            for name, b in fix["before"][key].items():
+                a = fix["after"][key][name]
+                lines.append(
+                    f"| {name} | {b['n_pairs']} | {b['accuracy']:.4f}{_ci(b['ci95'], '.4f')} | "
+                    f"{a['accuracy']:.4f}{_ci(a['ci95'], '.4f')} |"
+                )
+    return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:
