@@ -131,3 +131,18 @@ def test_markdown_tables_carry_the_reports_figures(setup, capsys):
     pad = report["operators"]["pad"]["audit"]
     assert f"{pad['median']:+.3f}" in rows["length_tokens"]
     assert f"(n={pad['n']})" in rows["length_tokens"]
+
+
+def test_fix_destinations_are_checked_before_the_audit(setup, tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    assert main([*_audit(setup), "--fix", "pad", "--export-fix", str(full)]) == 2
+    assert "not empty" in capsys.readouterr().err and (full / "x").read_text() == "keep me"
+    env = build_app_env(tmp_path / "env")
+    store = copy_store(env, tmp_path / "store.duckdb")
+    with FeatureStore.open(store) as s:
+        s.save_head("taken", np.zeros(64, np.float32))
+    args = [*_audit(setup), "--fix", "pad", "--save-fix", "taken", "--store", str(store)]
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -90,6 +90,28 @@ def _check(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value and not Path(value).expanduser().is_file():
             raise InputError(f"--{flag}: feature store {value} does not exist")
+    _check_outputs(args)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Where the fix goes, checked before the (long) audit runs."""
+    if args.export_fix:
+        from sarm.export import check_output_dir
+
+        try:
+            check_output_dir(args.export_fix)
+        except ValueError as exc:
+            raise InputError(f"--export-fix: {exc}") from None
+    if args.save_fix:
+        from feature_store import FeatureStore
+
+        with FeatureStore.open_for_reading(args.store) as store:
+            taken = set(store.head_versions()["name"])
+        if args.save_fix in taken:
+            raise InputError(
+                f"--save-fix: head version {args.save_fix!r} already exists in {args.store}; "
+                "choose a new name (versions are immutable)"
+            )
 
 
 def listing() -> dict:
