@@ -31,6 +31,7 @@ from sarm.bias.fix import accuracy_change, apply_fix, carriers
 from sarm.bias.observational import property_audit
 from sarm.bias.operators import EXAMPLE_TEXT, OPERATORS, operator_names, rewrite
 from sarm.bias.properties import PROPERTIES, measure, property_names
+from sarm.bias.stats import median_interval
 from sarm.evaluate import PairIndex
 from sarm.head import Head
 from sarm.latents import SparseLatents
@@ -180,7 +181,9 @@ def _bias_figures(head: Head, inputs: AuditInputs, seed: int) -> dict[str, dict]
     figures = {}
     for name, sample in inputs.samples.items():
         s = summarize(head, sample, inputs.audit.index, rewards, inputs.names, top=0, seed=seed)
-        figures[name] = {k: s[k] for k in ("n", "median", "median_ci95", "interval90", "flips")}
+        figures[name] = {
+            k: s[k] for k in ("n", "median", "median_ci95", "interval90", "mean", "flips")
+        }
     return figures
 
 
@@ -192,8 +195,16 @@ def propose(
     factor: float = 0.0,
     seed: int = 0,
 ) -> tuple[Head, dict[str, object]] | None:
-    """The fix for ``operator`` from the dev rewrites, judged on the audit data (None: no bias)."""
-    shares = counterfactual_shares(inputs.head, inputs.dev_samples[operator])
+    """The fix for ``operator`` from the dev rewrites, judged on the audit data.
+
+    None when the dev data shows no payment: the 95% interval of the median
+    delta-r on the dev rewrites does not lie above 0.
+    """
+    dev = inputs.dev_samples[operator]
+    interval = median_interval(delta_rewards(inputs.head, dev), seed=seed)
+    if interval is None or interval[0] <= 0:
+        return None
+    shares = counterfactual_shares(inputs.head, dev)
     features = carriers(shares, coverage, max_features)
     if not features:
         return None

@@ -84,33 +84,31 @@ def test_planted_markdown_feature_is_found_and_fixed(audit_parts):
     model, splits, inputs = audit_parts
     head = model.head
     feature = _markdown_feature(splits["dev"]["markdown"])
-    dz = (
-        splits["dev"]["markdown"].rewritten.dense()[:, feature]
-        - splits["dev"]["markdown"].original.dense()[:, feature]
-    )
-    plant = PLANTED_DELTA / float(dz.mean())
+    plant = PLANTED_DELTA / float(_activation_change(splits["dev"]["markdown"], feature).mean())
     planted = head.edit({feature: head.weight_of(feature) + plant})
+    # the planted payment on the audit rewrites, computed from the activations alone
+    payment = plant * float(_activation_change(splits["audit"]["markdown"], feature).mean())
+    assert payment > 1.0
 
     clean = audit_report(inputs(head))
     report = audit_report(inputs(planted))
-    md = report["properties"]["markdown"]
-    assert md["counterfactual_top_features"][0]["id"] == feature
-    assert (
-        md["counterfactual_delta_median"]
-        > clean["properties"]["markdown"]["counterfactual_delta_median"] + 1.0
-    )
+    md = report["operators"]["markdown"]["audit"]
+    assert report["properties"]["markdown"]["counterfactual_top_features"][0]["id"] == feature
+    assert md["top_features"][0]["id"] == feature
+    clean_md = clean["operators"]["markdown"]["audit"]
+    assert md["mean"] == pytest.approx(clean_md["mean"] + payment, rel=1e-6)
 
     fixed, fix = propose(inputs(planted), "markdown")
     assert fix["features"][0] == feature and fixed.weight_of(feature) == 0.0
-    before = clean["operators"]["markdown"]["audit"]
     after = fix["after"]["bias"]
     # the planted payment is gone: the fixed head pays no more than the clean head did
-    assert after["median"] <= before["median_ci95"][1]
-    assert after["median"] < fix["before"]["bias"]["median"] - 0.8 * PLANTED_DELTA
+    assert after["mean"] < fix["before"]["bias"]["mean"] - 0.9 * payment
+    low, high = clean_md["median_ci95"]
+    assert after["median"] <= high
     # every other rewrite's figure stays within the clean head's interval
     for op, fig in fix["after"]["other_biases"].items():
         low, high = clean["operators"][op]["audit"]["median_ci95"]
-        assert low - 1e-9 <= fig["median"] <= high + 1e-9, op
+        assert low <= fig["median"] <= high, op
     # and so does pairwise accuracy, overall and per source
     audit = inputs(head).audit
     acc_clean = head_summary(head.rewards(audit.latents), audit.index, audit.groups)
@@ -119,3 +117,9 @@ def test_planted_markdown_feature_is_found_and_fixed(audit_parts):
     for source, fig in fix["after"]["per_source"].items():
         low, high = acc_clean["per_source"][source]["ci95"]
         assert low <= fig["accuracy"] <= high, source
+
+
+def _activation_change(sample, feature: int) -> np.ndarray:
+    return sample.rewritten.dense()[:, feature].astype(np.float64) - sample.original.dense()[
+        :, feature
+    ].astype(np.float64)
