@@ -32,7 +32,16 @@ from sarm.evaluate import PairIndex
 from sarm.head import Head
 from sarm.latents import SparseLatents
 
-__all__ = ["feature_shares", "property_audit", "reward_correlation", "within_prompt_effect"]
+__all__ = [
+    "MIN_SUPPORT",
+    "feature_shares",
+    "property_audit",
+    "reward_correlation",
+    "within_prompt_effect",
+]
+
+#: fewer responses with the property (or pairs differing in it) than this: no figure
+MIN_SUPPORT = 20
 
 
 def _finite(value: float) -> float | None:
@@ -55,11 +64,22 @@ def within_prompt_effect(
     """Margin on property difference over pairs: ``{slope, slope_ci95, corr, ci95, ...}``.
 
     ``n_pairs`` counts all pairs, ``n_differing`` those whose responses differ in
-    the property (only they carry information about the effect).
+    the property (only they carry information about the effect); with fewer
+    than :data:`MIN_SUPPORT` of them the figures are None.
     """
     values, rewards = np.asarray(values, np.float64), np.asarray(rewards, np.float64)
     dp = values[index.chosen_row] - values[index.rejected_row]
     dm = rewards[index.chosen_row] - rewards[index.rejected_row]
+    n_differing = int((dp != 0).sum())
+    if n_differing < MIN_SUPPORT:
+        return {
+            "slope": None,
+            "slope_ci95": None,
+            "corr": None,
+            "ci95": None,
+            "n_pairs": index.n_pairs,
+            "n_differing": n_differing,
+        }
     boot = cluster_bootstrap(dp, dm, index.group, n_resamples, seed)
     return {
         "slope": _finite(slope(dp, dm)),
@@ -67,7 +87,7 @@ def within_prompt_effect(
         "corr": _finite(pearson(dp, dm)),
         "ci95": boot["corr"],
         "n_pairs": index.n_pairs,
-        "n_differing": int((dp != 0).sum()),
+        "n_differing": n_differing,
     }
 
 
@@ -127,14 +147,23 @@ def property_audit(
     top: int = 5,
     seed: int = 0,
 ) -> dict[str, object]:
-    """``reward_corr``, ``within_prompt_effect`` and ``top_features`` of one property."""
+    """``reward_corr``, ``within_prompt_effect`` and ``top_features`` of one property.
+
+    With fewer than :data:`MIN_SUPPORT` responses having the property (non-zero
+    values), the correlation, the slope and the features are not reported.
+    """
     rewards = head.rewards(latents)
-    shares = feature_shares(values, latents, head)
+    n_nonzero = int(np.count_nonzero(values))
+    enough = n_nonzero >= MIN_SUPPORT
+    shares = feature_shares(values, latents, head) if enough else None
+    corr = reward_correlation(values, rewards)
+    if not enough:
+        corr = {"corr": None, "ci95": None, "n": len(values)}
     return {
         "mean": float(np.mean(values)),
-        "n_nonzero": int(np.count_nonzero(values)),
-        "reward_corr": reward_correlation(values, rewards),
+        "n_nonzero": n_nonzero,
+        "reward_corr": corr,
         "within_prompt_effect": within_prompt_effect(values, rewards, index, seed=seed),
-        "reward_slope": _finite(shares.attrs["beta"]),
-        "top_features": top_rows(shares, names or {}, top),
+        "reward_slope": _finite(shares.attrs["beta"]) if enough else None,
+        "top_features": top_rows(shares, names or {}, top) if enough else [],
     }

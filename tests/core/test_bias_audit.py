@@ -177,3 +177,20 @@ def test_carriers_and_fix_use_the_one_head_edit(tiny, markdown_sample):
     empty = table.copy()
     empty.attrs["mean_delta"] = -1.0
     assert carriers(empty) == []
+
+
+def test_too_little_support_gives_no_figure(tiny, markdown_sample):
+    from sarm.bias.observational import MIN_SUPPORT, property_audit
+
+    p = np.zeros(200)
+    p[[0, 2, 4, 6]] = 1.0  # four chosen responses have the property: four pairs differ
+    r = np.random.default_rng(0).normal(size=200)
+    index = PairIndex.from_arrays(np.arange(0, 200, 2), np.arange(1, 200, 2))
+    wp = within_prompt_effect(p, r, index)
+    assert wp["n_differing"] == 4 < MIN_SUPPORT and wp["slope"] is None and wp["ci95"] is None
+    latents = _random_latents(200, 16, 0)
+    head = Head(np.ones(16, np.float32))
+    out = property_audit(p, latents, head, index)
+    assert out["reward_corr"]["corr"] is None and out["top_features"] == []
+    p[:MIN_SUPPORT] = 1.0
+    assert property_audit(p, latents, head, index)["reward_corr"]["corr"] is not None
