@@ -260,7 +260,6 @@ def audit_report(inputs: AuditInputs, seed: int = 0, top: int = 5) -> dict[str, 
     operators = {}
     for name, sample in inputs.samples.items():
         op = OPERATORS[name]
-        delta = delta_rewards(head, sample)
         originals = [audit.texts[int(audit.index.rejected_row[p])] for p in sample.pairs]
         operators[name] = {
             "description": op.description,
@@ -270,7 +269,7 @@ def audit_report(inputs: AuditInputs, seed: int = 0, top: int = 5) -> dict[str, 
             "dev": summarize(
                 head, inputs.dev_samples[name], inputs.dev.index, None, inputs.names, top, seed
             ),
-            "examples": examples(sample, originals, delta),
+            "examples": examples(head, sample, originals),
         }
     properties = {}
     for name in inputs.properties:

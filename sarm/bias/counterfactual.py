@@ -166,12 +166,30 @@ def summarize(
     }
 
 
-def examples(sample: RewriteSample, originals: Sequence[str], delta: np.ndarray, k: int = 2):
-    """The first ``k`` sampled responses as ``{before, after, delta_r}`` (for docs and pages)."""
-    return [
-        {"before": originals[j], "after": sample.texts[j], "delta_r": float(delta[j])}
-        for j in range(min(k, len(sample.texts)))
-    ]
+def examples(
+    head: Head, sample: RewriteSample, originals: Sequence[str], k: int = 2, top: int = 5
+) -> list[dict[str, object]]:
+    """The first ``k`` rewrites: texts, delta-r and its decomposition.
+
+    ``terms`` lists the ``top`` largest ``|w_i (z'_i - z_i)|`` as ``{id, term}``;
+    ``rest`` is the sum of all the other terms, so ``sum(terms) + rest = delta_r``.
+    """
+    delta = delta_rewards(head, sample)
+    deltas = feature_deltas(head, sample)
+    out = []
+    for j in range(min(k, len(sample.texts))):
+        order = np.argsort(-np.abs(deltas[j]), kind="stable")[:top]
+        order = order[deltas[j][order] != 0]
+        out.append(
+            {
+                "before": originals[j],
+                "after": sample.texts[j],
+                "delta_r": float(delta[j]),
+                "terms": [{"id": int(f), "term": float(deltas[j][f])} for f in order],
+                "rest": float(deltas[j].sum() - deltas[j][order].sum()),
+            }
+        )
+    return out
 
 
 def _latent_arrays(prefix: str, latents: SparseLatents) -> dict[str, np.ndarray]:

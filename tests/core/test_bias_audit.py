@@ -194,3 +194,16 @@ def test_too_little_support_gives_no_figure(tiny, markdown_sample):
     assert out["reward_corr"]["corr"] is None and out["top_features"] == []
     p[:MIN_SUPPORT] = 1.0
     assert property_audit(p, latents, head, index)["reward_corr"]["corr"] is not None
+
+
+def test_examples_decompose_their_delta_r(tiny, markdown_sample):
+    from sarm.bias.counterfactual import examples
+
+    sample, rewritten = markdown_sample
+    out = examples(tiny.head, sample, ANSWERS, k=3, top=2)
+    delta = delta_rewards(tiny.head, sample)
+    assert [e["after"] for e in out] == rewritten[:3]
+    for j, e in enumerate(out):
+        assert e["delta_r"] == pytest.approx(delta[j])
+        assert sum(t["term"] for t in e["terms"]) + e["rest"] == pytest.approx(delta[j], abs=1e-9)
+        assert len(e["terms"]) <= 2
