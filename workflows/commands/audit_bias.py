@@ -237,17 +237,16 @@ def format_report(report: dict) -> str:
     """The report as a table: one line per property, then the fixes."""
     lines = [
         f"{report['n_responses']} responses, {report['n_pairs']} pairs; seed {report['seed']}",
-        f"{'property':<18} {'reward_corr':>11} {'within-prompt':>13} {'cf median dr':>12}  "
-        "top features (share)",
+        f"{'property':<18} {'reward_corr':>11} {'wp corr':>13} {'cf median dr':>12}  "
+        "paying features (share; of the rewrite's delta-r where there is one)",
     ]
     for name, row in report["properties"].items():
         corr = row["reward_corr"]["corr"]
         wp = row["within_prompt_effect"]["corr"]
         cf = row["counterfactual_delta_median"]
+        carriers = row["counterfactual_top_features"] or row["top_features"]
         feats = ", ".join(
-            f"{f['id']}({f['share']:.2f})"
-            for f in row["top_features"][:3]
-            if f["share"] is not None
+            f"{f['id']}({f['share']:.2f})" for f in carriers[:3] if f["share"] is not None
         )
         lines.append(f"{name:<18} {_num(corr):>11} {_num(wp):>13} {_num(cf, '+.4f'):>12}  {feats}")
     for op, fix in report["fixes"].items():
