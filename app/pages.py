@@ -16,6 +16,7 @@ import streamlit as st
 from app.app_pages import (
     add_data,
     audit,
+    bias,
     build_demo,
     compare,
     editor,
@@ -60,6 +61,7 @@ PAGES = (
     PageSpec("shift", shift.render, "Preference shift", ":material/swap_vert:", STEER),
     PageSpec("export", export.render, "Export", ":material/download:", STEER),
     PageSpec("audit", audit.render, "Audit", ":material/fact_check:", CHECK),
+    PageSpec("bias", bias.render, "Bias audit", ":material/balance:", CHECK),
     PageSpec("add_data", add_data.render, "Add data", ":material/upload_file:", DATA),
 )
 DRAWS_HEAD = frozenset({"editor"})  # pages that draw the sidebar's head line themselves

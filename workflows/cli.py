@@ -31,6 +31,7 @@ EXIT_RUNTIME = 1
 EXIT_INPUT = 2
 
 COMMANDS = {
+    "audit-bias": "bias audit: rewarded surface properties, the features paying them, a fix",
     "build-default": "build the default SARM's store (or, --from-scratch, the whole default)",
     "build-demo": "build the template-trained demo SARM (SmolLM2-135M + SAE + head) and its store",
     "eval": "evaluate a SARM on preference data",

@@ -22,6 +22,7 @@ REGISTERED = [
     ("shift", "Preference shift", ":material/swap_vert:", "Steer"),
     ("export", "Export", ":material/download:", "Steer"),
     ("audit", "Audit", ":material/fact_check:", "Check"),
+    ("bias", "Bias audit", ":material/balance:", "Check"),
     ("add_data", "Add data", ":material/upload_file:", "Data"),
 ]
 
