@@ -1,0 +1,311 @@
+"""The ``llm`` explainer: explanations and detection scores from any OpenAI-compatible endpoint.
+
+``LLMExplainer(LLMConfig(base_url=..., model=...))`` asks the endpoint
+
+- to **explain** a feature from windows of its top and quantile examples and its
+  contrastive tokens (:meth:`LLMExplainer.explain`), and
+- to **detect**, delphi-style, whether an explanation matches each of a set of
+  unmarked windows (:meth:`LLMExplainer.detect`), from which
+  :meth:`LLMExplainer.score` computes the balanced detection accuracy.
+
+The ``*_many`` calls run requests on a bounded thread pool with a progress
+callback. Every reply is cached by request hash (:mod:`sarm.explain.reply_cache`),
+so a killed run resumes without asking again; HTTP, retries and errors live in
+:mod:`sarm.explain.openai_client`, prompt text and reply parsing in
+:mod:`sarm.explain.prompts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from sarm.explain import prompts
+from sarm.explain.accuracy import balanced_accuracy
+from sarm.explain.openai_client import (
+    ChatClient,
+    Endpoint,
+    ExplainerError,
+    ExplainerUnreachable,
+)
+from sarm.explain.reply_cache import ReplyCache, request_key
+from sarm.explain.types import EvidenceWindow, Explanation
+
+__all__ = [
+    "ExplainRequest",
+    "ExplainerError",
+    "ExplainerUnreachable",
+    "LLMConfig",
+    "LLMExplainer",
+    "Progress",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(done, total)``, called from worker threads as requests finish
+Progress = Callable[[int, int], None]
+#: (feature id, windows, contrastive (token, count where active, count in background))
+ExplainRequest = tuple[int, Sequence[EvidenceWindow], Sequence[tuple[str, int, int]]]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """An OpenAI-compatible endpoint and how to use it.
+
+    ``base_url`` ends in ``/v1`` (added when the URL has no path); the API key is
+    read from the environment variable ``api_key_env`` (none is sent when it is
+    unset, which local servers accept). ``detect_batch_size`` windows go into one
+    detection prompt (1: one yes / no question per window, what small models
+    answer reliably; a batch whose reply cannot be read is asked again window by
+    window).
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    concurrency: int = 4
+    cache_path: str | Path | None = None
+    temperature: float = 0.0
+    backoff_s: float = 1.0
+    max_windows: int = 20
+    detect_batch_size: int = 1
+    explain_max_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "max_windows", "detect_batch_size", "explain_max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LLMConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.timeout_s <= 0 or self.backoff_s < 0 or self.max_retries < 0:
+            raise ValueError(
+                "LLMConfig: timeout_s must be > 0, backoff_s and max_retries >= 0 "
+                f"(got {self.timeout_s}, {self.backoff_s}, {self.max_retries})"
+            )
+        if not self.model.strip():
+            raise ValueError("LLMConfig.model is empty; pass the model name the server serves")
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+        )
+
+
+class LLMExplainer:
+    """Explains features and scores explanations through one OpenAI-compatible endpoint."""
+
+    def __init__(self, config: LLMConfig):
+        self.config = config
+        self.client = ChatClient(config.endpoint())
+        self.cache = ReplyCache(config.cache_path)
+        self.cache_hits = 0
+        self.unparsed_replies = 0
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> str:
+        return f"llm:{self.config.model}"
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far (retries included; cache hits send none)."""
+        return self.client.requests_sent
+
+    def check_reachable(self) -> None:
+        """Raise :class:`ExplainerUnreachable` (naming the URL) when nothing answers there."""
+        self.client.check_reachable()
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # ------------------------------------------------------------- explaining
+    def explain(
+        self,
+        feature_id: int,
+        windows: Sequence[EvidenceWindow],
+        contrastive: Sequence[tuple[str, int, int]] = (),
+    ) -> Explanation:
+        """The endpoint's one-line explanation of ``feature_id`` and its 1-5 rating, if given."""
+        return self.explain_many([(feature_id, windows, contrastive)])[0]
+
+    def explain_many(
+        self, requests: Sequence[ExplainRequest], progress: Progress | None = None
+    ) -> list[Explanation]:
+        """:meth:`explain` for each request, ``concurrency`` at a time, in the given order."""
+        asks = [self._explain_ask(*request) for request in requests]
+        self._check_if_needed(asks)
+        replies = self._pool(lambda ask: self._ask(*ask), asks, progress)
+        return [
+            self._explanation(request[0], messages, reply, len(request[1]))
+            for request, (messages, _), reply in zip(requests, asks, replies, strict=True)
+        ]
+
+    def _explain_ask(self, feature_id, windows, contrastive) -> tuple[prompts.Messages, int]:
+        messages = prompts.explain_messages(
+            feature_id, windows, contrastive, max_windows=self.config.max_windows
+        )
+        return messages, self.config.explain_max_tokens
+
+    def _explanation(
+        self, feature_id: int, messages: prompts.Messages, reply: str, n_windows: int
+    ) -> Explanation:
+        parsed = prompts.parse_explanation(reply)
+        if parsed.how != "tagged":
+            self._count_unparsed()
+            logger.info("feature %d: untagged reply, read by %s: %r", feature_id, parsed.how, reply)
+        return Explanation(
+            feature_id=feature_id,
+            text=parsed.text,
+            source=self.source,
+            version=prompts.PROMPT_VERSION,
+            monosemanticity=parsed.monosemanticity,
+            evidence_hash=request_key({"messages": messages}),
+            details={"raw_reply": reply, "parse": parsed.how, "windows": n_windows},
+        )
+
+    # ------------------------------------------------------------- detection
+    def detect(self, explanation: str, windows: Sequence[EvidenceWindow]) -> list[bool]:
+        """For each window, whether the endpoint says ``explanation`` matches it."""
+        return self.detect_many([(explanation, windows)])[0]
+
+    def detect_many(
+        self,
+        items: Sequence[tuple[str, Sequence[EvidenceWindow]]],
+        progress: Progress | None = None,
+    ) -> list[list[bool]]:
+        """:meth:`detect` for each (explanation, windows), batches spread over the pool."""
+        size = self.config.detect_batch_size
+        tasks = [
+            (item, text, list(windows[start : start + size]))
+            for item, (text, windows) in enumerate(items)
+            for start in range(0, len(windows), size)
+        ]
+        self._check_if_needed([self._detect_ask(text, batch) for _, text, batch in tasks])
+        answers = self._pool(lambda task: self._detect_batch(task[1], task[2]), tasks, progress)
+        results: list[list[bool]] = [[] for _ in items]
+        for (item, _, _), answer in zip(tasks, answers, strict=True):
+            results[item].extend(answer)
+        return results
+
+    def _detect_ask(self, explanation: str, batch: list[EvidenceWindow]):
+        return prompts.detect_messages(explanation, batch), 4 if len(batch) == 1 else 4 * len(
+            batch
+        ) + 8
+
+    def _detect_batch(self, explanation: str, batch: list[EvidenceWindow]) -> list[bool]:
+        reply = self._ask(*self._detect_ask(explanation, batch))
+        if len(batch) == 1:
+            answer = prompts.parse_yes_no(reply)
+            if answer is None:
+                self._count_unparsed()
+                logger.info("detection reply neither yes nor no, read as no: %r", reply)
+            return [bool(answer)]
+        answers = prompts.parse_batch(reply, len(batch))
+        if answers is None:
+            self._count_unparsed()
+            logger.info("batch reply %r unreadable; asking window by window", reply)
+            return [self._detect_batch(explanation, [window])[0] for window in batch]
+        return answers
+
+    # ------------------------------------------------------------- scoring
+    def score(self, explanation: Explanation, windows: Sequence[EvidenceWindow]) -> Explanation:
+        """``explanation`` with its balanced detection accuracy on held-out ``windows``."""
+        return self.score_many([(explanation, windows)])[0]
+
+    def score_many(
+        self,
+        items: Sequence[tuple[Explanation, Sequence[EvidenceWindow]]],
+        progress: Progress | None = None,
+    ) -> list[Explanation]:
+        """:meth:`score` for each (explanation, held-out windows); both classes needed in each."""
+        for explanation, windows in items:
+            if not any(w.active for w in windows) or all(w.active for w in windows):
+                raise ValueError(
+                    f"feature {explanation.feature_id}: scoring needs held-out windows where "
+                    "it fires and where it does not"
+                )
+        predictions = self.detect_many([(e.text, w) for e, w in items], progress)
+        return [
+            dataclasses.replace(
+                explanation,
+                score=balanced_accuracy(predicted, [w.active for w in windows]),
+                details={
+                    **explanation.details,
+                    "detection": {
+                        "predicted": predicted,
+                        "active": [w.active for w in windows],
+                        "scorer": self.source,
+                    },
+                },
+            )
+            for (explanation, windows), predicted in zip(items, predictions, strict=True)
+        ]
+
+    # ------------------------------------------------------------- requests
+    def _ask(self, messages: prompts.Messages, max_tokens: int) -> str:
+        key = self._key(messages, max_tokens)
+        cached = self.cache.get(key)
+        if cached is not None:
+            with self._lock:
+                self.cache_hits += 1
+            return cached
+        reply = self.client.chat(
+            messages, max_tokens=max_tokens, temperature=self.config.temperature
+        )
+        self.cache.put(key, self.config.model, reply)
+        return reply
+
+    def _key(self, messages: prompts.Messages, max_tokens: int) -> str:
+        return request_key(
+            {
+                "model": self.config.model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": self.config.temperature,
+            }
+        )
+
+    def _check_if_needed(self, asks: Sequence[tuple[prompts.Messages, int]]) -> None:
+        """Check the endpoint once up front, unless every reply is already cached."""
+        if any(self.cache.get(self._key(*ask)) is None for ask in asks):
+            self.check_reachable()
+
+    def _count_unparsed(self) -> None:
+        with self._lock:
+            self.unparsed_replies += 1
+
+    def _pool(self, work: Callable[[T], R], items: Sequence[T], progress: Progress | None):
+        """``work`` over ``items`` on ``concurrency`` threads, results in order; the first error stops it."""
+        total, done = len(items), 0
+        results: list[R | None] = [None] * total
+        if progress is not None:
+            progress(0, total)
+        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, max(total, 1))) as pool:
+            futures = {pool.submit(work, item): index for index, item in enumerate(items)}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()
+                    results[futures[future]] = future.result()
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        return results
