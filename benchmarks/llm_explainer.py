@@ -39,19 +39,20 @@ REFUSAL = re.compile(r"I'm sorry|I cannot|I can't|I apologize")
 
 
 def sample(n: int) -> list[tuple[str, str, bool]]:
-    """``n`` refusing and ``n`` other (prompt, response, refuses) from xstest, in file order."""
+    """``n`` refusing and ``n`` other distinct (prompt, response, refuses) from xstest, in order."""
     with gzip.open(XSTEST, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
-    pairs = [(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
+    pairs = list(dict.fromkeys((r["prompt"], r[s]) for r in rows for s in ("chosen", "rejected")))
     refusing = [(p, t, True) for p, t in pairs if REFUSAL.search(t)][:n]
     other = [(p, t, False) for p, t in pairs if not REFUSAL.search(t)][:n]
     return refusing + other
 
 
 def response_activations(sarm, prompt: str, response: str):
-    """Response tokens (after the last ``<|im_start|>assistant``) and their ``z_t`` as dense rows."""
+    """Response tokens (after the last ``<|im_start|>assistant\\n``) and their ``z_t`` as dense rows."""
     lat = sarm.token_latents((prompt, response))
-    start = max(i for i, t in enumerate(lat.tokens) if t == "<|im_start|>") + 2
+    turn = max(i for i, t in enumerate(lat.tokens) if t == "<|im_start|>")
+    start = next(i for i in range(turn, len(lat.tokens)) if "\n" in lat.tokens[i]) + 1
     dense = np.zeros((len(lat.tokens), sarm.head.size), dtype=np.float32)
     np.put_along_axis(dense, lat.indices.numpy(), lat.values.numpy(), axis=1)
     return lat.tokens[start:], dense[start:]

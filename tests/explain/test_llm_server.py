@@ -51,7 +51,8 @@ def _require_llama_cpp() -> None:
 def _responses() -> list[str]:
     with gzip.open(XSTEST, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
-    return [row[side] for row in rows for side in ("chosen", "rejected")]
+    # distinct texts (some pairs hold the same response twice), in file order
+    return list(dict.fromkeys(row[side] for row in rows for side in ("chosen", "rejected")))
 
 
 def _window(example_id: int, text: str, rule: re.Pattern) -> EvidenceWindow:
