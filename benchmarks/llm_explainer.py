@@ -3,8 +3,9 @@
 Starts llama-cpp-python's OpenAI-compatible server on the embedded
 SmolLM2-135M-Instruct GGUF, runs the shipped default SARM over real xstest
 responses (``--n`` refusals, matched by phrase, and ``--n`` other responses),
-picks the ``--features`` features with a non-zero head weight whose peak
-activation separates refusals from the rest most, and for each builds windows
+picks the ``--features`` features with a non-zero head weight, enough active
+and inactive responses to explain and score, whose peak activation separates
+refusals from the rest most, and for each builds windows
 of +-``--half-width`` response tokens around the peak, asks the server for an
 explanation (top ``--explain`` windows) and scores it by yes / no detection on
 held-out windows (``--held-out`` active, as many inactive). Every request is
@@ -93,7 +94,9 @@ def main() -> None:
     refuses = np.array([r for _, _, r in data])
     weights = np.asarray(sarm.head.weights, dtype=np.float64)
     separation = peaks[refuses].mean(axis=0) - peaks[~refuses].mean(axis=0)
-    separation[weights == 0] = -np.inf
+    n_active = (peaks > 0).sum(axis=0)
+    scorable = (n_active >= args.explain + args.held_out) & (len(rows) - n_active >= args.held_out)
+    separation[(weights == 0) | ~scorable] = -np.inf
     features = [int(f) for f in np.argsort(-separation)[: args.features]]
 
     explain_s, check_s = [], []

@@ -202,9 +202,8 @@ class LLMExplainer:
         return results
 
     def _detect_ask(self, explanation: str, batch: list[EvidenceWindow]):
-        return prompts.detect_messages(explanation, batch), 4 if len(batch) == 1 else 4 * len(
-            batch
-        ) + 8
+        max_tokens = 4 if len(batch) == 1 else 4 * len(batch) + 8  # "yes" / "[1, 0, ...]"
+        return prompts.detect_messages(explanation, batch), max_tokens
 
     def _detect_batch(self, explanation: str, batch: list[EvidenceWindow]) -> list[bool]:
         reply = self._ask(*self._detect_ask(explanation, batch))
@@ -231,29 +230,34 @@ class LLMExplainer:
         items: Sequence[tuple[Explanation, Sequence[EvidenceWindow]]],
         progress: Progress | None = None,
     ) -> list[Explanation]:
-        """:meth:`score` for each (explanation, held-out windows); both classes needed in each."""
+        """:meth:`score` for each (explanation, held-out windows); both classes needed in each.
+
+        An explanation with no text (the model's reply held none) keeps ``score=None``
+        and costs no request.
+        """
         for explanation, windows in items:
             if not any(w.active for w in windows) or all(w.active for w in windows):
                 raise ValueError(
                     f"feature {explanation.feature_id}: scoring needs held-out windows where "
                     "it fires and where it does not"
                 )
-        predictions = self.detect_many([(e.text, w) for e, w in items], progress)
-        return [
-            dataclasses.replace(
-                explanation,
-                score=balanced_accuracy(predicted, [w.active for w in windows]),
-                details={
-                    **explanation.details,
-                    "detection": {
-                        "predicted": predicted,
-                        "active": [w.active for w in windows],
-                        "scorer": self.source,
-                    },
-                },
-            )
-            for (explanation, windows), predicted in zip(items, predictions, strict=True)
-        ]
+        texts = [i for i, (explanation, _) in enumerate(items) if explanation.text.strip()]
+        predictions = self.detect_many([(items[i][0].text, items[i][1]) for i in texts], progress)
+        scored = [explanation for explanation, _ in items]
+        for i, predicted in zip(texts, predictions, strict=True):
+            scored[i] = self._scored(items[i][0], items[i][1], predicted)
+        return scored
+
+    def _scored(
+        self, explanation: Explanation, windows: Sequence[EvidenceWindow], predicted: list[bool]
+    ) -> Explanation:
+        active = [w.active for w in windows]
+        detection = {"predicted": predicted, "active": active, "scorer": self.source}
+        return dataclasses.replace(
+            explanation,
+            score=balanced_accuracy(predicted, active),
+            details={**explanation.details, "detection": detection},
+        )
 
     # ------------------------------------------------------------- requests
     def _ask(self, messages: prompts.Messages, max_tokens: int) -> str:

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sarm.explain.llm import ExplainerError, ExplainerUnreachable, LLMConfig, LLMExplainer
-from sarm.explain.types import EvidenceWindow
+from sarm.explain.types import EvidenceWindow, Explanation
 
 WINDOW = EvidenceWindow(1, ("I", "'m", " sorry"), (0.0, 0.0, 2.0), True, peak=2)
 QUIET = EvidenceWindow(2, ("The", " sky"), (0.0, 0.0), False)
@@ -195,3 +195,10 @@ def test_a_url_that_is_not_http_is_refused():
 
 def test_a_url_without_a_path_gets_v1():
     assert _explainer("http://127.0.0.1:9").client.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_an_explanation_without_text_is_left_unscored_and_asks_nothing():
+    empty = Explanation(5, "", "llm:m", "v", details={"parse": "empty"})
+    explainer = _explainer(f"http://127.0.0.1:{_closed_port()}/v1")  # would raise if asked
+    assert explainer.score(empty, [WINDOW, QUIET]).score is None
+    assert explainer.requests_sent == 0
