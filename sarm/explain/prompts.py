@@ -46,6 +46,30 @@ _EXPLAIN_TASK = (
     "concept, 1 = no common pattern>"
 )
 
+_INTRO = (
+    "Feature {feature} fires on the text excerpts below. The tokens where it fires most "
+    "strongly are marked <<like this>>; the number in brackets is its strongest activation "
+    "in the excerpt."
+)
+
+# One worked example before the real question: small models (SmolLM2-135M) ignore the
+# two-line format without it and follow it with it.
+_EXAMPLE = [
+    {
+        "role": "user",
+        "content": "\n\n".join(
+            [
+                _INTRO.format(feature=9),
+                "Excerpts:\n1. [3.10] We flew from<< Paris>> to<< Rome>> last week.\n"
+                "2. [2.40] The conference is in<< Berlin>> this year.\n"
+                "3. [1.90] She grew up near<< Madrid>>.",
+                _EXPLAIN_TASK,
+            ]
+        ),
+    },
+    {"role": "assistant", "content": "EXPLANATION: names of European cities\nMONOSEMANTICITY: 5"},
+]
+
 
 # ----------------------------------------------------------------- rendering windows
 def window_text(window: EvidenceWindow, *, marked: bool) -> str:
@@ -97,12 +121,7 @@ def explain_messages(
             f"feature {feature_id}: no active window to explain it from "
             "(pass windows of examples where the feature fires)"
         )
-    parts = [
-        f"Feature {feature_id} fires on the text excerpts below. The tokens where it "
-        "fires most strongly are marked <<like this>>; the number in brackets is its "
-        "strongest activation in the excerpt.",
-        "Excerpts:\n" + "\n".join(excerpts),
-    ]
+    parts = [_INTRO.format(feature=feature_id), "Excerpts:\n" + "\n".join(excerpts)]
     tokens = _contrastive_lines(contrastive, max_contrastive)
     if tokens:
         parts.append(
@@ -112,6 +131,7 @@ def explain_messages(
     parts.append(_EXPLAIN_TASK)
     return [
         {"role": "system", "content": _SYSTEM},
+        *_EXAMPLE,
         {"role": "user", "content": "\n\n".join(parts)},
     ]
 
@@ -154,7 +174,8 @@ _TAG = re.compile(r"^\W*explanation\W*?[:\-=]\s*(.*)$", re.IGNORECASE)
 _MONO_TAG = re.compile(r"monosemanticity[^0-9\n]{0,20}([1-5])(?![0-9.])", re.IGNORECASE)
 _MONO_LOOSE = re.compile(r"(?<![0-9.])([1-5])\s*(?:/\s*5|out of 5)", re.IGNORECASE)
 _MONO_LINE = re.compile(r"^\W*(?:score|rating)?\W*([1-5])\W*$", re.IGNORECASE)
-_DECOR = " \t*_`\"'“”‘’#>-:"
+_DECOR = " \t*_`#>-:"
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 
 
 def parse_explanation(reply: str) -> ParsedExplanation:
@@ -188,6 +209,8 @@ def _monosemanticity(reply: str, lines: list[str]) -> int | None:
 
 def _clean(text: str) -> str:
     text = re.sub(r"\*\*|__", "", text).strip(_DECOR).strip()
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:  # quotes around the whole text
+        text = text[1:-1].strip(_DECOR).strip()
     if len(text) > MAX_EXPLANATION_CHARS:
         text = text[: MAX_EXPLANATION_CHARS - 1].rstrip() + "…"
     return text

@@ -36,6 +36,9 @@ def test_explain_prompt_holds_active_windows_activations_and_contrastive_counts(
     assert "nothing here" not in user  # inactive windows are not evidence of what it detects
     assert '" sorry": 31 times where it fires, 2 in the background' in user
     assert "EXPLANATION:" in user and "MONOSEMANTICITY:" in user
+    # one worked example (question and answer in the format asked) comes before the question
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert prompts.parse_explanation(messages[2]["content"]).how == "tagged"
 
 
 def test_explain_prompt_without_active_windows_says_what_to_pass():
@@ -65,6 +68,8 @@ def test_detect_prompt_shows_windows_unmarked():
         ),
         ("- polite apologies (4 out of 5)", "polite apologies (4 out of 5)", 4, "first line"),
         ("Monosemanticity: 9\nExplanation: numbers", "numbers", None, "tagged"),
+        ('EXPLANATION: the word "not"', 'the word "not"', None, "tagged"),
+        ("Explanation: “polite refusals”", "polite refusals", None, "tagged"),
         ("", "", None, "empty"),
         ("MONOSEMANTICITY: 1", "", 1, "empty"),
     ],
