@@ -52,6 +52,9 @@ _INTRO = (
     "in the excerpt."
 )
 
+#: the worked example's answer (a reply that repeats it is discarded)
+EXAMPLE_EXPLANATION = "names of European cities"
+
 # One worked example before the real question: small models (SmolLM2-135M) ignore the
 # two-line format without it and follow it with it.
 _EXAMPLE = [
@@ -67,7 +70,10 @@ _EXAMPLE = [
             ]
         ),
     },
-    {"role": "assistant", "content": "EXPLANATION: names of European cities\nMONOSEMANTICITY: 5"},
+    {
+        "role": "assistant",
+        "content": f"EXPLANATION: {EXAMPLE_EXPLANATION}\nMONOSEMANTICITY: 5",
+    },
 ]
 
 
@@ -167,7 +173,7 @@ class ParsedExplanation:
 
     text: str
     monosemanticity: int | None
-    how: str  # "tagged", "first line" or "empty"
+    how: str  # "tagged", "first line", "empty" or "copied example"
 
 
 _TAG = re.compile(r"^\W*explanation\W*?[:\-=]\s*(.*)$", re.IGNORECASE)
@@ -179,7 +185,18 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 
 
 def parse_explanation(reply: str) -> ParsedExplanation:
-    """The explanation and the 1-5 rating in ``reply``, read as forgivingly as is safe."""
+    """The explanation and the 1-5 rating in ``reply``, read as forgivingly as is safe.
+
+    A reply that repeats the prompt's worked example says nothing about the feature:
+    it comes back without text (``how == "copied example"``), like an empty one.
+    """
+    parsed = _read_explanation(reply)
+    if parsed.text.rstrip(".").casefold() == EXAMPLE_EXPLANATION.casefold():
+        return ParsedExplanation("", None, "copied example")
+    return parsed
+
+
+def _read_explanation(reply: str) -> ParsedExplanation:
     lines = [line.strip() for line in (reply or "").splitlines() if line.strip()]
     mono = _monosemanticity(reply or "", lines)
     for line in lines:

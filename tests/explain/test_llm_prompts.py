@@ -38,7 +38,8 @@ def test_explain_prompt_holds_active_windows_activations_and_contrastive_counts(
     assert "EXPLANATION:" in user and "MONOSEMANTICITY:" in user
     # one worked example (question and answer in the format asked) comes before the question
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert prompts.parse_explanation(messages[2]["content"]).how == "tagged"
+    example = messages[2]["content"]
+    assert example == f"EXPLANATION: {prompts.EXAMPLE_EXPLANATION}\nMONOSEMANTICITY: 5"
 
 
 def test_explain_prompt_without_active_windows_says_what_to_pass():
@@ -71,6 +72,7 @@ def test_detect_prompt_shows_windows_unmarked():
         ('EXPLANATION: the word "not"', 'the word "not"', None, "tagged"),
         ("Explanation: “polite refusals”", "polite refusals", None, "tagged"),
         ("", "", None, "empty"),
+        ("EXPLANATION: Names of European cities.\nMONOSEMANTICITY: 5", "", None, "copied example"),
         ("MONOSEMANTICITY: 1", "", 1, "empty"),
     ],
 )
