@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
 
+#: how long the reachability check (``GET /models``, no retries) waits, whatever ``timeout_s``
+CHECK_TIMEOUT_S = 10.0
 #: the longest wait a ``Retry-After`` header may ask for before the client gives up waiting
 MAX_RETRY_AFTER_S = 120.0
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -79,9 +81,7 @@ class ChatClient:
         """One ``GET /models`` without retries; :class:`ExplainerUnreachable` if nothing answers."""
         url = f"{self.base_url}/models"
         try:
-            self._send(
-                urllib.request.Request(url, headers=self._headers()), self._connect_timeout()
-            )
+            self._send(urllib.request.Request(url, headers=self._headers()), CHECK_TIMEOUT_S)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise self._auth_error(url, exc.code) from None
@@ -156,9 +156,6 @@ class ChatClient:
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.endpoint.api_key_env, "").strip()
         return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def _connect_timeout(self) -> float:
-        return min(self.endpoint.timeout_s, 10.0)
 
     def _unreachable(self, url: str, exc: BaseException, tries: int = 1) -> ExplainerUnreachable:
         return ExplainerUnreachable(
