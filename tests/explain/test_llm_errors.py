@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from sarm.errors import InputError
 from sarm.explain.llm import ExplainerError, ExplainerUnreachable, LLMConfig, LLMExplainer
 from sarm.explain.types import EvidenceWindow, Explanation
 
@@ -202,3 +203,10 @@ def test_an_explanation_without_text_is_left_unscored_and_asks_nothing():
     explainer = _explainer(f"http://127.0.0.1:{_closed_port()}/v1")  # would raise if asked
     assert explainer.score(empty, [WINDOW, QUIET]).score is None
     assert explainer.requests_sent == 0
+
+
+def test_a_cache_file_that_is_not_sqlite_is_named(tmp_path):
+    cache = tmp_path / "replies.sqlite"
+    cache.write_bytes(b"this is not a database, it is plain text " * 100)
+    with pytest.raises(InputError, match=rf"{re.escape(str(cache))} cannot be used as an SQLite"):
+        _explainer("http://127.0.0.1:9/v1", cache_path=cache)
