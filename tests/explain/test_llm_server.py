@@ -2,8 +2,9 @@
 
 llama-cpp-python's server runs the embedded SmolLM2-135M-Instruct GGUF as a
 subprocess; the explainer explains two features and scores the explanations by
-detection on held-out windows, resumes from its reply cache, retries a
-timed-out request and names a killed server. The windows are real responses of
+detection on held-out windows, resumes from its reply cache after a run killed
+with SIGKILL, asks nothing when everything is cached, retries a timed-out
+request and names a killed server. The windows are real responses of
 the vendored preference data (xstest split); the two "features" fire on a rule
 (refusal phrases; digits), so which windows are active is known independently.
 
@@ -19,6 +20,9 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +95,24 @@ def server(tmp_path_factory):
         yield running
 
 
+# explains both features one at a time and kills itself when the first has finished
+KILLED_RUN = """
+import os, signal, sys
+from test_llm_server import RULES, _evidence
+from sarm.explain.llm import LLMConfig, LLMExplainer
+
+url, model, cache = sys.argv[1:4]
+explainer = LLMExplainer(LLMConfig(base_url=url, model=model, cache_path=cache, concurrency=1))
+requests = [(f, _evidence(f)[0], [(" sorry", 3, 0)] if f == 101 else []) for f in RULES]
+
+def progress(done, total):
+    if done == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+explainer.explain_many(requests, progress=progress)
+"""
+
+
 def _config(server, cache: Path | None, **overrides) -> LLMConfig:
     settings = {"timeout_s": 120.0, "concurrency": 2, "backoff_s": 0.1, **overrides}
     return LLMConfig(base_url=server.base_url, model=server.model, cache_path=cache, **settings)
@@ -102,13 +124,17 @@ def test_explain_and_score_against_a_real_server_then_resume_from_the_cache(serv
     requests = [(f, explain, [(" sorry", 3, 0)] if f == 101 else []) for f, (explain, _) in
                 evidence.items()]  # fmt: skip
 
-    # a first run explains one feature, then "dies"
-    first = LLMExplainer(_config(server, cache))
-    first.explain(*requests[0])
-    assert first.requests_sent == 2  # the reachability check and one chat request
-    first.close()
+    # a first run (another process) is killed with SIGKILL once its first reply is in
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, server.base_url, server.model, str(cache)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
-    # the rerun asks only for the feature the first run did not finish
+    # the rerun asks only for the feature the killed run did not finish
     seen: list[tuple[int, int]] = []
     second = LLMExplainer(_config(server, cache))
     explanations = second.explain_many(requests, progress=lambda d, t: seen.append((d, t)))
