@@ -22,10 +22,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sarm.configs import Config
 from sarm.explain import prompts
 from sarm.explain.accuracy import balanced_accuracy
 from sarm.explain.openai_client import (
@@ -33,6 +33,7 @@ from sarm.explain.openai_client import (
     Endpoint,
     ExplainerError,
     ExplainerUnreachable,
+    normalise_base_url,
 )
 from sarm.explain.reply_cache import ReplyCache, request_key
 from sarm.explain.types import EvidenceWindow, Explanation
@@ -58,41 +59,64 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class LLMConfig:
-    """An OpenAI-compatible endpoint and how to use it.
+class LLMConfig(Config):
+    """An OpenAI-compatible endpoint and how to use it (fields document themselves, so
+    ``workflows.commands.flags.ConfigFlags`` can make the command's ``--llm-*`` flags).
 
-    ``base_url`` ends in ``/v1`` (added when the URL has no path); the API key is
-    read from the environment variable ``api_key_env`` (none is sent when it is
-    unset, which local servers accept). ``detect_batch_size`` windows go into one
-    detection prompt (1: one yes / no question per window, what small models
-    answer reliably; a batch whose reply cannot be read is asked again window by
-    window).
+    ``detect_batch_size`` windows go into one detection prompt (1: one yes / no
+    question per window, what small models answer reliably; a batch whose reply
+    cannot be read is asked again window by window).
     """
 
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_retries: int = 4
-    concurrency: int = 4
-    cache_path: str | Path | None = None
-    temperature: float = 0.0
-    backoff_s: float = 1.0
-    max_windows: int = 20
-    detect_batch_size: int = 1
-    explain_max_tokens: int = 96
+    base_url: str = field(
+        metadata={
+            "help": "OpenAI-compatible endpoint ending in /v1 (added when the URL has no "
+            "path), e.g. http://127.0.0.1:8000/v1 (llama.cpp), http://127.0.0.1:11434/v1 "
+            "(Ollama), https://api.openai.com/v1"
+        }
+    )
+    model: str = field(metadata={"help": "the model name the endpoint serves"})
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "environment variable holding the API key (none sent when unset)"},
+    )
+    timeout_s: float = field(default=60.0, metadata={"help": "seconds to wait for one reply"})
+    max_retries: int = field(
+        default=4, metadata={"help": "retries of a 429 / 5xx / timed-out / refused request"}
+    )
+    concurrency: int = field(default=4, metadata={"help": "requests in flight at once"})
+    cache_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file of replies by request hash: a killed run resumes there "
+            "(default: kept in memory only)"
+        },
+    )
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature"})
+    backoff_s: float = field(
+        default=1.0, metadata={"help": "first retry's wait, doubled on each retry"}
+    )
+    max_windows: int = field(default=20, metadata={"help": "windows shown per explain prompt"})
+    detect_batch_size: int = field(
+        default=1, metadata={"help": "windows per detection prompt (1: a yes / no each)"}
+    )
+    explain_max_tokens: int = field(
+        default=96, metadata={"help": "longest explain reply, in tokens"}
+    )
 
     def __post_init__(self) -> None:
+        self._check_text("base_url")
+        self._check_text("model")
+        self._check_text("api_key_env")
         for name in ("concurrency", "max_windows", "detect_batch_size", "explain_max_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LLMConfig.{name} must be at least 1, got {getattr(self, name)}")
-        if self.timeout_s <= 0 or self.backoff_s < 0 or self.max_retries < 0:
+            self._check_at_least(name, 1)
+        self._check_at_least("max_retries", 0)
+        if not self.timeout_s > 0 or not self.backoff_s >= 0 or not self.temperature >= 0:
             raise ValueError(
-                "LLMConfig: timeout_s must be > 0, backoff_s and max_retries >= 0 "
-                f"(got {self.timeout_s}, {self.backoff_s}, {self.max_retries})"
+                "LLMConfig: timeout_s must be > 0, backoff_s and temperature >= 0 "
+                f"(got {self.timeout_s}, {self.backoff_s}, {self.temperature})"
             )
-        if not self.model.strip():
-            raise ValueError("LLMConfig.model is empty; pass the model name the server serves")
+        normalise_base_url(self.base_url)  # a clear error now rather than at the first request
 
     def endpoint(self) -> Endpoint:
         return Endpoint(

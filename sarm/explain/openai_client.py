@@ -124,7 +124,7 @@ class ChatClient:
                 if last:
                     raise ExplainerError(
                         f"{url} did not answer within {self.endpoint.timeout_s:g} s "
-                        f"({attempts} tries); raise the timeout (--llm-timeout) or use a "
+                        f"({attempts} tries); raise the request timeout (LLMConfig.timeout_s) or use a "
                         "faster model or server"
                     ) from exc
                 wait, reason = self._backoff(attempt), "timed out"

@@ -210,3 +210,36 @@ def test_a_cache_file_that_is_not_sqlite_is_named(tmp_path):
     cache.write_bytes(b"this is not a database, it is plain text " * 100)
     with pytest.raises(InputError, match=rf"{re.escape(str(cache))} cannot be used as an SQLite"):
         _explainer("http://127.0.0.1:9/v1", cache_path=cache)
+
+
+def test_the_config_makes_command_line_flags_and_round_trips():
+    import argparse
+
+    from workflows.commands.flags import ConfigFlags
+
+    flags = ConfigFlags(LLMConfig, names={"base_url": "--llm-base-url", "model": "--llm-model"})
+    parser = argparse.ArgumentParser()
+    flags.add_to(parser)
+    args = parser.parse_args(
+        ["--llm-base-url", "http://127.0.0.1:8000", "--llm-model", "smollm2", "--timeout-s", "5"]
+    )
+    config = flags.from_args(args)
+    assert (config.base_url, config.model, config.timeout_s, config.concurrency) == (
+        "http://127.0.0.1:8000", "smollm2", 5.0, 4,
+    )  # fmt: skip
+    assert LLMConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be an integer >= 1"),
+        ({"timeout_s": 0}, "timeout_s must be > 0"),
+        ({"model": " "}, "model must be a non-empty string"),
+        ({"base_url": "ftp://x"}, "not an http"),
+    ],
+)
+def test_a_bad_config_says_which_field(overrides, message):
+    settings = {"base_url": "http://127.0.0.1:9/v1", "model": "m", **overrides}
+    with pytest.raises(ValueError, match=message):
+        LLMConfig(**settings)
