@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: ``progress(done, total)``, called from worker threads as requests finish
 Progress = Callable[[int, int], None]
-#: (feature id, windows, contrastive (token, count where active, count in background))
-ExplainRequest = tuple[int, Sequence[EvidenceWindow], Sequence[tuple[str, int, int]]]
+#: (feature id, windows, contrastive tokens: see :data:`sarm.explain.prompts.Contrastive`)
+ExplainRequest = tuple[int, Sequence[EvidenceWindow], Sequence[prompts.Contrastive]]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -161,7 +161,7 @@ class LLMExplainer:
         self,
         feature_id: int,
         windows: Sequence[EvidenceWindow],
-        contrastive: Sequence[tuple[str, int, int]] = (),
+        contrastive: Sequence[prompts.Contrastive] = (),
     ) -> Explanation:
         """The endpoint's one-line explanation of ``feature_id`` and its 1-5 rating, if given."""
         return self.explain_many([(feature_id, windows, contrastive)])[0]

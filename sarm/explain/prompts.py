@@ -104,18 +104,30 @@ def _explain_windows(windows: Sequence[EvidenceWindow], limit: int) -> list[str]
     return lines
 
 
-def _contrastive_lines(contrastive: Sequence[tuple[str, int, int]], limit: int) -> list[str]:
-    return [
-        f'"{_one_line(token, strip=False)}": {active} times where it fires, {background} in the background'
-        for token, active, background in list(contrastive)[:limit]
-    ]
+#: a contrastive token as (text, count where the feature fires, count in the background),
+#: or a line the store already wrote (e.g. ``"'sorry' (31 active, x9.5)"``)
+Contrastive = tuple[str, int, int] | str
+
+
+def _contrastive_lines(contrastive: Sequence[Contrastive], limit: int) -> list[str]:
+    return [_contrastive_line(item) for item in list(contrastive)[:limit]]
+
+
+def _contrastive_line(item: Contrastive) -> str:
+    if isinstance(item, str):
+        return _one_line(item)
+    token, active, background = item
+    return (
+        f'"{_one_line(token, strip=False)}": {active} times where it fires, '
+        f"{background} in the background"
+    )
 
 
 # ----------------------------------------------------------------- the explain prompt
 def explain_messages(
     feature_id: int,
     windows: Sequence[EvidenceWindow],
-    contrastive: Sequence[tuple[str, int, int]],
+    contrastive: Sequence[Contrastive],
     *,
     max_windows: int = 20,
     max_contrastive: int = 15,

@@ -42,6 +42,11 @@ def test_explain_prompt_holds_active_windows_activations_and_contrastive_counts(
     assert example == f"EXPLANATION: {prompts.EXAMPLE_EXPLANATION}\nMONOSEMANTICITY: 5"
 
 
+def test_contrastive_tokens_may_come_as_lines_the_store_wrote():
+    messages = prompts.explain_messages(7, [REFUSAL], ["' sorry' (31 active, x9.5)"])
+    assert "\n' sorry' (31 active, x9.5)\n" in messages[-1]["content"]
+
+
 def test_explain_prompt_without_active_windows_says_what_to_pass():
     quiet = _window(["x"], [0.0], active=False)
     with pytest.raises(ValueError, match="feature 3: no active window"):
