@@ -104,10 +104,12 @@ def test_5xx_is_retried_with_backoff_until_it_answers():
 
 
 def test_a_timeout_is_retried():
-    with scripted_server([(*OK[:3], 3.0), OK]) as server:
-        explainer = _explainer(server["url"], timeout_s=0.5)
+    # the first answer comes after 8 s, later ones at once; the client waits 1.5 s
+    with scripted_server([(*OK[:3], 8.0), OK]) as server:
+        explainer = _explainer(server["url"], timeout_s=1.5)
         assert explainer.explain(5, [WINDOW], []).text == "apologies"
-    assert len(server["posts"]) == 2 and explainer.client.retries == 1
+    # on a loaded machine an immediate answer may also miss 1.5 s: then one more retry
+    assert explainer.client.retries >= 1 and len(server["posts"]) == explainer.client.retries + 1
 
 
 def test_retries_run_out_with_an_error_naming_the_url_and_status():

@@ -102,7 +102,8 @@ from test_llm_server import RULES, _evidence
 from sarm.explain.llm import LLMConfig, LLMExplainer
 
 url, model, cache = sys.argv[1:4]
-explainer = LLMExplainer(LLMConfig(base_url=url, model=model, cache_path=cache, concurrency=1))
+config = LLMConfig(base_url=url, model=model, cache_path=cache, concurrency=1, timeout_s=300)
+explainer = LLMExplainer(config)
 requests = [(f, _evidence(f)[0], [(" sorry", 3, 0)] if f == 101 else []) for f in RULES]
 
 def progress(done, total):
@@ -114,7 +115,7 @@ explainer.explain_many(requests, progress=progress)
 
 
 def _config(server, cache: Path | None, **overrides) -> LLMConfig:
-    settings = {"timeout_s": 120.0, "concurrency": 2, "backoff_s": 0.1, **overrides}
+    settings = {"timeout_s": 300.0, "concurrency": 2, "backoff_s": 0.1, **overrides}
     return LLMConfig(base_url=server.base_url, model=server.model, cache_path=cache, **settings)
 
 
