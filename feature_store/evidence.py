@@ -248,7 +248,7 @@ def _contrastive(cur, config: EvidenceConfig) -> None:
             tokens, bigrams = Counter(), Counter()
         current = fid
         for offset, value in enumerate(acts):
-            if value > 0:
+            if value != 0:
                 i = start + offset
                 tokens[toks[i]] += 1
                 if i > 0:

@@ -6,7 +6,7 @@ For every scored response, :func:`example_evidence` keeps
   token, so the system prompt and the question are never part of a window) and the
   index of the scored token (the last one);
 - for every feature active at the scored token (the non-zero latents of ``z_T``):
-  its peak token over the response, the activation there, and its per-token
+  its peak token over the response (its highest non-zero activation), the activation there, and its per-token
   activations in a window of ``spec.window`` tokens each side of the peak.
 
 :class:`TokenCounters` accumulate, over every response token of the pass, per
@@ -127,7 +127,9 @@ def example_evidence(
     features = last_i[last_v != 0].astype(np.int64)
     acts = dense_columns(values, indices, features)  # [T, F]
     n = acts.shape[0]
-    peaks = acts.argmax(axis=0) if features.size else np.zeros(0, np.int64)
+    # the strongest kept token (values may be negative: the SARM encode has no ReLU)
+    kept = np.where(acts != 0, acts, -np.inf)
+    peaks = kept.argmax(axis=0) if features.size else np.zeros(0, np.int64)
     starts = np.clip(peaks - spec.window, 0, None)
     stops = np.minimum(peaks + spec.window + 1, n)
     windows = [
