@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from feature_store.sqlutil import fetch_one
 from sarm.explain.evidence import N_BINS, counters_table, evidence_tables
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class EvidenceConfig:
 
     seed: int = 0
     background_tokens: int = 20_000
+    explain_top: int = 20
+    explain_spread: int = 12
     heldout: int = 20
     negative_pool: int = 400
     top_contrastive: int = 8
@@ -93,7 +96,7 @@ def insert_evidence(cur, chunk_index: int, evidence: ChunkEvidence) -> None:
 
 
 def has_evidence(cur) -> bool:
-    return bool(cur.execute("SELECT count(*) FROM evidence_chunks").fetchone()[0])
+    return bool(fetch_one(cur, "SELECT count(*) FROM evidence_chunks")[0])
 
 
 # ------------------------------------------------------------------ aggregates
@@ -107,16 +110,24 @@ def refresh_evidence(cur, d_sae: int, config: EvidenceConfig = EvidenceConfig())
         return
     _density(cur, d_sae)
     cur.execute(METADATA_SQL, {"fields": list(METADATA_FIELDS)})
-    cur.execute(SPLITS_SQL, {"seed": config.seed, "heldout": config.heldout})
+    cur.execute(
+        SPLITS_SQL,
+        {
+            "seed": config.seed,
+            "heldout": config.heldout,
+            "top": config.explain_top,
+            "spread": config.explain_spread,
+        },
+    )
     cur.execute(NEGATIVES_SQL, {"seed": config.seed, "pool": config.negative_pool})
     _contrastive(cur, config)
     logger.info("feature evidence aggregated")
 
 
 def _density(cur, d_sae: int) -> None:
-    n_tokens, n_responses = cur.execute(
-        "SELECT sum(n_tokens), sum(n_responses) FROM evidence_chunks"
-    ).fetchone()
+    n_tokens, n_responses = fetch_one(
+        cur, "SELECT sum(n_tokens), sum(n_responses) FROM evidence_chunks"
+    )
     counts = cur.execute(
         "SELECT feature_id, active_tokens, active_responses, histogram FROM evidence_counts"
     ).fetchnumpy()
@@ -189,21 +200,36 @@ FROM scored
 QUALIFY row_number() OVER (PARTITION BY feature_id, field ORDER BY n_active DESC, value) <= 6
 """
 
-# explain: the store's top and quantile selections (feature_examples); heldout: a
-# seeded sample of the feature's other active responses, disjoint from them.
+# explain: per feature, the ``explain_top`` windows of highest activation at the scored
+# token (at most half of its windows, so a rarely seen feature keeps some to score with)
+# and, when enough remain, ``explain_spread`` more at evenly spaced ranks of the rest;
+# heldout: a seeded sample of the remaining windows, disjoint from both. Computed over the windows the
+# store holds (all of them after `sarm index`; a pruned set in the shipped default).
 SPLITS_SQL = """
 INSERT INTO feature_window_splits
-WITH chosen AS (
-    SELECT DISTINCT f.feature_id, f.example_id
-    FROM feature_examples f
-    JOIN evidence_windows w ON w.feature_id = f.feature_id AND w.example_id = f.example_id),
-rest AS (
+WITH ranked AS (
     SELECT w.feature_id, w.example_id,
            row_number() OVER (PARTITION BY w.feature_id
-                              ORDER BY hash(w.example_id, w.feature_id, $seed)) AS pick
-    FROM evidence_windows w ANTI JOIN chosen c
-         ON c.feature_id = w.feature_id AND c.example_id = w.example_id)
-SELECT feature_id, 'explain', example_id, true FROM chosen
+                              ORDER BY x.activation DESC, w.example_id) AS rank,
+           count(*) OVER (PARTITION BY w.feature_id) AS n
+    FROM evidence_windows w
+    JOIN latents x ON x.feature_id = w.feature_id AND x.example_id = w.example_id),
+sized AS (
+    SELECT *, least($top, CAST(ceil(n / 2) AS BIGINT)) AS t FROM ranked),
+marked AS (
+    SELECT *,
+           rank <= t
+           OR (n - t > $heldout + $spread AND $spread > 0
+               AND (rank - t - 1) % greatest(1, (n - t) // $spread) = 0
+               AND (rank - t - 1) // greatest(1, (n - t) // $spread) < $spread)
+           AS shown
+    FROM sized),
+rest AS (
+    SELECT feature_id, example_id,
+           row_number() OVER (PARTITION BY feature_id
+                              ORDER BY hash(example_id, feature_id, $seed)) AS pick
+    FROM marked WHERE NOT shown)
+SELECT feature_id, 'explain', example_id, true FROM marked WHERE shown
 UNION ALL
 SELECT feature_id, 'heldout', example_id, true FROM rest WHERE pick <= $heldout
 """
@@ -229,7 +255,11 @@ SELECT feature_id, 'heldout', example_id, false FROM cand WHERE pick <= n
 
 
 def _contrastive(cur, config: EvidenceConfig) -> None:
-    """Tokens and bigrams at active positions of explanation windows vs the background."""
+    """Tokens and bigrams at active positions of explanation windows vs the background.
+
+    The scored end-of-turn token is left out: every window belongs to a feature
+    active there, so it would top every list and say nothing.
+    """
     bg_tokens, bg_bigrams = _background(cur, config)
     n_bg = sum(bg_tokens.values())
     rows = cur.execute(
@@ -248,8 +278,8 @@ def _contrastive(cur, config: EvidenceConfig) -> None:
             tokens, bigrams = Counter(), Counter()
         current = fid
         for offset, value in enumerate(acts):
-            if value != 0:
-                i = start + offset
+            i = start + offset
+            if value != 0 and i != len(toks) - 1:  # the scored token is active by design
                 tokens[toks[i]] += 1
                 if i > 0:
                     bigrams[toks[i - 1] + toks[i]] += 1

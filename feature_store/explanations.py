@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
-from sarm.explain.scoring import detection_score
+from feature_store.sqlutil import fetch_one
+from sarm.explain.scoring import balanced_accuracy, detection_score
 from sarm.explain.stats import VERSION, Contrastive, MetaShare, stats_explanation
 from sarm.explain.types import EvidenceWindow, Explanation
 
@@ -50,7 +51,7 @@ def _window(example_id, tokens, start, acts, peak, scored, active) -> EvidenceWi
 
 
 def window_size(cur) -> int:
-    row = cur.execute("SELECT max(window_size) FROM evidence_chunks").fetchone()
+    row = fetch_one(cur, "SELECT max(window_size) FROM evidence_chunks")
     if row is None or row[0] is None:
         raise StoreError("this store holds no feature evidence; re-index it with evidence on")
     return int(row[0])
@@ -283,3 +284,21 @@ def run_stats_explainer(
     save_explanations(conn, found)
     (log or logger.info)(report.summary())
     return report
+
+
+def contrastive_texts(conn: Connection) -> dict[int, list[str]]:
+    """Per feature, its contrastive tokens and bigrams as ``text (count, xratio)`` lines."""
+    return {
+        fid: [f"{c.text!r} ({c.active_count} active, x{c.ratio:.1f})" for c in rows]
+        for fid, rows in _contrastive_rows(conn).items()
+    }
+
+
+def with_score(explanation: Explanation, score: float | None, n_heldout: int) -> Explanation:
+    """``explanation`` with its detection score (and how many windows scored it)."""
+    return replace(
+        explanation, score=score, details={**explanation.details, "n_heldout": n_heldout}
+    )
+
+
+__all__ = ["balanced_accuracy"]

@@ -21,6 +21,7 @@ from feature_store.store import PARTIAL_SUFFIX
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.errors import is_input_error
+from sarm.explain.evidence import EvidenceSpec
 from sarm.types import responses_of
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
@@ -159,6 +160,7 @@ def _index(
             source=args.data,
             progress=not args.quiet,
             on_chunk=progress.on_chunk,
+            evidence=None if index.no_evidence else EvidenceSpec(index.evidence_window),
         )
     progress.write("done", progress.total)
     print(f"indexed {args.data} into {args.store}: {report.summary()}")

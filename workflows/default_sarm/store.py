@@ -19,12 +19,15 @@ import numpy as np
 
 from feature_store import CachedLatents, FeatureStore, ingest
 from feature_store.annotations import annotations_path
+from feature_store.explanations import run_stats_explainer
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
 from sarm.latents import PooledLatents, SparseLatents
 from sarm.scoring import response_rows
+from sarm.types import responses_of
 from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
 from workflows.default_sarm.data import load_split
+from workflows.default_sarm.evidence_asset import load_shipped_evidence, shipped_evidence_present
 
 AUDIT_SPLITS = ("test", "xstest")
 STORE_SOURCE = "default audit set (test split + xstest)"
@@ -152,7 +155,13 @@ def build_default_store(
     store_path.parent.mkdir(parents=True, exist_ok=True)
     _retire_other_build(store_path, manifest)
     with FeatureStore.building(store_path) as store:
+        if shipped_evidence_present(model_dir):
+            examples = responses_of(groups)
+            load_shipped_evidence(store, model_dir, examples, parts, manifest)
         report = ingest(store, memo, groups, source=STORE_SOURCE, progress=progress)
+        seconds["ingest"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+        explained = run_stats_explainer(store)
+        seconds["explain"] = round(explained.seconds, 1)
     _stamp(store_path).write_text(json.dumps({"plan_key": manifest.get("plan_key")}))
     seconds["total"] = round(time.perf_counter() - start, 1)
     return DefaultStoreReport(
