@@ -273,6 +273,21 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
     return frame.groupby("feature").head(1).drop(columns="rank").reset_index(drop=True)
 
 
+def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
+    """What a feature is called wherever it appears: its label, else its best explanation
+    with the explanation's detection score, e.g. ```I can't` · safety (0.82)``."""
+    wanted = {int(f) for f in feature_ids}
+    if not wanted:
+        return {}
+    shown = display_explanations(conn)
+    shown = shown[shown["feature"].isin(wanted)]
+    out = {}
+    for fid, text, source, score in shown.itertuples(index=False):
+        scored = source != "label" and score == score and score is not None
+        out[int(fid)] = f"{text} ({score:.2f})" if scored else str(text)
+    return out
+
+
 def run_stats_explainer(
     conn: Connection,
     features: Sequence[int] | None = None,

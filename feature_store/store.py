@@ -121,6 +121,10 @@ class FeatureStore(Connection):
         """Every explanation version of ``feature_id``, newest first."""
         return explanations.explanation_history(self, feature_id)
 
+    def titles_for(self, feature_ids: Sequence[int]) -> dict[int, str]:
+        """Label, else best explanation and its score, per feature (for names in charts)."""
+        return explanations.titles_for(self, feature_ids)
+
     def display_explanations(self) -> pd.DataFrame:
         """One shown explanation per feature (a human label always wins)."""
         return explanations.display_explanations(self)

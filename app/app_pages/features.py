@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import charts, choices, core, state, tables, text, widgets
+from app.app_pages import feature_evidence
 from feature_store import StoreError
 
 PAGE_SIZE = 50
@@ -30,6 +31,7 @@ def render() -> None:
     except (LookupError, StoreError) as exc:
         state.stop_with("error", text.problem(f"Feature {fid}", exc))
     _statistics(ctx, fid, info)
+    feature_evidence.render_explanation(ctx, fid)
     left, right = st.columns([3, 2])
     with left:
         if hist.empty or int(hist["count"].sum()) == 0:
@@ -41,6 +43,7 @@ def render() -> None:
             )
     with right:
         _label(ctx, fid, info)
+    feature_evidence.render_evidence(ctx, fid)
     _examples(ctx, fid, top, quantiles)
 
 

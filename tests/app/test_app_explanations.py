@@ -1,0 +1,64 @@
+"""Explanations in the dashboard: names everywhere, the feature page's lead, plain text."""
+
+from __future__ import annotations
+
+import pytest
+from app_env import build_app_env, copy_store
+from test_app_pages import figures, go, start
+
+from app import state
+from app.evidence_text import window_line
+from feature_store import FeatureStore
+from feature_store.explanations import run_stats_explainer, save_explanations
+from sarm.explain.types import EvidenceWindow, Explanation
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "app-env"
+    root.mkdir(exist_ok=True)
+    return build_app_env(root)
+
+
+@pytest.fixture
+def explained(env, tmp_path, monkeypatch):
+    path = copy_store(env, tmp_path / "store.duckdb")
+    with FeatureStore.open(path) as store:
+        run_stats_explainer(store)
+        top = int(store.features(order_by="abs_contribution", limit=2)["feature_id"].iloc[1])
+        hostile = "**bold** <b>x</b> [link](http://evil.example)"
+        save_explanations(store, [Explanation(top, hostile, "llm:test", "1", 0.75)])
+    monkeypatch.setenv("SARM_MODEL", str(env.model_dir))
+    monkeypatch.setenv("SARM_STORE", str(path))
+    yield path, top, hostile
+    state.open_store.clear()
+
+
+def test_window_line_marks_peak_and_scored_token():
+    w = EvidenceWindow(1, ("I", " can", "'t", "\n", "<eot>"), (0, 2.0, 1.0, 0, 0.5), True, 1, 4)
+    assert window_line(w) == "I⟦ can⟧'t⏎⟨<eot>⟩"
+
+
+def test_feature_page_leads_with_the_explanation_as_plain_text(explained):
+    _, top, _ = explained
+    at = start("features")
+    at.number_input(key="features_fid").set_value(top).run()
+    assert not at.exception, [e.value for e in at.exception]
+    bold = [m.value for m in at.markdown if "bold" in m.value]
+    assert bold and "\\*\\*bold\\*\\*" in bold[0] and "<b>" not in bold[0]  # escaped, literal
+    captions = " ".join(c.value for c in at.caption)
+    assert "detection score" in captions and "0.75" in captions and "llm\\:test" in captions
+    assert "active on" in captions  # density from the stored counters
+    assert any("⟦" in m.value for m in at.markdown)  # a stored window with its peak marked
+
+
+def test_charts_name_features_by_explanation(explained):
+    path, top, hostile = explained
+    at = start()
+    go(at, "explain")
+    names = [str(y) for fig in figures(at) for trace in fig["data"] for y in trace.get("y", [])]
+    with FeatureStore.open(path, read_only=True) as store:
+        titles = store.titles_for(range(store.d_sae))
+    assert titles[top].startswith(hostile) and titles[top].endswith("(0.75)")
+    assert any("\u00b7" in n and n.split(" \u00b7 ")[0].startswith("f") for n in names)
+    assert not any("<b>x</b>" in n for n in names)  # chart text is escaped
