@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from feature_store import FeatureStore, ingest
+from feature_store.decoder_views import write_decoder_views
 from sarm.backbones import load_backbone
 from sarm.datasets.demo import generate_demo_data
 from sarm.explain.evidence import EvidenceSpec
@@ -131,6 +132,11 @@ def main() -> None:
         f"highlight of a top example (8 features, median of 5): first {first_ms:.0f} ms (forward + cache), "
         f"cached {cached_ms:.1f} ms"
     )
+    with FeatureStore.open(workdir / "round0-evidence.duckdb") as store:
+        start = time.perf_counter()
+        write_decoder_views(store, sarm)
+        views = time.perf_counter() - start
+    print(f"decoder views (logit lens + nearest features, once per model): {views:.1f} s")
     print(f"ingest_vs_forward={med['forward'] / med['ingest']:.3f}")
     print(f"evidence_ingest_vs_forward={med['forward'] / med['evidence']:.3f}")
 

@@ -19,7 +19,6 @@ from feature_store import stats
 from feature_store.binding import Binding, bind, stored_binding
 from feature_store.chunks import ChunkData, committed_chunks, write_chunk
 from feature_store.connection import Connection
-from feature_store.decoder_views import write_decoder_views
 from feature_store.errors import StoreError, StoreIncompleteError
 from feature_store.evidence import chunk_evidence
 from feature_store.plan import Chunk, data_fingerprint, make_chunks
@@ -119,8 +118,9 @@ def ingest(
 
     ``on_chunk(chunk)`` is called after each chunk commits (for progress displays).
     ``evidence``: keep feature evidence from the same forward pass (the source must
-    accept ``pooled_latents(..., evidence=)``, as a SARM does); decoder views of a
-    SARM source are written too.
+    accept ``pooled_latents(..., evidence=)``, as a SARM does). Decoder views depend on
+    the model only: :func:`feature_store.decoder_views.write_decoder_views` writes them
+    (``sarm index`` does, after the ingest).
     """
     check_int(batch_size, "batch_size", low=1)
     plan = responses_of(groups)
@@ -147,8 +147,6 @@ def ingest(
             bar.update(chunk.size)
             if on_chunk is not None:
                 on_chunk(chunk)
-    if evidence is not None and hasattr(sarm, "sae"):
-        write_decoder_views(conn, sarm)
     finish(conn, binding, top_n)
     return IngestReport(
         len(plan),

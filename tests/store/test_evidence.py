@@ -21,6 +21,7 @@ from test_store_ingest import make_groups
 
 from feature_store import FeatureStore, ingest
 from feature_store.annotations import annotations_path
+from feature_store.decoder_views import write_decoder_views
 from feature_store.explanations import run_stats_explainer, split_windows
 from sarm.explain.evidence import HIST_EDGES, EvidenceSpec
 from sarm.types import responses_of
@@ -48,6 +49,7 @@ def indexed(sarm, tmp_path_factory):
             progress=False,
             evidence=EvidenceSpec(WINDOW),
         )
+        write_decoder_views(store, sarm)
     store = FeatureStore.open(path, read_only=True)
     yield store, groups, path
     store.close()
@@ -280,8 +282,8 @@ def test_stats_explanations_are_saved_scored_and_a_label_wins(indexed, tmp_path)
 
 
 def test_opening_a_feature_page_runs_no_model(indexed):
-    """Structural: the evidence read imports no torch and no model code, in a fresh process."""
-    _, _, path = indexed
+    """Structural: the evidence read imports no model code, in a fresh process."""
+    store, _, path = indexed
     code = (
         "import sys, json; from feature_store import FeatureStore\n"
         f"s = FeatureStore.open({str(path)!r}, read_only=True)\n"
@@ -299,6 +301,9 @@ def test_opening_a_feature_page_runs_no_model(indexed):
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["model"] is False
     assert found["windows"] > 0
+    ev = store.feature_evidence(0)
+    assert set(ev["decoder"]["kind"]) == {"neighbour"}  # the released layout: no lens
+    assert "no unembedding" in ev["decoder_note"]
 
 
 def test_logit_lens_matches_the_full_model_and_no_unembedding_is_said(tmp_path, sarm):
