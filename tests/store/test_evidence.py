@@ -339,3 +339,39 @@ def test_logit_lens_matches_the_full_model_and_no_unembedding_is_said(tmp_path, 
     sims = (unit @ unit.T).fill_diagonal_(-2)
     np.testing.assert_array_equal(ids, sims.topk(2).indices.numpy())
     np.testing.assert_allclose(cos, sims.topk(2).values.numpy(), atol=1e-6)
+
+
+def test_explanations_round_trip_through_neuronpedia_json_and_parquet(indexed, tmp_path):
+    import pandas as pd
+
+    from feature_store.explanation_io import export_explanations, import_explanations
+
+    _, _, path = indexed
+    source = tmp_path / "a.duckdb"
+    source.write_bytes(Path(path).read_bytes())
+    with FeatureStore.open(source) as store:
+        run_stats_explainer(store)
+        store.set_label(5, "five", "a label", author="me")
+        n = export_explanations(store, tmp_path / "x.json")
+        export_explanations(store, tmp_path / "x.parquet")
+        before = store.explanations()
+    rows = json.loads((tmp_path / "x.json").read_text())
+    assert n == len(rows) == len(before) + 1
+    assert {
+        "modelId",
+        "layer",
+        "index",
+        "description",
+        "explanationModelName",
+        "typeName",
+        "scores",
+    } <= set(rows[0])
+    assert len(pd.read_parquet(tmp_path / "x.parquet")) == n
+    target = tmp_path / "b.duckdb"
+    target.write_bytes(Path(path).read_bytes())
+    with FeatureStore.open(target) as store:
+        assert import_explanations(store, tmp_path / "x.json") == n
+        after = store.explanations()
+        assert store.labels_for([5]) == {5: "five"}
+    cols = ["feature", "text", "source", "version", "score", "evidence_hash", "details"]
+    pd.testing.assert_frame_equal(after[cols], before[cols])

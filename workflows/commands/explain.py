@@ -40,6 +40,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="environment variable holding the API key (never pass a key on the command line)",
     )
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="only write the explanations and labels to FILE (.json: Neuronpedia's "
+        "explanation shape; .parquet: the same rows)",
+    )
+    p.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="only append the explanations and labels of a JSON export",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -54,7 +66,10 @@ def parse_features(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export or args.import_file:
+        return _transfer(args)
     features = parse_features(args.features)
+    start = time.perf_counter()
     with fs.FeatureStore.open(args.store) as store:
         if features is not None:
             bad = [f for f in features if not 0 <= f < (store.d_sae or 0)]
@@ -68,10 +83,35 @@ def run(args: argparse.Namespace) -> int:
             found, report = _explain_llm(args, store, features)
         ex.save_explanations(store, found)
     scores = [e.score for e in found if e.score is not None]
+    total = time.perf_counter() - start
     if args.json:
-        print(json.dumps({**report.__dict__, "explainer": args.explainer, "scores": scores}))
+        print(
+            json.dumps(
+                {
+                    **report.__dict__,
+                    "explainer": args.explainer,
+                    "total_seconds": total,
+                    "scores": scores,
+                }
+            )
+        )
     else:
-        print(f"{args.explainer}: {report.summary()}")
+        print(f"{args.explainer}: {report.summary()}; {total:.1f} s in all")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from feature_store.explanation_io import export_explanations, import_explanations
+
+    if args.export and args.import_file:
+        raise ValueError("give --export or --import, not both")
+    with fs.FeatureStore.open(args.store) as store:
+        if args.export:
+            n = export_explanations(store, args.export)
+            print(f"wrote {n} explanations and labels to {args.export}")
+        else:
+            n = import_explanations(store, args.import_file)
+            print(f"added {n} explanations and labels from {args.import_file}")
     return 0
 
 
