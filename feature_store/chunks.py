@@ -19,7 +19,7 @@ from feature_store.connection import Connection
 from feature_store.errors import StoreError
 from feature_store.evidence import ChunkEvidence, insert_evidence
 from feature_store.plan import Chunk
-from feature_store.sqlutil import fetch_one
+from feature_store.sqlutil import fetch_one, insert_arrow
 from sarm.latents import SparseLatents
 from sarm.types import Response
 
@@ -169,14 +169,3 @@ def write_chunk(conn: Connection, chunk: Chunk, data: ChunkData) -> bool:
             [chunk.index, chunk.start, chunk.size, data.latents.num_rows, now],
         )
     return True
-
-
-def insert_arrow(cur, table: str, rows: pa.Table) -> None:
-    """``INSERT INTO table SELECT * FROM rows`` through a registered Arrow view."""
-    view = f"_incoming_{table}"
-    columns = ", ".join(rows.column_names)
-    cur.register(view, rows)
-    try:
-        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view}")
-    finally:
-        cur.unregister(view)

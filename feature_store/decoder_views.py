@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from feature_store.chunks import insert_arrow
 from feature_store.connection import Connection
 from feature_store.meta import put_meta
+from feature_store.sqlutil import insert_arrow
 from sarm.explain.decoder import logit_lens, nearest_features, unembedding
 
 TOP = 10

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from feature_store.sqlutil import fetch_one
+from feature_store.sqlutil import fetch_one, insert_arrow
 from sarm.explain.evidence import N_BINS, counters_table, evidence_tables
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,6 @@ def chunk_evidence(example_ids: np.ndarray, pooled, window: int) -> ChunkEvidenc
 
 def insert_evidence(cur, chunk_index: int, evidence: ChunkEvidence) -> None:
     """Add one chunk's evidence rows (inside the chunk's transaction)."""
-    from feature_store.chunks import insert_arrow  # chunks imports this module
-
     insert_arrow(cur, "evidence_responses", evidence.responses)
     insert_arrow(cur, "evidence_windows", evidence.windows)
     counts = evidence.counts.append_column(
@@ -152,8 +150,6 @@ def _density(cur, d_sae: int) -> None:
             "abs_contribution_share": share,
         }
     )
-    from feature_store.chunks import insert_arrow
-
     insert_arrow(cur, "feature_density", table)
 
 
@@ -283,8 +279,6 @@ def _contrastive(cur, config: EvidenceConfig) -> None:
                 tokens[toks[i]] += 1
                 if i > 0:
                     bigrams[toks[i - 1] + toks[i]] += 1
-    from feature_store.chunks import insert_arrow
-
     insert_arrow(cur, "feature_contrastive", pa.table(out, schema=CONTRASTIVE_SCHEMA))
 
 

@@ -114,28 +114,3 @@ def total_counters(root: Path, d_sae: int) -> TokenCounters:
         part.histogram[fids] = hist
         total = total.merge(part)
     return total
-
-
-def main() -> None:  # pragma: no cover - the long background run
-    import argparse
-
-    from sarm.checkpoints import load_sarm
-    from sarm.scoring import response_rows
-    from workflows.default_sarm.store import audit_groups
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    model = load_sarm("default")
-    _, conversations = response_rows(audit_groups(args.limit))
-    distinct = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())
-    order = np.random.default_rng(ORDER_SEED).permutation(len(distinct))
-    distinct = [distinct[i] for i in order]
-    logger.info("evidence pass over %d distinct conversations", len(distinct))
-    evidence_pass(model, distinct, args.out)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -25,11 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_store.chunks import insert_arrow
 from feature_store.connection import Connection
 from feature_store.decoder_views import decoder_views
 from feature_store.meta import put_meta
-from feature_store.sqlutil import fetch_one
+from feature_store.sqlutil import fetch_one, insert_arrow
 from sarm.errors import CheckpointError
 from workflows.default_sarm.audit_parts import AuditRows, conversation_key
 from workflows.default_sarm.evidence import read_parts, total_counters
@@ -144,7 +143,7 @@ def _read(model_dir: Path, name: str, manifest: dict) -> pa.Table:
     if want and _sha256(path) != want:
         raise CheckpointError(
             f"{path}: sha256 differs from manifest.json's; the evidence does not belong to "
-            "these weights (rebuild it: python -m workflows.default_sarm.evidence)"
+            "these weights (rebuild it: python -m workflows.default_sarm.evidence_run)"
         )
     try:
         return pq.read_table(path)
@@ -221,7 +220,7 @@ def _verify(windows: pa.Table, responses: pa.Table, parts: AuditRows, path: Path
         if problem:
             raise CheckpointError(
                 f"{path}: row {j} (feature {fids[j]}) {problem}; the evidence does not belong "
-                "to these weights (rebuild it: python -m workflows.default_sarm.evidence)"
+                "to these weights (rebuild it: python -m workflows.default_sarm.evidence_run)"
             )
 
 
