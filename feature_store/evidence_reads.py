@@ -23,6 +23,8 @@ def feature_evidence(conn: Connection, feature_id: int) -> dict[str, Any]:
     fid = int(feature_id)
     windows = split_windows(conn, "explain", [fid]).get(fid, [])
     windows.sort(key=lambda w: -max(w.activations, default=0.0))
+    seen: set[tuple[str, ...]] = set()  # the same response text in several examples: once
+    windows = [w for w in windows if not (w.tokens in seen or seen.add(w.tokens))]
     with conn.read(f"reading the evidence of feature {fid}") as cur:
         density = frame(cur, "SELECT * FROM feature_density WHERE feature_id = ?", [fid])
         contrastive = frame(

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
 from feature_store.sqlutil import fetch_one
-from sarm.explain.scoring import balanced_accuracy, detection_score
+from sarm.explain.scoring import detection_score
 from sarm.explain.stats import VERSION, Contrastive, MetaShare, stats_explanation
 from sarm.explain.types import EvidenceWindow, Explanation
 
@@ -314,6 +314,3 @@ def with_score(explanation: Explanation, score: float | None, n_heldout: int) ->
     return replace(
         explanation, score=score, details={**explanation.details, "n_heldout": n_heldout}
     )
-
-
-__all__ = ["balanced_accuracy"]

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state, text
-from app.evidence_text import window_line
+from sarm.explain.text import window_line
 
 MAX_WINDOWS = 12
 

@@ -7,9 +7,9 @@ from app_env import build_app_env, copy_store
 from test_app_pages import figures, go, start
 
 from app import state
-from app.evidence_text import window_line
 from feature_store import FeatureStore
 from feature_store.explanations import run_stats_explainer, save_explanations
+from sarm.explain.text import window_line
 from sarm.explain.types import EvidenceWindow, Explanation
 
 

@@ -17,6 +17,7 @@ import time
 
 import feature_store as fs
 from feature_store import explanations as ex
+from sarm.explain.scoring import balanced_accuracy
 
 DESCRIPTION = (
     "Explain the features of a feature store and score each explanation by detection "
@@ -140,7 +141,7 @@ def _explain_llm(args, store, features):
         explanation = explainer.explain(fid, windows, contrastive.get(fid, []))
         test = heldout.get(fid, [])
         said = explainer.detect(explanation.text, test) if test else []
-        score = ex.balanced_accuracy(said, [w.active for w in test])
+        score = balanced_accuracy(said, [w.active for w in test])
         found.append(ex.with_score(explanation, score, len(test)))
     scores = [e.score for e in found if e.score is not None]
     report = ex.ExplainReport(

@@ -1,4 +1,4 @@
-"""Evidence windows as one plain line of text (no Streamlit; tested in tests/app)."""
+"""Evidence windows as one line of text (the feature page, reports, LLM prompts may use it)."""
 
 from __future__ import annotations
 
