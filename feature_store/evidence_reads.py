@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from feature_store.connection import Connection
+from feature_store.evidence import has_evidence
 from feature_store.explanations import split_windows
 from feature_store.sqlutil import small_frame as frame
 from sarm.explain.evidence import HIST_EDGES
@@ -21,7 +22,9 @@ def feature_evidence(conn: Connection, feature_id: int) -> dict[str, Any]:
     """Windows (strongest first), density and histogram, contrastive tokens, metadata,
     decoder views and the reward link of one feature (empty parts when not stored)."""
     fid = int(feature_id)
-    windows = split_windows(conn, "explain", [fid]).get(fid, [])
+    with conn.read("checking for feature evidence") as cur:
+        stored = has_evidence(cur)
+    windows = split_windows(conn, "explain", [fid]).get(fid, []) if stored else []
     windows.sort(key=lambda w: -max(w.activations, default=0.0))
     seen: set[tuple[str, ...]] = set()  # the same response text in several examples: once
     windows = [w for w in windows if not (w.tokens in seen or seen.add(w.tokens))]

@@ -171,9 +171,18 @@ def load_shipped_evidence(
     counts = tables["counts"].append_column(
         "chunk_index", pa.array(np.full(tables["counts"].num_rows, EVIDENCE_CHUNK, np.int32))
     )
+    stamp = evidence_stamp(manifest)
     with conn.write("loading the shipped feature evidence") as cur:
-        if fetch_one(cur, "SELECT count(*) FROM evidence_chunks")[0]:
-            return 0  # a resumed build: loaded already
+        held = fetch_one(cur, "SELECT value FROM meta WHERE key = 'evidence_sha256'")
+        if held is not None and held[0] == stamp:
+            return 0  # a resumed build: this evidence is loaded already
+        for table in (
+            "evidence_responses",
+            "evidence_windows",
+            "evidence_counts",
+            "evidence_chunks",
+        ):
+            cur.execute(f"DELETE FROM {table}")  # evidence of an older asset
         insert_arrow(cur, "evidence_responses", responses)
         insert_arrow(cur, "evidence_windows", window_rows)
         insert_arrow(cur, "evidence_counts", counts)
@@ -188,9 +197,16 @@ def load_shipped_evidence(
             {
                 "decoder_note": meta["decoder_note"] or "logit lens through the final norm",
                 "evidence_coverage": manifest.get("evidence", {}).get("coverage", ""),
+                "evidence_sha256": stamp,
             },
         )
     return responses.num_rows
+
+
+def evidence_stamp(manifest: dict) -> str:
+    """What identifies the shipped evidence (its files' sha256, from the manifest)."""
+    entry = manifest.get("evidence", {})
+    return ",".join(entry.get(name, {}).get("sha256", "") for name in FILES)
 
 
 def _verify(windows: pa.Table, responses: pa.Table, parts: AuditRows, path: Path) -> None:
