@@ -17,6 +17,7 @@ TABLE_COLUMNS = {
     "mean_activation": st.column_config.NumberColumn(format="%.4f"),
     "mean_contribution": st.column_config.NumberColumn(format="%+.5f"),
     "salience": st.column_config.NumberColumn(format="%+.3f"),
+    "score": st.column_config.NumberColumn("explanation score", format="%.2f"),
 }
 
 
@@ -87,6 +88,7 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     if frame.empty:
         state.stop_with("info", "No feature matches these filters.")
     table = tables.feature_table(frame, ctx.head.weights)
+    table = tables.with_explanations(table, state.shown_explanations(ctx.path, rev))
     event = st.dataframe(
         table,
         hide_index=True,

@@ -40,7 +40,7 @@ def test_window_line_marks_peak_and_scored_token():
 
 
 def test_feature_page_leads_with_the_explanation_as_plain_text(explained):
-    _, top, _ = explained
+    _, top, hostile = explained
     at = start("features")
     at.number_input(key="features_fid").set_value(top).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -50,6 +50,9 @@ def test_feature_page_leads_with_the_explanation_as_plain_text(explained):
     assert "detection score" in captions and "0.75" in captions and "llm\\:test" in captions
     assert "active on" in captions  # density from the stored counters
     assert any("⟦" in m.value for m in at.markdown)  # a stored window with its peak marked
+    table = at.dataframe(key="features_table").value.set_index("feature_id")
+    assert table.loc[top, "explanation"] == hostile and table.loc[top, "score"] == 0.75
+    assert table["explanation"].notna().sum() >= 2  # stats explanations of the others
 
 
 def test_charts_name_features_by_explanation(explained):
