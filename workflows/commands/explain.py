@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import feature_store as fs
@@ -125,9 +124,13 @@ def _explain_llm(args, store, features):
         )
     from sarm.explain import llm  # h12b's client; imported only when asked for
 
-    key = os.environ.get(args.llm_api_key_env, "") if args.llm_api_key_env else ""
-    config = llm.LLMConfig(base_url=args.llm_base_url, model=args.llm_model, api_key=key)
+    config = llm.LLMConfig(
+        base_url=args.llm_base_url,
+        model=args.llm_model,
+        api_key_env=args.llm_api_key_env or "OPENAI_API_KEY",  # read by the client
+    )
     explainer = llm.LLMExplainer(config)
+    explainer.check_reachable()  # a clear error naming the URL before any work
     start = time.perf_counter()
     wanted = ex.firing_features(store) if features is None else features
     shown = ex.split_windows(store, "explain", wanted)
@@ -143,6 +146,7 @@ def _explain_llm(args, store, features):
         said = explainer.detect(explanation.text, test) if test else []
         score = balanced_accuracy(said, [w.active for w in test])
         found.append(ex.with_score(explanation, score, len(test)))
+    explainer.close()
     scores = [e.score for e in found if e.score is not None]
     report = ex.ExplainReport(
         len(wanted),
