@@ -68,6 +68,17 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
         "Minimum frequency", 0.0, 1.0, step=0.01, key=keep("features_min_freq", 0.0)
     )
     filters = choices.feature_filters(search, min_freq, shown)
+    h1, h2, h3 = st.columns([3, 2, 2])
+    contains = h1.text_input("Explanation contains", key=keep("features_explained_text"))
+    source = h2.selectbox("Explained by", choices.EXPLAINED_BY, key=keep("features_source"))
+    min_score = h3.number_input(
+        "Minimum explanation score", 0.0, 1.0, step=0.05, key=keep("features_min_score", 0.0)
+    )
+    wanted = choices.explained_features(
+        state.shown_explanations(ctx.path, rev), contains, source, min_score
+    )
+    if wanted is not None:
+        filters["feature_ids"] = wanted
     try:
         _, total = state.features_page(ctx.path, rev, limit=1, **filters)
     except (ValueError, StoreError) as exc:

@@ -65,3 +65,39 @@ def test_charts_name_features_by_explanation(explained):
     assert titles[top].startswith(hostile) and titles[top].endswith("(0.75)")
     assert any("\u00b7" in n and n.split(" \u00b7 ")[0].startswith("f") for n in names)
     assert not any("<b>x</b>" in n for n in names)  # chart text is escaped
+
+
+def test_features_table_filters_by_explanation_text_source_and_score(explained):
+    _, top, _ = explained
+    at = start("features")
+    at.text_input(key="features_explained_text").input("EVIL.example").run()
+    assert at.dataframe(key="features_table").value["feature_id"].tolist() == [top]
+    at.text_input(key="features_explained_text").input("").run()
+    at.selectbox(key="features_source").set_value("llm").run()
+    assert at.dataframe(key="features_table").value["feature_id"].tolist() == [top]
+    at.selectbox(key="features_source").set_value("any").run()
+    at.number_input(key="features_min_score").set_value(0.75).run()
+    shown = at.dataframe(key="features_table").value
+    assert (shown["score"] >= 0.75).all() and top in shown["feature_id"].tolist()
+    at.number_input(key="features_min_score").set_value(0.8).run()
+    tables = [d.value for d in at.dataframe if "explanation" in d.value.columns]
+    assert not tables or top not in tables[0]["feature_id"].tolist()
+
+
+def test_explained_features_filter():
+    import pandas as pd
+
+    from app.choices import explained_features
+
+    shown = pd.DataFrame(
+        {
+            "feature": [1, 2, 3],
+            "text": ["Refusal", "`I can't`", "code"],
+            "source": ["label", "stats", "llm:m"],
+            "score": [float("nan"), 0.8, 0.6],
+        }
+    )
+    assert explained_features(shown, "", "any", 0.0) is None
+    assert explained_features(shown, "can'T", "any", 0.0) == [2]
+    assert explained_features(shown, "", "llm", 0.0) == [3]
+    assert explained_features(shown, "", "any", 0.7) == [2]
