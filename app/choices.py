@@ -75,6 +75,20 @@ def explained_features(
 
 
 EXPLAINED_BY = ("any", "label", "stats", "llm", "human")
+EXPLANATION_ORDER = "explanation_score"  # a sort key of the Features page (not a SQL order)
+
+
+def by_explanation_score(ids: Sequence[int], shown: pd.DataFrame, descending: bool) -> list[int]:
+    """``ids`` ordered by their shown explanation's score; unscored last, ties by id."""
+    score = dict(zip(shown["feature"].astype(int), shown["score"], strict=True))
+    sign = -1.0 if descending else 1.0
+
+    def key(fid: int) -> tuple[int, float, int]:
+        value = score.get(int(fid))
+        missing = value is None or value != value
+        return (int(missing), 0.0 if missing else sign * float(value), int(fid))
+
+    return sorted((int(f) for f in ids), key=key)
 
 
 def page_count(total: int, page_size: int) -> int:

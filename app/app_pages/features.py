@@ -58,7 +58,8 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     keep = state.keep
     f1, f2, f3, f4 = st.columns([3, 2, 1, 2])
     search = f1.text_input("Label or description contains", key=keep("features_search"))
-    order = f2.selectbox("Sort by", choices.feature_orders(), key=keep("features_order"))
+    orders = [*choices.feature_orders(), choices.EXPLANATION_ORDER]
+    order = f2.selectbox("Sort by", orders, key=keep("features_order"))
     descending = f3.toggle("Descending", key=keep("features_desc", True))
     shown = f4.radio(
         "Show", list(choices.FEATURE_SHOWN), key=keep("features_labelled"), horizontal=True
@@ -87,15 +88,18 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     keep("features_page", 1)
     state.put("features_page", min(max(int(st.session_state["features_page"]), 1), pages))
     page = int(g2.number_input(f"Page (of {pages})", 1, pages, key="features_page"))
-    frame, _ = state.features_page(
-        ctx.path,
-        rev,
-        order_by=order,
-        descending=descending,
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
-        **filters,
-    )
+    if order == choices.EXPLANATION_ORDER:
+        frame = _by_explanation_score(ctx, rev, filters, descending, page)
+    else:
+        frame, _ = state.features_page(
+            ctx.path,
+            rev,
+            order_by=order,
+            descending=descending,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+            **filters,
+        )
     if frame.empty:
         state.stop_with("info", "No feature matches these filters.")
     table = tables.feature_table(frame, ctx.head.weights)
@@ -113,6 +117,16 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     selected = list(event.selection.rows) if event is not None else []
     clicked = (page, selected[0], int(table["feature_id"].iloc[selected[0]])) if selected else None
     return clicked, int(table["feature_id"].iloc[0])
+
+
+def _by_explanation_score(ctx, rev, filters: dict, descending: bool, page: int):
+    """A page of the matching features ordered by their explanation's score (all pages agree:
+    every matching feature is ranked, then the page is cut)."""
+    every, _ = state.features_page(ctx.path, rev, order_by="feature_id", limit=None, **filters)
+    shown = state.shown_explanations(ctx.path, rev)
+    ranked = choices.by_explanation_score(every["feature_id"], shown, descending)
+    cut = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return every.set_index("feature_id").loc[cut].reset_index()
 
 
 def _feature_id(ctx: state.Context, clicked: tuple[int, int, int] | None, first: int) -> int:

@@ -101,3 +101,17 @@ def test_explained_features_filter():
     assert explained_features(shown, "can'T", "any", 0.0) == [2]
     assert explained_features(shown, "", "llm", 0.0) == [3]
     assert explained_features(shown, "", "any", 0.7) == [2]
+
+
+def test_features_table_sorts_by_explanation_score(explained):
+    path, _, _ = explained
+    at = start("features")
+    at.selectbox(key="features_order").set_value("explanation_score").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = at.dataframe(key="features_table").value
+    with FeatureStore.open(path, read_only=True) as store:
+        ref = store.display_explanations().set_index("feature")["score"]
+    scores = [ref.get(f) for f in shown["feature_id"]]
+    scored = [s for s in scores if s == s and s is not None]
+    assert scored == sorted(scored, reverse=True) and scored[0] >= 0.75
+    assert scores[: len(scored)] == scored  # unscored features come after the scored ones
