@@ -58,6 +58,10 @@ def test_explain_refuses_bad_features_and_a_missing_llm_endpoint(store_path):
     assert bad.returncode == 2 and "0..63" in bad.stderr
     llm = sarm_cli("explain", "--store", str(store_path), "--explainer", "llm")
     assert llm.returncode == 2 and "--llm-base-url" in llm.stderr
+    missing = store_path.with_name("none.duckdb")
+    gone = sarm_cli("explain", "--store", str(missing))
+    assert gone.returncode == 2 and "no such feature store" in gone.stderr
+    assert not missing.exists()  # bad input creates nothing
 
 
 def test_export_then_import_through_the_cli(store_path, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import feature_store as fs
 from feature_store import explanations as ex
@@ -32,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--features",
         help="comma-separated feature ids (default: every feature that fires in the store)",
     )
-    p.add_argument("--explainer", choices=("stats", "llm"), default="stats")
+    p.add_argument(
+        "--explainer",
+        choices=("stats", "llm"),
+        default="stats",
+        help="stats: offline phrase + rule from the stored evidence (default); "
+        "llm: an OpenAI-compatible endpoint writes and judges",
+    )
     p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://host:8080/v1")
     p.add_argument("--llm-model", help="model name the endpoint serves")
     p.add_argument(
@@ -66,6 +73,8 @@ def parse_features(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not Path(args.store).expanduser().is_file():
+        raise ValueError(f"--store {args.store}: no such feature store (build one with sarm index)")
     if args.export or args.import_file:
         return _transfer(args)
     features = parse_features(args.features)
