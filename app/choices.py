@@ -56,6 +56,41 @@ def feature_filters(search: str, min_frequency: float, shown: str) -> dict:
     }
 
 
+def explained_features(
+    shown: pd.DataFrame, contains: str, source: str, min_score: float
+) -> list[int] | None:
+    """Features whose shown explanation contains ``contains`` (any case), comes from
+    ``source`` (``any``, ``label``, ``stats``, ``llm``, ``human``) and scores at least
+    ``min_score``; None when no explanation filter is set."""
+    if not contains.strip() and source == "any" and min_score <= 0:
+        return None
+    keep = pd.Series(True, index=shown.index)
+    if contains.strip():
+        keep &= shown["text"].str.contains(contains.strip(), case=False, regex=False)
+    if source != "any":
+        keep &= shown["source"].str.split(":").str[0] == source
+    if min_score > 0:
+        keep &= shown["score"].fillna(-1.0) >= min_score
+    return sorted(int(f) for f in shown.loc[keep, "feature"])
+
+
+EXPLAINED_BY = ("any", "label", "stats", "llm", "human")
+EXPLANATION_ORDER = "explanation_score"  # a sort key of the Features page (not a SQL order)
+
+
+def by_explanation_score(ids: Sequence[int], shown: pd.DataFrame, descending: bool) -> list[int]:
+    """``ids`` ordered by their shown explanation's score; unscored last, ties by id."""
+    score = dict(zip(shown["feature"].astype(int), shown["score"], strict=True))
+    sign = -1.0 if descending else 1.0
+
+    def key(fid: int) -> tuple[int, float, int]:
+        value = score.get(int(fid))
+        missing = value is None or value != value
+        return (int(missing), 0.0 if missing else sign * float(value), int(fid))
+
+    return sorted((int(f) for f in ids), key=key)
+
+
 def page_count(total: int, page_size: int) -> int:
     """Pages of ``page_size`` rows needed for ``total`` rows (at least one)."""
     return max(1, -(-total // page_size))

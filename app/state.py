@@ -113,7 +113,7 @@ def preference_shift(
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def labels_for(path: str, revision: tuple[int, int], feature_ids: tuple[int, ...]) -> dict:
-    return open_store(path).labels_for(list(feature_ids))
+    return open_store(path).titles_for(list(feature_ids))  # label, else explanation (score)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -138,6 +138,16 @@ def features_page(path: str, revision: tuple[int, int], **kwargs) -> tuple[pd.Da
         k: v for k, v in kwargs.items() if k not in ("order_by", "descending", "limit", "offset")
     }
     return store.features(**kwargs), store.count_features(**count_kwargs)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def feature_evidence(path: str, feature_id: int) -> dict:
+    return open_store(path).feature_evidence(feature_id)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def shown_explanations(path: str, revision: tuple[int, int]) -> pd.DataFrame:
+    return open_store(path).display_explanations()
 
 
 @st.cache_data(max_entries=128, show_spinner=False)

@@ -173,6 +173,15 @@ def feature_table(frame: pd.DataFrame, weights: np.ndarray) -> pd.DataFrame:
     return out[FEATURE_COLUMNS]
 
 
+def with_explanations(table: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each feature's shown explanation, its score and source (blank if none)."""
+    cols = shown.rename(
+        columns={"feature": "feature_id", "text": "explanation", "source": "explained_by"}
+    )[["feature_id", "explanation", "score", "explained_by"]]
+    out = table.merge(cols, on="feature_id", how="left")
+    return out.astype({"feature_id": table["feature_id"].dtype})
+
+
 def top_examples(top: pd.DataFrame) -> pd.DataFrame:
     """A feature's top-activating examples, responses shortened to one line."""
     return top[TOP_EXAMPLE_COLUMNS].assign(response=top["response"].map(short))

@@ -8,6 +8,9 @@ refresh and the checkpoint. The bare side is only the truncated backbone's
 forward over pre-tokenised batches, sorted by length over the whole dataset
 (the least padding possible), so the ratio is conservative. Tokens are real
 (unpadded) tokens on both sides. Routes alternate (ABBA) after a warm-up of both; medians are reported.
+``evidence_ingest_vs_forward`` (the last line) is the same with feature evidence
+kept (``evidence=EvidenceSpec()``: every response token SAE-encoded, windows and
+counters written with each chunk, aggregates at the end; target >= 0.85).
 The SAE has the demo's size (576 -> 4096, k = 32) with random weights.
 It also times the per-token highlight of a top example (computed on first
 request, then cached). Usage: ``python benchmarks/ingest_throughput.py [--pairs 48] [--rounds 6]``
@@ -24,8 +27,10 @@ from pathlib import Path
 import torch
 
 from feature_store import FeatureStore, ingest
+from feature_store.decoder_views import write_decoder_views
 from sarm.backbones import load_backbone
 from sarm.datasets.demo import generate_demo_data
+from sarm.explain.evidence import EvidenceSpec
 from sarm.head import Head
 from sarm.model import SARM
 from sarm.saes import SAEMeta, make_topk_sae
@@ -72,7 +77,9 @@ def main() -> None:
     sarm = build_sarm()
     groups = generate_demo_data(n_pairs=max(args.pairs * 2, 8)).train[: args.pairs]
     conversations = [g.conversation(text) for g in groups for _, _, text in g.responses()]
-    batches = [b for _, b in sarm._sorted_batches(conversations, args.batch_size, progress=False)]
+    batches = [
+        b for _, b, _ in sarm._sorted_batches(conversations, args.batch_size, progress=False)
+    ]
     n_tokens = sum(sum(b.lengths) for b in batches)
     workdir = Path(tempfile.mkdtemp(prefix="sarm-ingest-bench-"))
 
@@ -80,8 +87,9 @@ def main() -> None:
         for b in batches:
             sarm.backbone.hidden_states(b)
 
-    def run_ingest(round_: int) -> int:
-        with FeatureStore.open(workdir / f"round{round_}.duckdb") as store:
+    def run_ingest(round_: int, evidence: EvidenceSpec | None = None) -> int:
+        name = f"round{round_}{'-evidence' if evidence else ''}.duckdb"
+        with FeatureStore.open(workdir / name) as store:
             report = ingest(
                 store,
                 sarm,
@@ -89,6 +97,7 @@ def main() -> None:
                 batch_size=args.batch_size,
                 chunk_size=args.chunk_size,
                 progress=False,
+                evidence=evidence,
             )
             size = report.size_bytes
         if report.n_tokens != n_tokens:
@@ -97,16 +106,18 @@ def main() -> None:
 
     bare()  # warm-up: first calls at each batch shape are slower
     sarm.pooled_latents(conversations, batch_size=args.batch_size)
-    times: dict[str, list[float]] = {"forward": [], "ingest": []}
+    times: dict[str, list[float]] = {"forward": [], "ingest": [], "evidence": []}
     size = 0.0
-    for r in range(args.rounds):  # alternate which route goes first (ABBA)
-        order = ("forward", "ingest") if r % 2 == 0 else ("ingest", "forward")
-        for name in order:
+    for r in range(args.rounds):  # alternate the order of the routes (ABBA)
+        order = ("forward", "ingest", "evidence")
+        for name in order if r % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             if name == "forward":
                 bare()
-            else:
+            elif name == "ingest":
                 size = run_ingest(r)
+            else:
+                run_ingest(r, EvidenceSpec())
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     first_ms, cached_ms = highlight_latency(workdir / "round0.duckdb", sarm)
@@ -121,7 +132,13 @@ def main() -> None:
         f"highlight of a top example (8 features, median of 5): first {first_ms:.0f} ms (forward + cache), "
         f"cached {cached_ms:.1f} ms"
     )
+    with FeatureStore.open(workdir / "round0-evidence.duckdb") as store:
+        start = time.perf_counter()
+        write_decoder_views(store, sarm)
+        views = time.perf_counter() - start
+    print(f"decoder views (logit lens + nearest features, once per model): {views:.1f} s")
     print(f"ingest_vs_forward={med['forward'] / med['ingest']:.3f}")
+    print(f"evidence_ingest_vs_forward={med['forward'] / med['evidence']:.3f}")
 
 
 if __name__ == "__main__":

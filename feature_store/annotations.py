@@ -39,12 +39,24 @@ from feature_store.errors import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: explanations (a v1 file gains the table on its next writable open)
 BUSY_TIMEOUT_S = 60.0
 SUFFIX = ".annotations.sqlite"
 LEGACY_IMPORT = "duckdb-store-tables"  # the ``imports`` row of the one-time import
 
 LABEL_COLUMNS = ("label_id", "feature_id", "label", "description", "author", "source", "created_at")
+EXPLANATION_COLUMNS = (
+    "explanation_id",
+    "feature_id",
+    "text",
+    "source",
+    "version",
+    "score",
+    "monosemanticity",
+    "evidence_hash",
+    "details",
+    "created_at",
+)
 HEAD_COLUMNS = ("name", "parent", "note", "author", "metrics", "bias", "weights", "created_at")
 LATEST_SCHEMA = pa.schema(
     [
@@ -311,6 +323,33 @@ class Annotations:
         newest = max((int(r[-1]) for r in rows), default=0)
         self._latest = (newest, table)
         return table
+
+    # ------------------------------------------------------------ explanations
+    def add_explanations(self, rows: Sequence[Sequence[object]], created_at: datetime) -> int:
+        """Append ``EXPLANATION_COLUMNS[1:-1]`` rows in one transaction; how many."""
+        with self._write(f"saving {len(rows)} feature explanations") as con:
+            con.executemany(
+                f"INSERT INTO explanations ({', '.join(EXPLANATION_COLUMNS[1:])}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row, _text_time(created_at)) for row in rows],
+            )
+        return len(rows)
+
+    def explanation_rows(self, feature_id: int | None = None) -> pd.DataFrame:
+        """Every explanation version (of ``feature_id``), newest first; empty for a v1 file."""
+        if not self._rows(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'explanations'"
+        ):
+            return _frame([], EXPLANATION_COLUMNS)
+        where, params = (
+            ("WHERE feature_id = ? ", [feature_id]) if feature_id is not None else ("", [])
+        )
+        rows = self._rows(
+            f"SELECT {', '.join(EXPLANATION_COLUMNS)} FROM explanations {where}"
+            "ORDER BY explanation_id DESC",
+            params,
+        )
+        return _frame(rows, EXPLANATION_COLUMNS)
 
     # ------------------------------------------------------------ head versions
     def add_head(self, row: Sequence[object], reserved: frozenset[str]) -> None:

@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
+from feature_store.evidence import ChunkEvidence, insert_evidence
 from feature_store.plan import Chunk
-from feature_store.sqlutil import fetch_one
+from feature_store.sqlutil import fetch_one, insert_arrow
 from sarm.latents import SparseLatents
 from sarm.types import Response
 
@@ -51,6 +52,7 @@ class ChunkData:
 
     examples: pa.Table
     latents: pa.Table
+    evidence: ChunkEvidence | None = None
 
     def __post_init__(self) -> None:
         if not self.examples.schema.equals(EXAMPLES_SCHEMA):
@@ -160,19 +162,10 @@ def write_chunk(conn: Connection, chunk: Chunk, data: ChunkData) -> bool:
             return False
         insert_arrow(cur, "examples", data.examples)
         insert_arrow(cur, "latents", data.latents)
+        if data.evidence is not None:
+            insert_evidence(cur, chunk.index, data.evidence)
         cur.execute(
             "INSERT INTO ingest_chunks VALUES (?, ?, ?, ?, ?)",
             [chunk.index, chunk.start, chunk.size, data.latents.num_rows, now],
         )
     return True
-
-
-def insert_arrow(cur, table: str, rows: pa.Table) -> None:
-    """``INSERT INTO table SELECT * FROM rows`` through a registered Arrow view."""
-    view = f"_incoming_{table}"
-    columns = ", ".join(rows.column_names)
-    cur.register(view, rows)
-    try:
-        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view}")
-    finally:
-        cur.unregister(view)

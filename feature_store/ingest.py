@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
@@ -20,10 +20,12 @@ from feature_store.binding import Binding, bind, stored_binding
 from feature_store.chunks import ChunkData, committed_chunks, write_chunk
 from feature_store.connection import Connection
 from feature_store.errors import StoreError, StoreIncompleteError
+from feature_store.evidence import chunk_evidence
 from feature_store.plan import Chunk, data_fingerprint, make_chunks
 from feature_store.source import LatentSource
 from feature_store.sqlutil import fetch_one
 from feature_store.validate import check_int
+from sarm.explain.evidence import EvidenceSpec
 from sarm.types import PreferenceGroup, Response, responses_of
 
 logger = logging.getLogger(__name__)
@@ -60,14 +62,23 @@ class IngestReport:
 
 
 def compute_chunk(
-    source: LatentSource, examples: Sequence[Response], binding: Binding, batch_size: int = 8
+    source: LatentSource,
+    examples: Sequence[Response],
+    binding: Binding,
+    batch_size: int = 8,
+    evidence: EvidenceSpec | None = None,
 ) -> ChunkData:
     """Score one chunk with one ``pooled_latents`` call (it batches by length itself).
 
     Stored rewards are always the store's ingest head applied to the latents,
-    whatever head the source itself carries.
+    whatever head the source itself carries. With ``evidence`` the same forward
+    also yields the chunk's feature evidence (committed with it).
     """
-    pooled = source.pooled_latents([e.conversation() for e in examples], batch_size=batch_size)
+    convs = [e.conversation() for e in examples]
+    if evidence is None:
+        pooled = source.pooled_latents(convs, batch_size=batch_size)
+    else:
+        pooled = source.pooled_latents(convs, batch_size=batch_size, evidence=evidence)
     if pooled.n != len(examples):
         raise StoreError(f"the model returned results for {pooled.n} of {len(examples)} examples")
     if pooled.latents.d_sae != binding.d_sae:
@@ -75,9 +86,13 @@ def compute_chunk(
             f"the model's latents have d_sae {pooled.latents.d_sae}, the store {binding.d_sae}"
         )
     rewards = binding.head.rewards(pooled.latents)
-    return ChunkData.from_results(
+    data = ChunkData.from_results(
         examples, pooled.latents, rewards, pooled.n_tokens, pooled.truncated
     )
+    if evidence is None:
+        return data
+    ids = data.examples["example_id"].to_numpy()
+    return replace(data, evidence=chunk_evidence(ids, pooled, evidence.window))
 
 
 def pending_chunks(conn: Connection, binding: Binding) -> list[Chunk]:
@@ -97,10 +112,15 @@ def ingest(
     source: str = "",
     progress: bool = True,
     on_chunk: Callable[[Chunk], None] | None = None,
+    evidence: EvidenceSpec | None = None,
 ) -> IngestReport:
     """Index ``groups`` into ``store`` (resuming if it was interrupted), then refresh statistics.
 
     ``on_chunk(chunk)`` is called after each chunk commits (for progress displays).
+    ``evidence``: keep feature evidence from the same forward pass (the source must
+    accept ``pooled_latents(..., evidence=)``, as a SARM does). Decoder views depend on
+    the model only: :func:`feature_store.decoder_views.write_decoder_views` writes them
+    (``sarm index`` does, after the ingest).
     """
     check_int(batch_size, "batch_size", low=1)
     plan = responses_of(groups)
@@ -119,7 +139,9 @@ def ingest(
         disable=not progress,
     ) as bar:
         for chunk in todo:
-            data = compute_chunk(sarm, plan[chunk.start : chunk.stop], binding, batch_size)
+            data = compute_chunk(
+                sarm, plan[chunk.start : chunk.stop], binding, batch_size, evidence
+            )
             write_chunk(conn, chunk, data)
             n_tokens += data.n_tokens
             bar.update(chunk.size)

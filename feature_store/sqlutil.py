@@ -1,4 +1,4 @@
-"""Small helpers for turning DuckDB results into pandas without per-call overhead."""
+"""Small helpers for DuckDB results to pandas (without per-call overhead) and Arrow inserts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -36,3 +37,14 @@ def fetch_one(cur: duckdb.DuckDBPyConnection, sql: str, params: Params = None) -
     """
     rows = cur.execute(sql, params).fetchall()
     return rows[0] if rows else None
+
+
+def insert_arrow(cur, table: str, rows: pa.Table) -> None:
+    """``INSERT INTO table SELECT * FROM rows`` through a registered Arrow view."""
+    view = f"_incoming_{table}"
+    columns = ", ".join(rows.column_names)
+    cur.register(view, rows)
+    try:
+        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view}")
+    finally:
+        cur.unregister(view)

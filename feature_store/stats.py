@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
+from feature_store.evidence import refresh_evidence
 from feature_store.meta import put_meta
 from feature_store.validate import check_int
 
@@ -157,6 +158,7 @@ def refresh_stats(
             EXAMPLES_SQL,
             {"top_n": config.top_n, "bands": config.bands, "per_band": config.per_band},
         )
+        refresh_evidence(cur, d_sae)
         now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
         put_meta(cur, {f"stats_{k}": v for k, v in {**asdict(config), "refreshed_at": now}.items()})
         if mark_complete:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from typing_extensions import Self
 
-from feature_store import heads, labels, queries, stats, tokens
+from feature_store import evidence_reads, explanations, heads, labels, queries, stats, tokens
 from feature_store.annotations import annotations_path
 from feature_store.connection import Connection
 from feature_store.errors import StoreError, StoreVersionError
@@ -111,6 +111,27 @@ class FeatureStore(Connection):
         with cls.open(partial, annotations=annotations_path(final)) as store:
             yield store
         _replace_store(partial, final)
+
+    # ------------------------------------------------------------------ explanations
+    def explanations(self) -> pd.DataFrame:
+        """Latest explanation per feature and source; see :mod:`feature_store.explanations`."""
+        return explanations.explanations(self)
+
+    def explanation_history(self, feature_id: int) -> pd.DataFrame:
+        """Every explanation version of ``feature_id``, newest first."""
+        return explanations.explanation_history(self, feature_id)
+
+    def titles_for(self, feature_ids: Sequence[int]) -> dict[int, str]:
+        """Label, else best explanation and its score, per feature (for names in charts)."""
+        return explanations.titles_for(self, feature_ids)
+
+    def display_explanations(self) -> pd.DataFrame:
+        """One shown explanation per feature (a human label always wins)."""
+        return explanations.display_explanations(self)
+
+    def feature_evidence(self, feature_id: int) -> dict[str, Any]:
+        """Stored evidence of ``feature_id`` for its page; see :mod:`feature_store.evidence_reads`."""
+        return evidence_reads.feature_evidence(self, feature_id)
 
     # ------------------------------------------------------------------ queries
     def features(self, **kwargs: Any) -> pd.DataFrame:

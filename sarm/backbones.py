@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from safetensors.torch import save_file
@@ -64,6 +65,10 @@ def truncate_layers(base: nn.Module, layer: int) -> nn.Module:
     if getattr(base.config, "layer_types", None):
         base.config.layer_types = list(base.config.layer_types)[:layer]
     if hasattr(base, "norm"):
+        if isinstance(getattr(base.norm, "weight", None), torch.Tensor):
+            # kept aside (a plain tensor, not a parameter) for the logit lens of
+            # sarm.explain.decoder; the forward never applies it
+            base.sarm_final_norm = base.norm.weight.detach().float().clone()
         base.norm = nn.Identity()
     return base
 
@@ -253,15 +258,28 @@ class ChatEncoder:
         An over-long conversation loses tokens from the middle of its message text only
         (see :class:`TruncationRule`); the returned :class:`Cut` says how many and where.
         """
+        ids, cut, _ = self.token_ids_with_start(conversation)
+        return ids, cut
+
+    def token_ids_with_start(self, conversation: Conversation) -> tuple[list[int], Cut, int]:
+        """:meth:`token_ids` and where the last message's text starts in the kept ids.
+
+        Tokens from that start to the end (the scored end-of-turn token included) are
+        the response; everything before it (system prompt, question, turn markers) is not.
+        """
         self._check_roles(conversation)
         text, spans = self.render_with_spans(conversation)
         ids, offsets = self._tokenize(text, spans)
         end = self._content_end(ids)
         ids, offsets = ids[:end], offsets[:end]
         self._check_eot(ids[-1])
+        first = _first_inside(offsets, spans[-1]) if spans else None
+        start = len(ids) - 1 if first is None else first
         if len(ids) <= self.max_length:
-            return ids, Cut()
-        return self._fit(ids, offsets, spans, conversation[-1]["role"] == "assistant")
+            return ids, Cut(), start
+        kept, cut = self._fit(ids, offsets, spans, conversation[-1]["role"] == "assistant")
+        before = sum(s.removed for s in cut.spans if s.part == PROMPT)
+        return kept, cut, min(start - before, len(kept) - 1)
 
     # ----------------------------------------------------------------- message spans
 
@@ -542,6 +560,12 @@ def _gaps(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in gaps if b > a]
 
 
+def _first_inside(offsets: Offsets, span: tuple[int, int]) -> int | None:
+    """The index of the first token that starts inside ``span`` (None: no such token)."""
+    start, stop = span
+    return next((i for i, (b, e) in enumerate(offsets) if start <= b < stop and e > b), None)
+
+
 def _inside(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     """Whether a token's character span overlaps a message text span."""
     begin, end = offset
@@ -672,11 +696,16 @@ def _load_hf(source: str, layer: int, dtype: torch.dtype) -> tuple[nn.Module, ob
     if getattr(config, "layer_types", None):
         config.layer_types = list(config.layer_types)[:layer]
     with _quiet_transformers():
-        model = AutoModel.from_pretrained(
-            source, config=config, dtype=dtype, trust_remote_code=False
+        model, info = AutoModel.from_pretrained(
+            source, config=config, dtype=dtype, trust_remote_code=False, output_loading_info=True
         )
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    return truncate_layers(base_model_of(model), layer), tok
+    base = truncate_layers(base_model_of(model), layer)
+    if any(
+        k.split(".")[-2:] == ["norm", "weight"] and "layers" not in k for k in info["missing_keys"]
+    ):
+        base.sarm_final_norm = None  # the checkpoint has no final norm: no logit lens
+    return base, tok
 
 
 def embedded_gguf_path() -> Path:
@@ -757,7 +786,21 @@ def _load_cached(path: Path, layer: int) -> tuple[nn.Module, object]:
     with _quiet_transformers():
         model = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(path))
-    return truncate_layers(model, layer), tok
+    base = truncate_layers(model, layer)
+    base.sarm_final_norm = _gguf_final_norm()  # the cache drops it; the GGUF has it
+    return base, tok
+
+
+def _gguf_final_norm() -> torch.Tensor | None:
+    """The embedded model's final norm gain, read from its GGUF (None when unreadable)."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(embedded_gguf_path()))
+    except (ImportError, OSError, ValueError):
+        return None
+    found = [t for t in reader.tensors if t.name == "output_norm.weight"]
+    return torch.tensor(np.asarray(found[0].data, np.float32)) if found else None
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:

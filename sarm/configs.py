@@ -166,10 +166,21 @@ class IndexConfig(Config):
         metadata={"help": "responses per committed chunk (an interrupted run resumes there)"},
     )
     top_n: int = field(default=20, metadata={"help": "top-activating examples kept per feature"})
+    evidence_window: int = field(
+        default=16,
+        metadata={
+            "help": "feature evidence kept from the same forward pass: tokens each side of "
+            "a feature's peak (docs/explanations.md)"
+        },
+    )
+    no_evidence: bool = field(
+        default=False, metadata={"help": "keep no feature evidence (no windows, no explanations)"}
+    )
 
     def __post_init__(self) -> None:
         self._check_at_least("chunk_size", 1)
         self._check_at_least("top_n", 1)
+        self._check_at_least("evidence_window", 0)
 
 
 @dataclass

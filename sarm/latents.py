@@ -198,6 +198,10 @@ class PooledLatents:
     n_tokens: Int[np.ndarray, " n"]
     truncated: np.ndarray
     hidden: Float[np.ndarray, "n d"] | None = None
+    # With an EvidenceSpec: sarm.explain.evidence.ExampleEvidence per row, and the
+    # pass's TokenCounters (not split by take(): they count the whole pass).
+    evidence: list | None = None
+    counters: object | None = None
 
     def __post_init__(self) -> None:
         n = self.latents.n
@@ -224,4 +228,5 @@ class PooledLatents:
             self.n_tokens[rows],
             self.truncated[rows],
             hidden,
+            None if self.evidence is None else [self.evidence[r] for r in rows.tolist()],
         )

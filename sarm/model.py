@@ -18,6 +18,13 @@ from sae_lens.saes.sae import SAE
 from tqdm.auto import tqdm
 
 from sarm.backbones import Backbone, EncodedBatch, cut_spans
+from sarm.explain.evidence import (
+    EvidenceSpec,
+    ExampleEvidence,
+    TokenCounters,
+    TokenText,
+    example_evidence,
+)
 from sarm.head import Head
 from sarm.latents import PooledLatents, SparseLatents
 from sarm.saes import SAEMeta, check_finite, sarm_encode, standardize
@@ -150,6 +157,7 @@ class SARM:
         self.source = dict(source or {})
         self._sae_hash: str | None = None
         self.max_batch_tokens = default_max_batch_tokens(backbone.device)
+        self._token_text: TokenText | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -234,12 +242,12 @@ class SARM:
         budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
         enc = self.backbone.encoder
         rows = [
-            enc.token_ids(check_conversation(c, f"conversation {i}"))
+            enc.token_ids_with_start(check_conversation(c, f"conversation {i}"))
             for i, c in enumerate(conversations)
         ]
-        plan = plan_batches([len(ids) for ids, _ in rows], budget, batch_size)
+        plan = plan_batches([len(ids) for ids, _, _ in rows], budget, batch_size)
         for idx in tqdm(plan, desc="scoring", unit="batch", disable=not progress):
-            yield idx, enc.pad([rows[i] for i in idx])
+            yield idx, enc.pad([rows[i][:2] for i in idx]), [rows[i][2] for i in idx]
 
     # ------------------------------------------------------------------ public API
 
@@ -251,6 +259,7 @@ class SARM:
         progress: bool = False,
         return_hidden: bool = False,
         max_batch_tokens: int | None = None,
+        evidence: EvidenceSpec | None = None,
     ) -> PooledLatents:
         """Sparse ``z_T`` and rewards for many conversations (one forward per batch).
 
@@ -258,7 +267,9 @@ class SARM:
         (``max_batch_tokens``, default ``self.max_batch_tokens``) and at most
         ``batch_size`` rows; results come back in input order. With
         ``return_hidden=True`` the standardised ``u_T`` comes back too (for
-        dense baselines), from the same forward pass.
+        dense baselines), from the same forward pass. With ``evidence`` set, the
+        same forward also yields each response's :class:`ExampleEvidence` and the
+        pass's :class:`TokenCounters` (the SAE encodes every response token).
         """
         n = len(conversations)
         indices: list[np.ndarray] = [np.empty(0, np.int32)] * n
@@ -266,8 +277,13 @@ class SARM:
         n_tokens, truncated = np.zeros(n, np.int64), np.zeros(n, bool)
         hidden = np.zeros((n, self.backbone.d_model), np.float32) if return_hidden else None
         batches = self._sorted_batches(conversations, batch_size, progress, max_batch_tokens)
-        for idx, batch in batches:
-            u = self._pooled_u(batch)
+        found: list[ExampleEvidence | None] = [None] * n
+        counters = TokenCounters(self.d_sae) if evidence is not None else None
+        for idx, batch, starts in batches:
+            if evidence is None:
+                u = self._pooled_u(batch)
+            else:
+                u = self._evidence_pass(batch, starts, evidence, counters, idx, found)
             rows = self._sparse(*self._encode(u))
             if hidden is not None:
                 hidden[idx] = u.float().cpu().numpy()
@@ -275,7 +291,29 @@ class SARM:
                 indices[i], values[i] = rows.row(j)
                 n_tokens[i], truncated[i] = batch.lengths[j], batch.truncated[j] > 0
         latents = SparseLatents.from_rows(indices, values, self.d_sae)
-        return PooledLatents(latents, self.head.rewards(latents), n_tokens, truncated, hidden)
+        pooled = PooledLatents(latents, self.head.rewards(latents), n_tokens, truncated, hidden)
+        if evidence is not None:
+            pooled.evidence, pooled.counters = found, counters
+        return pooled
+
+    @torch.inference_mode()
+    def _evidence_pass(self, batch, starts, spec, counters, idx, found) -> torch.Tensor:
+        """``u_T`` of a batch; per-response evidence from the same hidden states."""
+        u = standardize(self.backbone.hidden_states(batch), self.sae_meta.eps)
+        spans = [(s, n) for s, n in zip(starts, batch.lengths, strict=True)]
+        values, indices = self._encode(torch.cat([u[j, a:b] for j, (a, b) in enumerate(spans)]))
+        values, indices = values.float().cpu().numpy(), indices.cpu().numpy()
+        if self._token_text is None:
+            self._token_text = TokenText(self.tokenizer)
+        offset = 0
+        for j, (a, b) in enumerate(spans):
+            v, i = values[offset : offset + b - a], indices[offset : offset + b - a]
+            offset += b - a
+            ids = batch.input_ids[j, a:b].numpy()
+            found[idx[j]] = example_evidence(v, i, ids, self._token_text(ids), spec)
+            counters.add(v, i)
+        rows = torch.arange(len(batch), device=u.device)
+        return u[rows, batch.last_index.to(u.device)]
 
     def score(
         self,
@@ -305,7 +343,7 @@ class SARM:
         convs = [to_conversation(item, f"item {i}") for i, item in enumerate(items)]
         scores: list[Score | None] = [None] * len(convs)
         batches = self._sorted_batches(convs, batch_size, progress, max_batch_tokens)
-        for idx, batch in batches:
+        for idx, batch, _ in batches:
             rows = self._sparse(*self._pooled(batch))
             contributions, rewards = self.head.contributions(rows), self.head.rewards(rows)
             for j, i in enumerate(idx):

@@ -16,6 +16,7 @@ from feature_store import FeatureStore, ingest
 from feature_store.annotations import annotations_path
 from sarm import load_sarm
 from sarm.checkpoints import save_sarm
+from sarm.explain.evidence import EvidenceSpec
 from sarm.types import PreferenceGroup
 
 TOPICS = ["the weather", "a python bug", "a poem about cats", "tax rules", "a recipe", "chess"]
@@ -68,7 +69,16 @@ def build_app_env(root: Path) -> AppEnv:
     save_sarm(tiny, model_dir, include_backbone=True)
     model = load_sarm(model_dir)
     with FeatureStore.open(store_path) as store:
-        ingest(store, model, app_groups(), batch_size=8, chunk_size=16, top_n=5, progress=False)
+        ingest(
+            store,
+            model,
+            app_groups(),
+            batch_size=8,
+            chunk_size=16,
+            top_n=5,
+            progress=False,
+            evidence=EvidenceSpec(4),
+        )
         store.set_label(int(store.features(limit=1)["feature_id"][0]), "Strongest feature", "top")
     done.write_text("ok")
     return AppEnv(model_dir, store_path)

@@ -35,6 +35,7 @@ COMMANDS = {
     "build-default": "build the default SARM's store (or, --from-scratch, the whole default)",
     "build-demo": "build the template-trained demo SARM (SmolLM2-135M + SAE + head) and its store",
     "eval": "evaluate a SARM on preference data",
+    "explain": "explain every feature of a feature store and score each explanation",
     "index": "index a dataset into a feature store (rewards, latents, feature statistics)",
     "score": "score a response and list its top feature contributions",
     "shift": "preference shift: edit the features behind a preference and measure selectivity",

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import charts, choices, core, state, tables, text, widgets
+from app.app_pages import feature_evidence
 from feature_store import StoreError
 
 PAGE_SIZE = 50
@@ -16,6 +17,7 @@ TABLE_COLUMNS = {
     "mean_activation": st.column_config.NumberColumn(format="%.4f"),
     "mean_contribution": st.column_config.NumberColumn(format="%+.5f"),
     "salience": st.column_config.NumberColumn(format="%+.3f"),
+    "score": st.column_config.NumberColumn("explanation score", format="%.2f"),
 }
 
 
@@ -30,6 +32,7 @@ def render() -> None:
     except (LookupError, StoreError) as exc:
         state.stop_with("error", text.problem(f"Feature {fid}", exc))
     _statistics(ctx, fid, info)
+    feature_evidence.render_explanation(ctx, fid)
     left, right = st.columns([3, 2])
     with left:
         if hist.empty or int(hist["count"].sum()) == 0:
@@ -41,6 +44,7 @@ def render() -> None:
             )
     with right:
         _label(ctx, fid, info)
+    feature_evidence.render_evidence(ctx, fid)
     _examples(ctx, fid, top, quantiles)
 
 
@@ -54,7 +58,8 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     keep = state.keep
     f1, f2, f3, f4 = st.columns([3, 2, 1, 2])
     search = f1.text_input("Label or description contains", key=keep("features_search"))
-    order = f2.selectbox("Sort by", choices.feature_orders(), key=keep("features_order"))
+    orders = [*choices.feature_orders(), choices.EXPLANATION_ORDER]
+    order = f2.selectbox("Sort by", orders, key=keep("features_order"))
     descending = f3.toggle("Descending", key=keep("features_desc", True))
     shown = f4.radio(
         "Show", list(choices.FEATURE_SHOWN), key=keep("features_labelled"), horizontal=True
@@ -64,6 +69,17 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
         "Minimum frequency", 0.0, 1.0, step=0.01, key=keep("features_min_freq", 0.0)
     )
     filters = choices.feature_filters(search, min_freq, shown)
+    h1, h2, h3 = st.columns([3, 2, 2])
+    contains = h1.text_input("Explanation contains", key=keep("features_explained_text"))
+    source = h2.selectbox("Explained by", choices.EXPLAINED_BY, key=keep("features_source"))
+    min_score = h3.number_input(
+        "Minimum explanation score", 0.0, 1.0, step=0.05, key=keep("features_min_score", 0.0)
+    )
+    wanted = choices.explained_features(
+        state.shown_explanations(ctx.path, rev), contains, source, min_score
+    )
+    if wanted is not None:
+        filters["feature_ids"] = wanted
     try:
         _, total = state.features_page(ctx.path, rev, limit=1, **filters)
     except (ValueError, StoreError) as exc:
@@ -72,18 +88,22 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     keep("features_page", 1)
     state.put("features_page", min(max(int(st.session_state["features_page"]), 1), pages))
     page = int(g2.number_input(f"Page (of {pages})", 1, pages, key="features_page"))
-    frame, _ = state.features_page(
-        ctx.path,
-        rev,
-        order_by=order,
-        descending=descending,
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
-        **filters,
-    )
+    if order == choices.EXPLANATION_ORDER:
+        frame = _by_explanation_score(ctx, rev, filters, descending, page)
+    else:
+        frame, _ = state.features_page(
+            ctx.path,
+            rev,
+            order_by=order,
+            descending=descending,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+            **filters,
+        )
     if frame.empty:
         state.stop_with("info", "No feature matches these filters.")
     table = tables.feature_table(frame, ctx.head.weights)
+    table = tables.with_explanations(table, state.shown_explanations(ctx.path, rev))
     event = st.dataframe(
         table,
         hide_index=True,
@@ -97,6 +117,16 @@ def _table(ctx: state.Context) -> tuple[tuple[int, int, int] | None, int]:
     selected = list(event.selection.rows) if event is not None else []
     clicked = (page, selected[0], int(table["feature_id"].iloc[selected[0]])) if selected else None
     return clicked, int(table["feature_id"].iloc[0])
+
+
+def _by_explanation_score(ctx, rev, filters: dict, descending: bool, page: int):
+    """A page of the matching features ordered by their explanation's score (all pages agree:
+    every matching feature is ranked, then the page is cut)."""
+    every, _ = state.features_page(ctx.path, rev, order_by="feature_id", limit=None, **filters)
+    shown = state.shown_explanations(ctx.path, rev)
+    ranked = choices.by_explanation_score(every["feature_id"], shown, descending)
+    cut = ranked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return every.set_index("feature_id").loc[cut].reset_index()
 
 
 def _feature_id(ctx: state.Context, clicked: tuple[int, int, int] | None, first: int) -> int:

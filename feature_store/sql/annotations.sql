@@ -36,3 +36,22 @@ CREATE TABLE IF NOT EXISTS imports (
     n_heads INTEGER NOT NULL,
     imported_at TEXT NOT NULL
 );
+
+-- Version 2: feature explanations (issue 12), append-only like labels. source is
+-- 'stats', 'llm:<model>' or 'human'; score is the balanced detection accuracy on
+-- held-out windows; evidence_hash names the evidence it was written from; details
+-- is JSON (the detection rule, counts).
+CREATE TABLE IF NOT EXISTS explanations (
+    explanation_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    feature_id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    source TEXT NOT NULL,
+    version TEXT NOT NULL,
+    score REAL,
+    monosemanticity INTEGER,
+    evidence_hash TEXT NOT NULL,
+    details TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS explanations_by_feature ON explanations (feature_id, explanation_id);

@@ -131,6 +131,7 @@ def test_cli_index_equals_python_ingest(model_dir, single, tmp_path, capsys):
             "--batch-size",
             "4",
             "--quiet",
+            "--no-evidence",  # the reference ingest keeps none (tests/store/test_evidence.py)
             "--progress-file",
             str(tmp_path / "progress.json"),
         ]

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import feature_store as fs
+from feature_store.decoder_views import write_decoder_views
 from feature_store.store import PARTIAL_SUFFIX
 from sarm.configs import DataConfig, IndexConfig, ModelConfig
 from sarm.data import resolve_data
 from sarm.errors import is_input_error
+from sarm.explain.evidence import EvidenceSpec
 from sarm.types import responses_of
 from workflows.commands.flags import ConfigFlags, OutputConfig
 
@@ -159,7 +161,10 @@ def _index(
             source=args.data,
             progress=not args.quiet,
             on_chunk=progress.on_chunk,
+            evidence=None if index.no_evidence else EvidenceSpec(index.evidence_window),
         )
+        if not index.no_evidence:
+            write_decoder_views(store, sarm)
     progress.write("done", progress.total)
     print(f"indexed {args.data} into {args.store}: {report.summary()}")
     _print_skipped(loaded)

@@ -19,12 +19,19 @@ import numpy as np
 
 from feature_store import CachedLatents, FeatureStore, ingest
 from feature_store.annotations import annotations_path
+from feature_store.explanations import run_stats_explainer
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
 from sarm.latents import PooledLatents, SparseLatents
 from sarm.scoring import response_rows
+from sarm.types import responses_of
 from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
 from workflows.default_sarm.data import load_split
+from workflows.default_sarm.evidence_asset import (
+    evidence_stamp,
+    load_shipped_evidence,
+    shipped_evidence_present,
+)
 
 AUDIT_SPLITS = ("test", "xstest")
 STORE_SOURCE = "default audit set (test split + xstest)"
@@ -65,11 +72,12 @@ def _stamp(store_path: Path) -> Path:
 def is_built(store_path: Path, manifest: dict) -> bool:
     """True when the store exists and was built from these shipped weights."""
     stamp = _stamp(store_path)
-    return (
-        store_path.is_file()
-        and stamp.is_file()
-        and json.loads(stamp.read_text()).get("plan_key") == manifest.get("plan_key")
-    )
+    if not (store_path.is_file() and stamp.is_file()):
+        return False
+    built = json.loads(stamp.read_text())
+    return built.get("plan_key") == manifest.get("plan_key") and built.get(
+        "evidence", ""
+    ) == evidence_stamp(manifest)
 
 
 def _retire_other_build(store_path: Path, manifest: dict) -> None:
@@ -152,8 +160,15 @@ def build_default_store(
     store_path.parent.mkdir(parents=True, exist_ok=True)
     _retire_other_build(store_path, manifest)
     with FeatureStore.building(store_path) as store:
+        if shipped_evidence_present(model_dir):
+            examples = responses_of(groups)
+            load_shipped_evidence(store, model_dir, examples, parts, manifest)
         report = ingest(store, memo, groups, source=STORE_SOURCE, progress=progress)
-    _stamp(store_path).write_text(json.dumps({"plan_key": manifest.get("plan_key")}))
+        seconds["ingest"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+        explained = run_stats_explainer(store)
+        seconds["explain"] = round(explained.seconds, 1)
+    stamp = {"plan_key": manifest.get("plan_key"), "evidence": evidence_stamp(manifest)}
+    _stamp(store_path).write_text(json.dumps(stamp))
     seconds["total"] = round(time.perf_counter() - start, 1)
     return DefaultStoreReport(
         store_path,

@@ -1,0 +1,335 @@
+"""Feature evidence in the store: written with each chunk, aggregated by the stats refresh.
+
+The indexing forward pass (``SARM.pooled_latents(..., evidence=EvidenceSpec())``)
+yields per response its tokens and, per feature active at the scored token, a
+window around the feature's peak; plus per-chunk token counters. :func:`chunk_evidence`
+lays them out as rows that :func:`feature_store.chunks.write_chunk` commits in the
+chunk's own transaction (so a resumed or extended index adds evidence chunk by chunk).
+
+:func:`refresh_evidence` (run inside the statistics refresh transaction) rewrites the
+aggregates of migration 006: density and histogram, contrastive tokens and bigrams of
+the explanation windows against a seeded background sample, metadata shares with the
+SARM preference score, the reward link, and the seeded, disjoint explanation /
+held-out window splits that explainers and their scores read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from feature_store.sqlutil import fetch_one, insert_arrow
+from sarm.explain.evidence import N_BINS, counters_table, evidence_tables
+
+logger = logging.getLogger(__name__)
+
+EVIDENCE_TABLES = ("evidence_responses", "evidence_windows", "evidence_chunks", "evidence_counts")
+AGGREGATE_TABLES = (
+    "feature_density",
+    "feature_contrastive",
+    "feature_metadata",
+    "feature_window_splits",
+)
+METADATA_FIELDS = ("source", "subset", "role")
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """How the aggregates are drawn: sizes of samples and splits, and the seed."""
+
+    seed: int = 0
+    background_tokens: int = 20_000
+    explain_top: int = 20
+    explain_spread: int = 12
+    heldout: int = 20
+    negative_pool: int = 400
+    top_contrastive: int = 8
+    min_count: int = 2
+
+
+@dataclass(frozen=True)
+class ChunkEvidence:
+    """The evidence rows of one chunk (committed with it)."""
+
+    responses: pa.Table
+    windows: pa.Table
+    counts: pa.Table
+    n_tokens: int
+    n_responses: int
+    window: int
+
+
+def chunk_evidence(example_ids: np.ndarray, pooled, window: int) -> ChunkEvidence:
+    """Rows of one chunk's evidence from a ``pooled_latents(..., evidence=...)`` result."""
+    if pooled.evidence is None or pooled.counters is None:
+        raise ValueError("the model returned no evidence; pass evidence=EvidenceSpec(...)")
+    responses, windows = evidence_tables(example_ids, pooled.evidence)
+    return ChunkEvidence(
+        responses,
+        windows,
+        counters_table(pooled.counters),
+        pooled.counters.n_tokens,
+        pooled.counters.n_responses,
+        window,
+    )
+
+
+def insert_evidence(cur, chunk_index: int, evidence: ChunkEvidence) -> None:
+    """Add one chunk's evidence rows (inside the chunk's transaction)."""
+    insert_arrow(cur, "evidence_responses", evidence.responses)
+    insert_arrow(cur, "evidence_windows", evidence.windows)
+    counts = evidence.counts.append_column(
+        "chunk_index", pa.array(np.full(evidence.counts.num_rows, chunk_index, np.int32))
+    )
+    insert_arrow(cur, "evidence_counts", counts)
+    cur.execute(
+        "INSERT INTO evidence_chunks VALUES (?, ?, ?, ?)",
+        [chunk_index, evidence.n_tokens, evidence.n_responses, evidence.window],
+    )
+
+
+def has_evidence(cur) -> bool:
+    return bool(fetch_one(cur, "SELECT count(*) FROM evidence_chunks")[0])
+
+
+# ------------------------------------------------------------------ aggregates
+
+
+def refresh_evidence(cur, d_sae: int, config: EvidenceConfig = EvidenceConfig()) -> None:
+    """Rewrite the evidence aggregates (empty when the store holds no evidence)."""
+    for table in AGGREGATE_TABLES:
+        cur.execute(f"DELETE FROM {table}")
+    if not has_evidence(cur):
+        return
+    _density(cur, d_sae)
+    cur.execute(METADATA_SQL, {"fields": list(METADATA_FIELDS)})
+    cur.execute(
+        SPLITS_SQL,
+        {
+            "seed": config.seed,
+            "heldout": config.heldout,
+            "top": config.explain_top,
+            "spread": config.explain_spread,
+        },
+    )
+    cur.execute(NEGATIVES_SQL, {"seed": config.seed, "pool": config.negative_pool})
+    _contrastive(cur, config)
+    logger.info("feature evidence aggregated")
+
+
+def _density(cur, d_sae: int) -> None:
+    n_tokens, n_responses = fetch_one(
+        cur, "SELECT sum(n_tokens), sum(n_responses) FROM evidence_chunks"
+    )
+    counts = cur.execute(
+        "SELECT feature_id, active_tokens, active_responses, histogram FROM evidence_counts"
+    ).fetchnumpy()
+    fids = np.asarray(counts["feature_id"], np.int64)
+    active_tokens = np.bincount(fids, counts["active_tokens"], d_sae).astype(np.int64)
+    active_resp = np.bincount(fids, counts["active_responses"], d_sae).astype(np.int64)
+    hist = np.zeros((d_sae, N_BINS), np.int64)
+    if fids.size:
+        rows = np.array([list(h) for h in counts["histogram"]], np.int64).reshape(-1, N_BINS)
+        np.add.at(hist, fids, rows)
+    share = _abs_share(cur, d_sae)
+    table = pa.table(
+        {
+            "feature_id": np.arange(d_sae, dtype=np.int32),
+            "active_tokens": active_tokens,
+            "n_tokens": np.full(d_sae, int(n_tokens), np.int64),
+            "token_fraction": active_tokens / max(int(n_tokens), 1),
+            "active_responses": active_resp,
+            "n_responses": np.full(d_sae, int(n_responses), np.int64),
+            "response_fraction": active_resp / max(int(n_responses), 1),
+            "histogram": [row.tolist() for row in hist],
+            "abs_contribution_share": share,
+        }
+    )
+    insert_arrow(cur, "feature_density", table)
+
+
+def _abs_share(cur, d_sae: int) -> np.ndarray:
+    """Each feature's share of the total |contribution| over every stored example."""
+    rows = cur.execute(
+        "SELECT feature_id, sum(abs(contribution)) FROM contributions GROUP BY 1"
+    ).fetchall()
+    share = np.zeros(d_sae)
+    for fid, total in rows:
+        share[fid] = total
+    return share / share.sum() if share.sum() > 0 else share
+
+
+METADATA_SQL = """
+INSERT INTO feature_metadata
+WITH ex AS (
+    SELECT example_id, role, coalesce(subset, '(none)') AS subset,
+           split_part(group_id, '/', 1) AS source
+    FROM examples),
+long AS (
+    SELECT example_id, role, 'source' AS field, source AS value FROM ex
+    UNION ALL SELECT example_id, role, 'subset', subset FROM ex
+    UNION ALL SELECT example_id, role, 'role', role FROM ex),
+totals AS (SELECT field, value, count(*) AS n_total FROM long GROUP BY ALL),
+n AS (SELECT count(*)::DOUBLE AS n_all FROM examples),
+per_feature AS (SELECT feature_id, count(*)::DOUBLE AS n_f FROM latents GROUP BY 1),
+act AS (
+    SELECT x.feature_id, l.field, l.value, count(*) AS n_active,
+           count(*) FILTER (WHERE l.role = 'chosen') AS chosen,
+           count(*) FILTER (WHERE l.role = 'rejected') AS rejected
+    FROM latents x JOIN long l USING (example_id)
+    WHERE list_contains($fields, l.field)
+    GROUP BY ALL),
+scored AS (
+    SELECT a.*, t.n_total, a.n_active / f.n_f AS share,
+           (a.n_active / f.n_f) / (t.n_total / n.n_all) AS lift,
+           avg(a.chosen + a.rejected) OVER (PARTITION BY a.field, a.value) AS mean_cj
+    FROM act a JOIN totals t USING (field, value) JOIN per_feature f USING (feature_id), n)
+SELECT feature_id, field, value, n_active, n_total, share, lift, chosen, rejected,
+       CASE WHEN chosen + rejected > 0
+            THEN (chosen - rejected) / (chosen + rejected + mean_cj) END AS preference_score
+FROM scored
+QUALIFY row_number() OVER (PARTITION BY feature_id, field ORDER BY n_active DESC, value) <= 6
+"""
+
+# explain: per feature, the ``explain_top`` windows of highest activation at the scored
+# token (at most half of its windows, so a rarely seen feature keeps some to score with)
+# and, when enough remain, ``explain_spread`` more at evenly spaced ranks of the rest;
+# heldout: a seeded sample of the remaining windows, disjoint from both. Computed over the windows the
+# store holds (all of them after `sarm index`; a pruned set in the shipped default).
+SPLITS_SQL = """
+INSERT INTO feature_window_splits
+WITH ranked AS (
+    SELECT w.feature_id, w.example_id,
+           row_number() OVER (PARTITION BY w.feature_id
+                              ORDER BY x.activation DESC, w.example_id) AS rank,
+           count(*) OVER (PARTITION BY w.feature_id) AS n
+    FROM evidence_windows w
+    JOIN latents x ON x.feature_id = w.feature_id AND x.example_id = w.example_id),
+sized AS (
+    SELECT *, least($top, CAST(ceil(n / 2) AS BIGINT)) AS t FROM ranked),
+marked AS (
+    SELECT *,
+           rank <= t
+           OR (n - t > $heldout + $spread AND $spread > 0
+               AND (rank - t - 1) % greatest(1, (n - t) // $spread) = 0
+               AND (rank - t - 1) // greatest(1, (n - t) // $spread) < $spread)
+           AS shown
+    FROM sized),
+rest AS (
+    SELECT feature_id, example_id,
+           row_number() OVER (PARTITION BY feature_id
+                              ORDER BY hash(example_id, feature_id, $seed)) AS pick
+    FROM marked WHERE NOT shown)
+SELECT feature_id, 'explain', example_id, true FROM marked WHERE shown
+UNION ALL
+SELECT feature_id, 'heldout', example_id, true FROM rest WHERE pick <= $heldout
+"""
+
+# heldout negatives: as many as the feature's held-out positives, drawn from one seeded
+# pool of responses, in a per-feature seeded order, where the feature is not active
+# at the scored token.
+NEGATIVES_SQL = """
+INSERT INTO feature_window_splits
+WITH pool AS (
+    SELECT example_id FROM evidence_responses ORDER BY hash(example_id, $seed) LIMIT $pool),
+need AS (
+    SELECT feature_id, count(*) AS n FROM feature_window_splits
+    WHERE split = 'heldout' GROUP BY 1),
+cand AS (
+    SELECT n.feature_id, p.example_id, n.n,
+           row_number() OVER (PARTITION BY n.feature_id
+                              ORDER BY hash(p.example_id, n.feature_id, $seed)) AS pick
+    FROM need n CROSS JOIN pool p
+    ANTI JOIN latents x ON x.feature_id = n.feature_id AND x.example_id = p.example_id)
+SELECT feature_id, 'heldout', example_id, false FROM cand WHERE pick <= n
+"""
+
+
+def _contrastive(cur, config: EvidenceConfig) -> None:
+    """Tokens and bigrams at active positions of explanation windows vs the background.
+
+    The scored end-of-turn token is left out: every window belongs to a feature
+    active there, so it would top every list and say nothing.
+    """
+    bg_tokens, bg_bigrams = _background(cur, config)
+    n_bg = sum(bg_tokens.values())
+    rows = cur.execute(
+        """SELECT w.feature_id, w.start, w.activations, r.tokens
+           FROM feature_window_splits s
+           JOIN evidence_windows w USING (feature_id, example_id)
+           JOIN evidence_responses r USING (example_id)
+           WHERE s.split = 'explain' ORDER BY w.feature_id"""
+    ).fetchall()
+    out: dict[str, list] = {k: [] for k in CONTRASTIVE_COLUMNS}
+    current, tokens, bigrams = None, Counter(), Counter()
+    for fid, start, acts, toks in [*rows, (None, 0, [], [])]:
+        if fid != current and current is not None:
+            _emit(out, current, "token", tokens, bg_tokens, n_bg, config)
+            _emit(out, current, "bigram", bigrams, bg_bigrams, n_bg, config)
+            tokens, bigrams = Counter(), Counter()
+        current = fid
+        for offset, value in enumerate(acts):
+            i = start + offset
+            if value != 0 and i != len(toks) - 1:  # the scored token is active by design
+                tokens[toks[i]] += 1
+                if i > 0:
+                    bigrams[toks[i - 1] + toks[i]] += 1
+    insert_arrow(cur, "feature_contrastive", pa.table(out, schema=CONTRASTIVE_SCHEMA))
+
+
+CONTRASTIVE_SCHEMA = pa.schema(
+    [
+        ("feature_id", pa.int32()),
+        ("kind", pa.string()),
+        ("rank", pa.int32()),
+        ("text", pa.string()),
+        ("active_count", pa.int64()),
+        ("active_total", pa.int64()),
+        ("background_count", pa.int64()),
+        ("background_total", pa.int64()),
+        ("ratio", pa.float64()),
+    ]
+)
+CONTRASTIVE_COLUMNS = CONTRASTIVE_SCHEMA.names
+
+
+def _background(cur, config: EvidenceConfig) -> tuple[Counter, Counter]:
+    """Token and bigram counts at a seeded sample of positions over every response."""
+    lists = cur.execute("SELECT tokens FROM evidence_responses ORDER BY example_id").fetchnumpy()
+    lists = lists["tokens"]
+    flat = np.array([t for toks in lists for t in toks], dtype=object)
+    offsets = np.concatenate([[0], np.cumsum([len(toks) for toks in lists])])
+    rng = np.random.default_rng(config.seed)
+    n = min(config.background_tokens, len(flat))
+    picks = np.sort(rng.choice(len(flat), size=n, replace=False)) if n else np.zeros(0, int)
+    starts = set(offsets[:-1].tolist())
+    tokens = Counter(flat[picks].tolist())
+    bigrams = Counter(flat[i - 1] + flat[i] for i in picks.tolist() if i not in starts)
+    return tokens, bigrams
+
+
+def _emit(out, fid, kind, counts: Counter, background: Counter, n_bg: int, config) -> None:
+    """The most over-represented ``kind`` entries of one feature, with their counts."""
+    total = sum(counts.values())
+    if not total:
+        return
+    scored = []
+    for text, count in counts.items():
+        if count < config.min_count or not text.strip():
+            continue
+        ratio = (count / total) / ((background.get(text, 0) + 0.5) / max(n_bg, 1))
+        if ratio > 1:
+            scored.append((-count * math.log(ratio), text, count, ratio))
+    scored.sort()
+    for rank, (_, text, count, ratio) in enumerate(scored[: config.top_contrastive], start=1):
+        for key, value in zip(
+            CONTRASTIVE_COLUMNS,
+            (fid, kind, rank, text, count, total, background.get(text, 0), n_bg, ratio),
+            strict=True,
+        ):
+            out[key].append(value)

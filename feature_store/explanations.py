@@ -1,0 +1,316 @@
+"""Explanations in the store: evidence windows for explainers, the stats explainer, history.
+
+Explanations are append-only rows of the annotations database (``explanations``,
+annotations schema 2). :func:`explanations` shows the latest per feature and source;
+:func:`display_explanations` the one shown per feature: a human label always wins
+(it is never overwritten: explainers only append their own rows), then a human
+explanation, then the best-scored LLM one, then ``stats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from feature_store.connection import Connection
+from feature_store.errors import StoreError
+from feature_store.sqlutil import fetch_one
+from sarm.explain.scoring import detection_score
+from sarm.explain.stats import VERSION, Contrastive, MetaShare, stats_explanation
+from sarm.explain.types import EvidenceWindow, Explanation
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["feature", "text", "source", "version", "score", "monosemanticity", "created_at"]
+
+
+# ------------------------------------------------------------------ windows
+
+
+def _window(example_id, tokens, start, acts, peak, scored, active) -> EvidenceWindow:
+    """An :class:`EvidenceWindow` over ``tokens[start : start + len(acts)]``."""
+    stop = start + len(acts)
+    return EvidenceWindow(
+        example_id=int(example_id),
+        tokens=tuple(tokens[start:stop]),
+        activations=tuple(float(a) for a in acts),
+        active=active,
+        peak=peak - start if peak is not None and start <= peak < stop else None,
+        scored=scored - start if start <= scored < stop else None,
+    )
+
+
+def window_size(cur) -> int:
+    row = fetch_one(cur, "SELECT max(window_size) FROM evidence_chunks")
+    if row is None or row[0] is None:
+        raise StoreError("this store holds no feature evidence; re-index it with evidence on")
+    return int(row[0])
+
+
+def split_windows(
+    conn: Connection, split: str, features: Sequence[int] | None = None
+) -> dict[int, list[EvidenceWindow]]:
+    """Per feature, its ``explain`` or ``heldout`` windows (positives, then negatives).
+
+    A negative (a response where the feature is not active at the scored token)
+    is the window around a seeded position of its response; its activations were
+    not recorded and read as 0.
+    """
+    where = "AND s.feature_id IN (SELECT unnest($features))" if features is not None else ""
+    params: dict[str, object] = {"split": split}
+    if features is not None:
+        params["features"] = [int(f) for f in features]
+    with conn.read(f"reading {split} windows") as cur:
+        width = window_size(cur)
+        rows = cur.execute(
+            f"""SELECT s.feature_id, s.example_id, s.active, w.start, w.activations, w.peak,
+                       r.tokens, r.scored
+                FROM feature_window_splits s
+                JOIN evidence_responses r USING (example_id)
+                LEFT JOIN evidence_windows w
+                       ON w.feature_id = s.feature_id AND w.example_id = s.example_id
+                WHERE s.split = $split {where}
+                ORDER BY s.feature_id, NOT s.active, s.example_id""",
+            params,
+        ).fetchall()
+    out: dict[int, list[EvidenceWindow]] = defaultdict(list)
+    for fid, ex, active, start, acts, peak, tokens, scored in rows:
+        if active:
+            out[fid].append(_window(ex, tokens, start, acts, peak, scored, True))
+        else:
+            centre = (ex * 2654435761 + fid * 40503) % len(tokens)
+            lo, hi = max(0, centre - width), min(len(tokens), centre + width + 1)
+            out[fid].append(_window(ex, tokens, lo, [0.0] * (hi - lo), None, scored, False))
+    return dict(out)
+
+
+def example_metadata(conn: Connection) -> dict[int, dict[str, str]]:
+    """Per example: ``source`` (the group id's prefix), ``subset`` and ``role``."""
+    with conn.read("reading example metadata") as cur:
+        rows = cur.execute(
+            """SELECT example_id, split_part(group_id, '/', 1), coalesce(subset, '(none)'), role
+               FROM examples"""
+        ).fetchall()
+    return {r[0]: {"source": r[1], "subset": r[2], "role": r[3]} for r in rows}
+
+
+# ------------------------------------------------------------------ the stats explainer
+
+
+@dataclass(frozen=True)
+class ExplainReport:
+    n_features: int
+    n_explained: int
+    n_scored: int
+    median_score: float | None
+    seconds: float
+
+    def summary(self) -> str:
+        median = "n/a" if self.median_score is None else f"{self.median_score:.3f}"
+        return (
+            f"explained {self.n_explained} of {self.n_features} features that fire "
+            f"({self.n_scored} scored, median detection score {median}) in {self.seconds:.1f} s"
+        )
+
+
+def firing_features(conn: Connection) -> list[int]:
+    """Features active at the scored token of at least one stored response."""
+    with conn.read("listing firing features") as cur:
+        rows = cur.execute(
+            "SELECT feature_id FROM feature_stats WHERE n_active > 0 ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _contrastive_rows(conn: Connection) -> dict[int, list[Contrastive]]:
+    with conn.read("reading contrastive tokens") as cur:
+        rows = cur.execute(
+            """SELECT feature_id, text, kind, active_count, background_count, ratio
+               FROM feature_contrastive ORDER BY feature_id, kind, rank"""
+        ).fetchall()
+    out: dict[int, list[Contrastive]] = defaultdict(list)
+    for fid, *rest in rows:
+        out[fid].append(Contrastive(*rest))
+    return out
+
+
+def _metadata_rows(conn: Connection) -> dict[int, list[MetaShare]]:
+    with conn.read("reading metadata shares") as cur:
+        rows = cur.execute(
+            """SELECT feature_id, field, value, n_active, share, lift, chosen, rejected,
+                      preference_score
+               FROM feature_metadata ORDER BY feature_id, field, n_active DESC"""
+        ).fetchall()
+    out: dict[int, list[MetaShare]] = defaultdict(list)
+    for fid, *rest in rows:
+        out[fid].append(MetaShare(*rest))
+    return out
+
+
+def evidence_hash(*parts: object) -> str:
+    blob = json.dumps(parts, default=repr, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def explain_stats(
+    conn: Connection, features: Sequence[int] | None = None, progress: bool = False
+) -> tuple[list[Explanation], ExplainReport]:
+    """Write and score a ``stats`` explanation for ``features`` (default: all that fire)."""
+    start = time.perf_counter()
+    wanted = firing_features(conn) if features is None else [int(f) for f in features]
+    contrastive, metadata = _contrastive_rows(conn), _metadata_rows(conn)
+    heldout = split_windows(conn, "heldout", None if features is None else wanted)
+    meta = example_metadata(conn)
+    out = []
+    for fid in tqdm(wanted, desc="explaining", unit="feature", disable=not progress):
+        found = stats_explanation(contrastive.get(fid, []), metadata.get(fid, []))
+        windows = heldout.get(fid, [])
+        score = detection_score(windows, lambda w, r=found.rule: r.predict(w, meta[w.example_id]))
+        details = {**found.details, "n_heldout": len(windows)}
+        digest = evidence_hash(contrastive.get(fid, []), metadata.get(fid, []))
+        out.append(Explanation(fid, found.text, "stats", VERSION, score, None, digest, details))
+    scores = [e.score for e in out if e.score is not None]
+    report = ExplainReport(
+        len(wanted),
+        len(out),
+        len(scores),
+        float(np.median(scores)) if scores else None,
+        time.perf_counter() - start,
+    )
+    return out, report
+
+
+def save_explanations(conn: Connection, explanations: Iterable[Explanation]) -> int:
+    """Append explanations (never replacing any row: history is kept)."""
+    explanations = list(explanations)
+    for e in explanations:
+        _check(e.feature_id, e.text, e.source, conn.d_sae)
+    rows = [
+        (
+            e.feature_id,
+            e.text,
+            e.source,
+            e.version,
+            e.score,
+            e.monosemanticity,
+            e.evidence_hash,
+            json.dumps(e.details, sort_keys=True, default=str),
+        )
+        for e in explanations
+    ]
+    return conn.annotations.add_explanations(rows, datetime.now()) if rows else 0
+
+
+def _check(fid: int, text: str, source: str, d_sae: int | None) -> None:
+    if d_sae is not None and not 0 <= fid < d_sae:
+        raise ValueError(f"explanation of feature {fid}: the store has features 0..{d_sae - 1}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"explanation of feature {fid}: empty text")
+    if source not in ("stats", "human") and not source.startswith("llm:"):
+        raise ValueError(
+            f"explanation of feature {fid}: source {source!r} must be stats, human or llm:<model>"
+        )
+
+
+# ------------------------------------------------------------------ reading
+
+
+def explanation_history(conn: Connection, feature_id: int) -> pd.DataFrame:
+    """Every explanation version of one feature, newest first."""
+    return _renamed(conn.annotations.explanation_rows(int(feature_id)))
+
+
+def explanations(conn: Connection) -> pd.DataFrame:
+    """The latest explanation per feature and source: ``feature, text, source, score, ...``."""
+    rows = conn.annotations.explanation_rows()
+    if rows.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    latest = rows.sort_values("explanation_id").groupby(["feature_id", "source"]).tail(1)
+    return _renamed(latest).sort_values(["feature", "source"]).reset_index(drop=True)
+
+
+def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.rename(columns={"feature_id": "feature"})
+    frame["details"] = frame["details"].map(json.loads) if len(frame) else frame["details"]
+    return frame
+
+
+_PRIORITY = {"label": 0, "human": 1, "llm": 2, "stats": 3}
+
+
+def display_explanations(conn: Connection) -> pd.DataFrame:
+    """One row per feature: what the app shows (``feature, text, source, score``).
+
+    A human label (the label editor) wins, then a human explanation, then the
+    best-scored ``llm:*`` explanation, then ``stats``.
+    """
+    frame = explanations(conn)[["feature", "text", "source", "score"]]
+    labels = conn.annotations.latest_labels().to_pandas()
+    if len(labels):
+        human = pd.DataFrame(
+            {
+                "feature": labels["feature_id"],
+                "text": labels["label"],
+                "source": "label",
+                "score": np.nan,
+            }
+        )
+        frame = pd.concat([human, frame], ignore_index=True)
+    if frame.empty:
+        return pd.DataFrame(columns=["feature", "text", "source", "score"])
+    frame["rank"] = frame["source"].map(lambda s: _PRIORITY.get(s.split(":")[0], 9))
+    frame = frame.sort_values(["feature", "rank", "score"], ascending=[True, True, False])
+    return frame.groupby("feature").head(1).drop(columns="rank").reset_index(drop=True)
+
+
+def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
+    """What a feature is called wherever it appears: its label, else its best explanation
+    with the explanation's detection score, e.g. ```I can't` · safety (0.82)``."""
+    wanted = {int(f) for f in feature_ids}
+    if not wanted:
+        return {}
+    shown = display_explanations(conn)
+    shown = shown[shown["feature"].isin(wanted)]
+    out = {}
+    for fid, text, source, score in shown.itertuples(index=False):
+        scored = source != "label" and score == score and score is not None
+        out[int(fid)] = f"{text} ({score:.2f})" if scored else str(text)
+    return out
+
+
+def run_stats_explainer(
+    conn: Connection,
+    features: Sequence[int] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ExplainReport:
+    """Explain, score and save; the report's summary goes to ``log`` (default: logging)."""
+    found, report = explain_stats(conn, features, progress)
+    save_explanations(conn, found)
+    (log or logger.info)(report.summary())
+    return report
+
+
+def contrastive_texts(conn: Connection) -> dict[int, list[str]]:
+    """Per feature, its contrastive tokens and bigrams as ``text (count, xratio)`` lines."""
+    return {
+        fid: [f"{c.text!r} ({c.active_count} active, x{c.ratio:.1f})" for c in rows]
+        for fid, rows in _contrastive_rows(conn).items()
+    }
+
+
+def with_score(explanation: Explanation, score: float | None, n_heldout: int) -> Explanation:
+    """``explanation`` with its detection score (and how many windows scored it)."""
+    return replace(
+        explanation, score=score, details={**explanation.details, "n_heldout": n_heldout}
+    )

@@ -1,0 +1,80 @@
+"""The default's shipped evidence: checked against the shipped pooled latents before use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from feature_store import FeatureStore
+from sarm import cachedir
+from sarm.errors import CheckpointError
+from sarm.head import Head
+from sarm.types import responses_of
+from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows
+from workflows.default_sarm.evidence_asset import (
+    EVIDENCE_DIR,
+    _sha256,
+    load_shipped_evidence,
+    shipped_evidence_present,
+)
+from workflows.default_sarm.store import audit_groups
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    root = cachedir.shipped_default_dir()
+    if not shipped_evidence_present(root):
+        pytest.skip("no shipped evidence in this checkout")
+    head = Head.load(root / "head.safetensors")
+    return root, AuditRows.read(root / AUDIT_FILE, head)
+
+
+def _copy(root, tmp_path):
+    target = tmp_path / "default"
+    shutil.copytree(root, target)
+    return target, json.loads((target / "manifest.json").read_text())
+
+
+def test_shipped_evidence_loads_and_matches_the_pooled_latents(shipped, tmp_path):
+    root, parts = shipped
+    manifest = json.loads((root / "manifest.json").read_text())
+    examples = responses_of(audit_groups(limit=40))
+    with FeatureStore.open(tmp_path / "s.duckdb") as store:
+        n = load_shipped_evidence(store, root, examples, parts, manifest)
+        with store.read("t") as cur:
+            assert n == cur.execute("SELECT count(*) FROM evidence_responses").fetchall()[0][0]
+            windows = cur.execute("SELECT count(*) FROM evidence_windows").fetchall()[0][0]
+    assert windows > 0
+
+
+def test_a_window_that_disagrees_with_the_pooled_latent_is_refused(shipped, tmp_path):
+    root, parts = shipped
+    target, manifest = _copy(root, tmp_path)
+    path = target / EVIDENCE_DIR / "windows.parquet"
+    table = pq.read_table(path)
+    peaks = table["peak_activation"].to_numpy().copy()
+    peaks[0] = -1e6  # below its pooled latent: not this model's evidence
+    table = table.set_column(
+        table.schema.get_field_index("peak_activation"),
+        "peak_activation",
+        pa.array(peaks, pa.float32()),
+    )
+    pq.write_table(table, path)
+    manifest["evidence"]["windows"]["sha256"] = _sha256(path)
+    with FeatureStore.open(tmp_path / "s.duckdb") as store, pytest.raises(CheckpointError) as err:
+        load_shipped_evidence(store, target, [], parts, manifest)
+    assert str(path) in str(err.value) and "row 0" in str(err.value)
+
+
+def test_a_file_that_differs_from_the_manifest_is_refused(shipped, tmp_path):
+    root, parts = shipped
+    target, manifest = _copy(root, tmp_path)
+    path = target / EVIDENCE_DIR / "counts.parquet"
+    path.write_bytes(path.read_bytes() + b"x")
+    with FeatureStore.open(tmp_path / "s.duckdb") as store, pytest.raises(CheckpointError) as err:
+        load_shipped_evidence(store, target, [], parts, manifest)
+    assert str(path) in str(err.value) and "sha256" in str(err.value)

@@ -1,0 +1,167 @@
+"""``sarm explain``: write and score an explanation for every feature of a feature store.
+
+``--explainer stats`` (default) is offline and instant: a phrase from the stored
+evidence (contrastive tokens, metadata shares, chosen vs rejected) scored by its
+detection rule on held-out windows. ``--explainer llm`` asks an OpenAI-compatible
+endpoint (``sarm.explain.llm``) for each explanation and scores it by asking the
+same endpoint whether each held-out window matches. Explanations are appended to
+the store's annotations database (history is kept; a human label always wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import feature_store as fs
+from feature_store import explanations as ex
+from sarm.explain.scoring import balanced_accuracy
+
+DESCRIPTION = (
+    "Explain the features of a feature store and score each explanation by detection "
+    "accuracy on held-out windows. Example: sarm explain --store artifacts/demo.duckdb. "
+    "With an LLM: sarm explain --store S --explainer llm --llm-base-url http://localhost:8080/v1 "
+    "--llm-model M --llm-api-key-env OPENAI_API_KEY"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="the feature store file (.duckdb)")
+    p.add_argument(
+        "--features",
+        help="comma-separated feature ids (default: every feature that fires in the store)",
+    )
+    p.add_argument(
+        "--explainer",
+        choices=("stats", "llm"),
+        default="stats",
+        help="stats: offline phrase + rule from the stored evidence (default); "
+        "llm: an OpenAI-compatible endpoint writes and judges",
+    )
+    p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://host:8080/v1")
+    p.add_argument("--llm-model", help="model name the endpoint serves")
+    p.add_argument(
+        "--llm-api-key-env",
+        metavar="VAR",
+        help="environment variable holding the API key (never pass a key on the command line)",
+    )
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="only write the explanations and labels to FILE (.json: Neuronpedia's "
+        "explanation shape; .parquet: the same rows)",
+    )
+    p.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="only append the explanations and labels of a JSON export",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parse_features(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--features must be comma-separated integers, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.store).expanduser().is_file():
+        raise ValueError(f"--store {args.store}: no such feature store (build one with sarm index)")
+    if args.export or args.import_file:
+        return _transfer(args)
+    features = parse_features(args.features)
+    start = time.perf_counter()
+    with fs.FeatureStore.open(args.store) as store:
+        if features is not None:
+            bad = [f for f in features if not 0 <= f < (store.d_sae or 0)]
+            if bad:
+                raise ValueError(
+                    f"--features {bad[:5]}: {args.store} has features 0..{(store.d_sae or 1) - 1}"
+                )
+        if args.explainer == "stats":
+            found, report = ex.explain_stats(store, features, progress=not args.quiet)
+        else:
+            found, report = _explain_llm(args, store, features)
+        ex.save_explanations(store, found)
+    scores = [e.score for e in found if e.score is not None]
+    total = time.perf_counter() - start
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **report.__dict__,
+                    "explainer": args.explainer,
+                    "total_seconds": total,
+                    "scores": scores,
+                }
+            )
+        )
+    else:
+        print(f"{args.explainer}: {report.summary()}; {total:.1f} s in all")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from feature_store.explanation_io import export_explanations, import_explanations
+
+    if args.export and args.import_file:
+        raise ValueError("give --export or --import, not both")
+    with fs.FeatureStore.open(args.store) as store:
+        if args.export:
+            n = export_explanations(store, args.export)
+            print(f"wrote {n} explanations and labels to {args.export}")
+        else:
+            n = import_explanations(store, args.import_file)
+            print(f"added {n} explanations and labels from {args.import_file}")
+    return 0
+
+
+def _explain_llm(args, store, features):
+    """The LLM explainer over the stored windows (sarm.explain.llm, imported on use)."""
+    missing = [f for f in ("llm_base_url", "llm_model") if not getattr(args, f)]
+    if missing:
+        raise ValueError(
+            "--explainer llm needs " + " and ".join("--" + m.replace("_", "-") for m in missing)
+        )
+    from sarm.explain import llm  # h12b's client; imported only when asked for
+
+    config = llm.LLMConfig(
+        base_url=args.llm_base_url,
+        model=args.llm_model,
+        api_key_env=args.llm_api_key_env or "OPENAI_API_KEY",  # read by the client
+    )
+    explainer = llm.LLMExplainer(config)
+    explainer.check_reachable()  # a clear error naming the URL before any work
+    start = time.perf_counter()
+    wanted = ex.firing_features(store) if features is None else features
+    shown = ex.split_windows(store, "explain", wanted)
+    heldout = ex.split_windows(store, "heldout", wanted)
+    contrastive = ex.contrastive_texts(store)
+    found = []
+    for fid in wanted:
+        windows = shown.get(fid, [])
+        if not windows:
+            continue
+        explanation = explainer.explain(fid, windows, contrastive.get(fid, []))
+        test = heldout.get(fid, [])
+        said = explainer.detect(explanation.text, test) if test else []
+        score = balanced_accuracy(said, [w.active for w in test])
+        found.append(ex.with_score(explanation, score, len(test)))
+    explainer.close()
+    scores = [e.score for e in found if e.score is not None]
+    report = ex.ExplainReport(
+        len(wanted),
+        len(found),
+        len(scores),
+        float(sorted(scores)[len(scores) // 2]) if scores else None,
+        time.perf_counter() - start,
+    )
+    return found, report
