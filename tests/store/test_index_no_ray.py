@@ -1,0 +1,46 @@
+"""The single-process `sarm index` never imports Ray (Ray is an optional extra)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_store_shards import make_groups
+
+from feature_store import FeatureStore
+from sarm.data import save_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_single_process_index_never_imports_ray(tmp_path):
+    from helpers import make_tiny_sarm
+
+    from sarm.checkpoints import save_sarm
+
+    model_dir = save_sarm(make_tiny_sarm(tmp_path / "tiny", seed=5), tmp_path / "model")
+    data = save_jsonl(make_groups(), tmp_path / "data.jsonl")
+    store = tmp_path / "local.duckdb"
+    code = (
+        "import sys\n"
+        "from workflows.cli import main\n"
+        f"rc = main(['index', '--model', {str(model_dir)!r}, '--data', {str(data)!r}, "
+        f"'--store', {str(store)!r}, '--quiet'])\n"
+        "assert rc == 0, rc\n"
+        "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "assert not loaded, loaded\n"
+        "print('no ray')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no ray" in done.stdout
+    with FeatureStore.open_for_reading(store) as s:
+        assert s.summary()["complete"]
