@@ -64,9 +64,7 @@ class RaySettings:
         if self.num_workers is not None:
             check_int(self.num_workers, "num_workers", low=1)
         if not (math.isfinite(self.num_gpus_per_worker) and self.num_gpus_per_worker >= 0):
-            raise ValueError(
-                f"num_gpus_per_worker must be >= 0, got {self.num_gpus_per_worker!r}"
-            )
+            raise ValueError(f"num_gpus_per_worker must be >= 0, got {self.num_gpus_per_worker!r}")
         check_int(self.max_retries, "max_retries", low=0)
 
 
