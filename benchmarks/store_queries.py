@@ -113,10 +113,12 @@ def property_correlation(store: FeatureStore, feature_ids: list[int]) -> object:
     """Stand-in for a bias-audit query: corr(contribution, tokens) per feature."""
     with store.read("property correlation") as cur:
         return cur.execute(
-            """SELECT c.feature_id, corr(c.contribution, e.n_tokens) AS r, count(*) AS n
-               FROM contributions c JOIN examples e USING (example_id)
-               WHERE list_contains($f::INTEGER[], c.feature_id)
-               GROUP BY c.feature_id ORDER BY c.feature_id""",
+            """SELECT x.feature_id, corr(contribution(x.activation, w.weight), e.n_tokens) AS r,
+                      count(*) AS n
+               FROM latents_by_feature x JOIN head_weights w USING (feature_id)
+               JOIN examples e USING (example_id)
+               WHERE list_contains($f::INTEGER[], x.feature_id)
+               GROUP BY x.feature_id ORDER BY x.feature_id""",
             {"f": feature_ids},
         ).fetchall()
 
