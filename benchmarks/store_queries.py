@@ -93,6 +93,23 @@ def add_labels(store: FeatureStore, n: int, rng: np.random.Generator) -> None:
         )
 
 
+def used_mb(store: FeatureStore) -> tuple[float, dict[str, float]]:
+    """MB of the DuckDB blocks in use (the file also keeps freed ones), and per big table."""
+    with store.read("measuring the store") as cur:
+        [(block, used)] = cur.execute(
+            "SELECT block_size, used_blocks FROM pragma_database_size()"
+        ).fetchall()
+        tables = {
+            name: cur.execute(
+                "SELECT count(DISTINCT block_id) FROM pragma_storage_info(?)", [name]
+            ).fetchall()[0][0]
+            * block
+            / 1e6
+            for name in ("latents", "latents_by_feature", "examples", "feature_examples")
+        }
+    return block * used / 1e6, tables
+
+
 def explanation_page(store: FeatureStore, explanations: pa.Table) -> object:
     """Stand-in for the explanations query: a features page joined to a small text table."""
     with store.read_labels("explanation page") as cur:
@@ -164,13 +181,15 @@ def main() -> None:
     add_labels(store, args.labels, rng)
     summary = store.summary()
     rows, n_ex = summary["n_latents"], summary["n_examples"]
-    store_mb = summary["size_bytes"] / 1e6
+    store_mb, tables = used_mb(store)
     print(
         f"store (read-only): {n_ex} examples, {rows} activation rows, {store.d_sae} features, "
-        f"{summary['n_labelled_features']} labels, {store_mb:.1f} MB "
-        f"({store_mb / (rows / 1e6):.1f} MB per million latent rows); "
+        f"{summary['n_labelled_features']} labels; {store_mb:.1f} MB in use "
+        f"({store_mb / (rows / 1e6):.1f} MB per million latent rows; file "
+        f"{summary['size_bytes'] / 1e6:.1f} MB with the blocks freed by refreshes); "
         f"statistics refresh {refresh_s:.1f} s"
     )
+    print("  " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in tables.items()))
     stats = store.features(order_by="frequency", limit=None, min_frequency=1e-9)
     active = stats["feature_id"].to_numpy()
     print(
