@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_store_shards import make_groups
 
 from feature_store import FeatureStore
 from sarm.data import save_jsonl
+from workflows.cli import main as sarm_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +46,26 @@ def test_single_process_index_never_imports_ray(tmp_path):
     assert "no ray" in done.stdout
     with FeatureStore.open_for_reading(store) as s:
         assert s.summary()["complete"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (
+            ["index", "--model", "m", "--data", "x", "--store", "s", "--address", "auto"],
+            "need --engine ray",
+        ),
+        (
+            ["index", "--model", "m", "--data", "x", "--store", "s", "--num-workers", "2"],
+            "need --engine ray",
+        ),
+        (["index", "--engine", "ray", "--merge", "p", "--store", "s"], "--engine ray takes"),
+        (
+            ["index", "--engine", "ray", "--model", "m", "--data", "x"],
+            "needs --model, --data and --store",
+        ),
+    ],
+)
+def test_ray_flags_are_checked_before_anything_runs(argv, match, capsys):
+    assert sarm_main(argv) == 2
+    assert match in capsys.readouterr().err
