@@ -170,7 +170,12 @@ def connect(settings: RaySettings) -> None:
     """``ray.init`` for ``settings.address`` unless Ray is already initialised here."""
     if ray.is_initialized():
         return
-    ray.init(address=settings.address, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address=settings.address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
 
 
 def _results(
@@ -180,6 +185,7 @@ def _results(
     context = ray.data.DataContext.get_current()
     context.actor_task_retry_on_errors = True  # an exception in a chunk is retried too
     context.max_errored_blocks = 0  # ... and a chunk that keeps failing fails the run
+    context.enable_progress_bars = False  # ours counts responses and tokens/s instead
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     scored = dataset.map_batches(
         ChunkScorer,
