@@ -193,8 +193,8 @@ class Head:
 
         The base head's rewards are computed once per latents object and
         cached; an edit then adds ``(w_new - w_old) z`` over the changed
-        features' columns only (the CSC view of the latents), so a 50-feature
-        edit at a million pairs costs milliseconds.
+        features' columns only (the CSC view of the latents): the cost grows
+        with the changed features' non-zeros, not with the dataset.
         """
         _check_latents(latents, self.weight.shape)
         base = self._base_rewards.get(latents)
