@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,7 +188,18 @@ def _results(
     context.max_errored_blocks = 0  # ... and a chunk that keeps failing fails the run
     context.enable_progress_bars = False  # ours counts responses and tokens/s instead
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    scored = dataset.map_batches(
+    with warnings.catch_warnings():
+        # bounded retries still go through ray_remote_args (deprecated from Ray 2.60; the
+        # extra pins ray < 2.64). Ray's default is unbounded: a chunk that always fails
+        # would be retried for ever.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        scored = _scored(dataset, placement, settings, constructor)
+    for batch in scored.iter_batches(batch_size=1, batch_format="pyarrow"):
+        yield from batch.to_pylist()
+
+
+def _scored(dataset, placement: Placement, settings: RaySettings, constructor: dict):
+    return dataset.map_batches(
         ChunkScorer,
         batch_size=1,
         batch_format="pyarrow",
@@ -198,8 +210,6 @@ def _results(
         max_restarts=settings.max_retries,
         max_task_retries=settings.max_retries,
     )
-    for batch in scored.iter_batches(batch_size=1, batch_format="pyarrow"):
-        yield from batch.to_pylist()
 
 
 def ingest_ray(

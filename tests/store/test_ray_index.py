@@ -150,3 +150,25 @@ def test_placement_leaves_a_core_and_fills_gpus():
     assert (gpu.workers, gpu.cpus, gpu.gpus) == (8, 1.0, 1.0)
     with pytest.raises(ValueError, match="has 0 GPUs"):
         plan_placement(RaySettings(num_gpus_per_worker=1), cluster_cpus=2, cluster_gpus=0)
+
+
+class AlwaysFails(FailsOnce):
+    def pooled_latents(self, conversations, **kw):
+        raise RuntimeError("injected failure that never goes away")
+
+
+def test_a_chunk_that_keeps_failing_fails_the_run(cluster, model_dir, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    make = functools.partial(AlwaysFails, model_dir, tmp_path / "unused")
+    settings = RaySettings(num_workers=1, max_retries=1)
+    with pytest.raises(Exception, match="injected failure that never goes away"):
+        ingest_ray(
+            load_sarm(model_dir),
+            make,
+            make_groups(),
+            tmp_path / "parts",
+            settings,
+            chunk_size=CHUNK,
+            progress=False,
+        )
+    assert not list((tmp_path / "parts").glob("chunk-*"))  # nothing half-written
