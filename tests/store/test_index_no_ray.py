@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_single_process_index_never_imports_ray(tmp_path):
+    """It also reads --data from a URI (file:// here; s3:// and gs:// the same way)."""
     from helpers import make_tiny_sarm
 
     from sarm.checkpoints import save_sarm
@@ -28,7 +29,7 @@ def test_single_process_index_never_imports_ray(tmp_path):
     code = (
         "import sys\n"
         "from workflows.cli import main\n"
-        f"rc = main(['index', '--model', {str(model_dir)!r}, '--data', {str(data)!r}, "
+        f"rc = main(['index', '--model', {str(model_dir)!r}, '--data', {data.resolve().as_uri()!r}, "
         f"'--store', {str(store)!r}, '--quiet'])\n"
         "assert rc == 0, rc\n"
         "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
@@ -69,3 +70,15 @@ def test_single_process_index_never_imports_ray(tmp_path):
 def test_ray_flags_are_checked_before_anything_runs(argv, match, capsys):
     assert sarm_main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+def test_data_from_a_uri_is_copied_byte_for_byte(tmp_path):
+    from workflows.commands.index import fetched
+
+    data = save_jsonl(make_groups(), tmp_path / "data.jsonl.gz")
+    (tmp_path / "copy").mkdir()
+    local = fetched(data.resolve().as_uri(), tmp_path / "copy")
+    assert local.endswith("data.jsonl.gz") and Path(local).read_bytes() == data.read_bytes()
+    assert fetched(str(data), tmp_path) == str(data)  # plain paths are read where they are
+    with pytest.raises(FileNotFoundError, match="cannot read it"):
+        fetched((tmp_path / "missing.jsonl").as_uri(), tmp_path / "copy")

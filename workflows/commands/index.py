@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +131,12 @@ def run(args: argparse.Namespace) -> int:
         fs.Shard.parse(args.shard)  # a bad i/n fails here, before the model is loaded
     progress = Progress(args.progress_file)
     progress.write("reading the data")
-    loaded = resolve_data(
-        data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
-    )
+    with tempfile.TemporaryDirectory(prefix="sarm-data-") as tmp:
+        loaded = resolve_data(
+            fetched(data_cfg.data, Path(tmp)),
+            skip_malformed=data_cfg.skip_malformed,
+            limit=data_cfg.limit,
+        )
     progress.total = len(responses_of(loaded.groups))
     progress.write("loading the model")
     from sarm.checkpoints import (
@@ -147,6 +151,31 @@ def run(args: argparse.Namespace) -> int:
     if mode == "shard":
         return _shard(args, model_cfg, index, sarm, loaded)
     return _index(args, model_cfg, index, sarm, loaded, progress)
+
+
+#: --data URIs read through pyarrow's file systems (object stores; file:// for local files)
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
+
+
+def fetched(spec: str, into: Path) -> str:
+    """``spec`` itself, or for an object-store URI (s3://, gs://, ...) a local copy in ``into``.
+
+    The file is copied byte for byte (a ``.jsonl.gz`` stays compressed), then
+    read by ``sarm.data`` like any local file. Credentials come from the usual
+    environment of each store (e.g. ``AWS_*`` for S3).
+    """
+    if not spec.startswith(REMOTE_SCHEMES):
+        return spec
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(spec)
+        target = into / Path(path).name
+        with fs.open_input_stream(path, compression=None) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, ValueError) as exc:  # pyarrow's errors for missing files and bad URIs
+        raise FileNotFoundError(f"--data {spec}: cannot read it ({exc})") from exc
+    return str(target)
 
 
 @dataclass
