@@ -70,6 +70,26 @@ class RaySettings:
 
 
 @dataclass(frozen=True)
+class RayReport:
+    """What one Ray run computed: chunks, responses and tokens, and how fast."""
+
+    n_chunks: int
+    n_examples: int
+    n_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.n_chunks} chunks, {self.n_examples} responses, {self.n_tokens} tokens in "
+            f"{self.seconds:.1f} s ({self.tokens_per_second:.0f} tokens/s across the cluster)"
+        )
+
+
+@dataclass(frozen=True)
 class Placement:
     """How many actors, and the CPUs and GPUs each one asks Ray for."""
 
@@ -223,8 +243,8 @@ def ingest_ray(
     chunk_size: int = 256,
     source: str = "",
     progress: bool = True,
-) -> int:
-    """Score every chunk not yet in ``parts`` on Ray; returns how many were computed now.
+) -> RayReport:
+    """Score every chunk not yet in ``parts`` on Ray; reports what was computed now.
 
     ``sarm`` (on the driver) names the binding: model fingerprint, ingest head,
     ``d_sae``. ``make_source()`` (picklable, e.g. ``functools.partial(load_sarm,
@@ -242,7 +262,8 @@ def ingest_ray(
     chunks = make_chunks(len(plan), chunk_size)
     todo = missing_parts(parts, chunks)
     if not todo:
-        return 0
+        return RayReport(0, 0, 0, 0.0)
+    start = time.perf_counter()
     connect(settings)
     resources = ray.cluster_resources()
     placement = plan_placement(settings, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
@@ -254,20 +275,21 @@ def ingest_ray(
         "batch_size": batch_size,
     }
     by_index = {c.index: c for c in todo}
-    _collect(
+    n_tokens = _collect(
         _results(_chunk_rows(plan, todo), placement, settings, constructor),
         by_index,
         parts,
         binding,
         progress,
     )
-    return len(todo)
+    n_examples = sum(c.size for c in todo)
+    return RayReport(len(todo), n_examples, n_tokens, time.perf_counter() - start)
 
 
 def _collect(
     results: Iterator[dict], by_index: dict[int, Chunk], parts: Path, binding: Binding, show: bool
-) -> None:
-    """Write each scored chunk's parts as it arrives; progress in rows and tokens/s."""
+) -> int:
+    """Write each scored chunk's parts as it arrives (progress: responses, tokens/s); tokens."""
     start, n_tokens = time.perf_counter(), 0
     total = sum(c.size for c in by_index.values())
     with tqdm(total=total, unit="ex", desc="indexing on Ray", disable=not show) as bar:
@@ -279,9 +301,4 @@ def _collect(
             rate = n_tokens / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} tokens/s across the cluster", refresh=False)
             bar.update(chunk.size)
-    logger.info(
-        "Ray: %d examples, %d tokens in %.1f s",
-        total,
-        n_tokens,
-        time.perf_counter() - start,
-    )
+    return n_tokens

@@ -105,8 +105,9 @@ def test_cli_ray_engine_equals_single_process(cluster, model_dir, single, tmp_pa
         ]
     )
     out = capsys.readouterr().out
-    n_chunks = -(-len(table(single, "examples", "example_id")) // CHUNK)
-    assert rc == 0 and f"scored {n_chunks} chunks on Ray" in out and "merged" in out
+    n_examples = len(table(single, "examples", "example_id"))
+    n_chunks = -(-n_examples // CHUNK)
+    assert rc == 0 and f"{n_chunks} chunks, {n_examples} responses" in out and "merged" in out
     assert not (tmp_path / "ray.duckdb.parts").exists()  # removed once merged
     assert_equal_stores(store, single)
 
@@ -133,9 +134,12 @@ def test_failed_chunk_is_retried_and_resume_skips_done(cluster, model_dir, singl
     make = functools.partial(FailsOnce, model_dir, marker)
     settings = RaySettings(num_workers=1, max_retries=2)
     kw = {"chunk_size": CHUNK, "batch_size": 4, "progress": False}
-    n = ingest_ray(load_sarm(model_dir), make, make_groups(), parts, settings, **kw)
-    assert marker.exists() and n == -(-len(table(single, "examples", "example_id")) // CHUNK)
-    assert ingest_ray(load_sarm(model_dir), make, make_groups(), parts, settings, **kw) == 0
+    report = ingest_ray(load_sarm(model_dir), make, make_groups(), parts, settings, **kw)
+    n_examples = len(table(single, "examples", "example_id"))
+    assert marker.exists() and report.n_chunks == -(-n_examples // CHUNK)
+    assert report.n_examples == n_examples and report.n_tokens > 0
+    again = ingest_ray(load_sarm(model_dir), make, make_groups(), parts, settings, **kw)
+    assert again.n_chunks == again.n_examples == 0
     with FeatureStore.open(tmp_path / "m.duckdb") as store:
         merge_parts(store, parts, progress=False)
     assert_equal_stores(tmp_path / "m.duckdb", single)

@@ -287,7 +287,7 @@ def _ray(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
         load_worker_sarm, model_cfg, "cuda" if on_gpu else model_cfg.device
     )
     parts = Path(args.parts or args.store + ".parts").expanduser()
-    n = ingest_ray(
+    report = ingest_ray(
         sarm,
         make_source,
         loaded.groups,
@@ -298,7 +298,7 @@ def _ray(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
         source=args.data,
         progress=not args.quiet,
     )
-    print(f"scored {n} chunks on Ray into {parts}")
+    print(f"scored on Ray into {parts}: {report.summary()}")
     _merge(args, index, parts)
     shutil.rmtree(parts)
     _print_skipped(loaded)
