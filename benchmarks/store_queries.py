@@ -1,22 +1,33 @@
-"""Feature store query latency at scale (synthetic store, real DuckDB).
+"""Feature store query latency at scale (synthetic store, real DuckDB, read-only connection).
 
-Builds (or reuses, with --store PATH) a store of 65,536 features and 100,000
-examples with 64 non-zero latents each (6.4 M activation rows), then times
-the dashboard's queries. Each latency is printed next to the rows it covers.
-Last line: ``top_examples_p95_ms=<x> features_page_ms=<y> label_search_ms=<z> rows=<n>``.
+Builds (or reuses, with --store PATH) a store of ``--features`` features whose
+``--rows`` latent rows are ``examples x k`` (default: 6.4 M = 100,000 examples x
+64), with feature frequencies shaped like the default SARM's store (``--shape
+default``: its measured profile and hot features; see docs/scale.md), times the
+statistics refresh, then reopens it read-only (as the dashboard does) and times
+the dashboard's queries plus two stand-ins for the explanation and bias-audit
+queries: the features page joined to a small explanations text table, and a
+per-feature correlation of contributions with an example-level property
+(tokens). Each latency is printed next to the rows it covers.
+The real shape: ``--rows 30000000 --features 65536 --k 192``.
+Last line: ``top_examples_p95_ms=<x> features_page_ms=<y> feature_stats_refresh_s=<z>
+store_mb=<m> ...`` (targets at 30 M rows on 2 cores: < 50 ms and < 300 ms).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from feature_store import FeatureStore
+from feature_store.stats import refresh_stats
 from feature_store.synthetic import SyntheticSpec, build_synthetic_store
 
 WORDS = [
@@ -49,17 +60,28 @@ def timed(fn: Callable[[], object], repeats: int) -> np.ndarray:
     return out
 
 
-def open_or_build(path: Path, spec: SyntheticSpec) -> FeatureStore:
+def open_or_build(path: Path, spec: SyntheticSpec) -> tuple[float, float]:
+    """Build the store (unless it is there), then time one statistics refresh.
+
+    Returns ``(build seconds, refresh seconds)``; the store is closed again.
+    """
+    build_s = 0.0
     if path.exists():
         store = FeatureStore.open(path)
-        if store.summary()["n_examples"] == 2 * spec.n_pairs and store.d_sae == spec.d_sae:
-            print(f"reusing {path}")
-            return store
-        raise SystemExit(f"{path} exists but holds another store; remove it or pick another path")
-    t0 = time.perf_counter()
-    store = build_synthetic_store(path, spec, progress=True)
-    print(f"built {path} in {time.perf_counter() - t0:.1f} s")
-    return store
+        if store.summary()["n_examples"] != 2 * spec.n_pairs or store.d_sae != spec.d_sae:
+            raise SystemExit(f"{path} exists but holds another store; remove it or pick another")
+        print(f"reusing {path}")
+    else:
+        t0 = time.perf_counter()
+        store = build_synthetic_store(path, spec, progress=True)
+        build_s = time.perf_counter() - t0
+        print(f"built {path} in {build_s:.1f} s (statistics included)")
+    with store:
+        t0 = time.perf_counter()
+        refresh_stats(store, top_n=20)
+        refresh_s = time.perf_counter() - t0
+        store.checkpoint()
+    return build_s, refresh_s
 
 
 def add_labels(store: FeatureStore, n: int, rng: np.random.Generator) -> None:
@@ -69,6 +91,65 @@ def add_labels(store: FeatureStore, n: int, rng: np.random.Generator) -> None:
         store.set_label(
             int(fid), f"{words[0]} {words[1]}", f"fires on {words[2]} text", "bench", "auto"
         )
+
+
+def used_mb(store: FeatureStore) -> tuple[float, dict[str, float]]:
+    """MB of the DuckDB blocks in use (the file also keeps freed ones), and per big table."""
+    with store.read("measuring the store") as cur:
+        [(block, used)] = cur.execute(
+            "SELECT block_size, used_blocks FROM pragma_database_size()"
+        ).fetchall()
+        tables = {
+            name: cur.execute(
+                "SELECT count(DISTINCT block_id) FROM pragma_storage_info(?)", [name]
+            ).fetchall()[0][0]
+            * block
+            / 1e6
+            for name in ("latents", "latents_by_feature", "examples", "feature_examples")
+        }
+    return block * used / 1e6, tables
+
+
+def explanation_page(store: FeatureStore, explanations: pa.Table) -> object:
+    """Stand-in for the explanations query: a features page joined to a small text table."""
+    with store.read_labels("explanation page") as cur:
+        cur.register("bench_explanations", explanations)
+        try:
+            return cur.execute(
+                """SELECT s.feature_id, s.weight, s.frequency, s.mean_contribution,
+                          l.label, x.explanation, x.score
+                   FROM feature_stats s LEFT JOIN current_labels l USING (feature_id)
+                   LEFT JOIN bench_explanations x USING (feature_id)
+                   ORDER BY abs(s.mean_contribution) DESC, s.feature_id LIMIT 50"""
+            ).fetchall()
+        finally:
+            cur.unregister("bench_explanations")
+
+
+def property_correlation(store: FeatureStore, feature_ids: list[int]) -> object:
+    """Stand-in for a bias-audit query: corr(contribution, tokens) per feature."""
+    with store.read("property correlation") as cur:
+        return cur.execute(
+            """SELECT x.feature_id, corr(contribution(x.activation, w.weight), e.n_tokens) AS r,
+                      count(*) AS n
+               FROM latents_by_feature x JOIN head_weights w USING (feature_id)
+               JOIN examples e USING (example_id)
+               WHERE list_contains($f::INTEGER[], x.feature_id)
+               GROUP BY x.feature_id ORDER BY x.feature_id""",
+            {"f": feature_ids},
+        ).fetchall()
+
+
+def make_explanations(d_sae: int, n: int, rng: np.random.Generator) -> pa.Table:
+    ids = rng.choice(d_sae, size=min(n, d_sae), replace=False).astype(np.int32)
+    words = rng.choice(WORDS, size=(len(ids), 4))
+    return pa.table(
+        {
+            "feature_id": ids,
+            "explanation": [" ".join(w) for w in words],
+            "score": rng.random(len(ids)),
+        }
+    )
 
 
 def report(name: str, ms: np.ndarray, rows: str) -> tuple[float, float]:
@@ -82,30 +163,50 @@ def main() -> None:
     parser.add_argument(
         "--store", type=Path, help="store path to build or reuse (default: a temp dir)"
     )
-    parser.add_argument("--pairs", type=int, default=50_000, help="pairs (examples = 2 x pairs)")
+    parser.add_argument("--rows", type=int, default=6_400_000, help="latent rows = examples x k")
     parser.add_argument("--features", type=int, default=65_536)
-    parser.add_argument("--nnz", type=int, default=64)
+    parser.add_argument("--k", "--nnz", dest="k", type=int, default=64, help="latents per example")
+    parser.add_argument("--shape", choices=("default", "powerlaw"), default="default")
     parser.add_argument("--labels", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    spec = SyntheticSpec(n_pairs=args.pairs, d_sae=args.features, nnz=args.nnz, chunk_size=8192)
+    n_pairs = max(1, args.rows // (2 * args.k))
+    spec = SyntheticSpec(
+        n_pairs=n_pairs, d_sae=args.features, nnz=args.k, chunk_size=8192, shape=args.shape
+    )
     path = args.store or Path(tempfile.mkdtemp(prefix="sarm-bench-")) / "store.duckdb"
-    store = open_or_build(path, spec)
+    build_s, refresh_s = open_or_build(path, spec)
+    store = FeatureStore.open_for_reading(path)
     rng = np.random.default_rng(0)
     add_labels(store, args.labels, rng)
     summary = store.summary()
     rows, n_ex = summary["n_latents"], summary["n_examples"]
+    store_mb, tables = used_mb(store)
     print(
-        f"store: {n_ex} examples, {rows} activation rows, {store.d_sae} features, "
-        f"{summary['n_labelled_features']} labels, {summary['size_bytes'] / 1e6:.1f} MB "
-        f"({summary['bytes_per_1000_examples'] / 1e6:.2f} MB per 1,000 examples)"
+        f"store (read-only): {n_ex} examples, {rows} activation rows, {store.d_sae} features, "
+        f"{summary['n_labelled_features']} labels; {store_mb:.1f} MB in use "
+        f"({store_mb / (rows / 1e6):.1f} MB per million latent rows; file "
+        f"{summary['size_bytes'] / 1e6:.1f} MB with the blocks freed by refreshes); "
+        f"statistics refresh {refresh_s:.1f} s"
     )
-    active = store.features(min_frequency=1e-9, limit=None)["feature_id"].to_numpy()
+    print("  " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in tables.items()))
+    stats = store.features(order_by="frequency", limit=None, min_frequency=1e-9)
+    active = stats["feature_id"].to_numpy()
+    print(
+        f"feature frequencies: top {stats['frequency'].iloc[0]:.3f}, "
+        f"median active {stats['frequency'].median():.5f}, {len(active)} of {store.d_sae} active"
+    )
     fids = iter(rng.choice(active, size=args.repeats + 1))
     _, top_p95 = report(
         "top_examples(limit=20)",
         timed(lambda: store.top_examples(int(next(fids)), 20), args.repeats),
         f"{rows} rows",
+    )
+    hot = iter(np.resize(active[:8], 21))
+    report(
+        "top_examples(20) hot",
+        timed(lambda: store.top_examples(int(next(hot)), 20), 20),
+        f"{int(stats['n_active'].iloc[0])} rows of the hottest",
     )
     fids50 = iter(rng.choice(active, size=21))
     report(
@@ -128,6 +229,18 @@ def main() -> None:
         ),
         f"{store.d_sae} features",
     )
+    explanations = make_explanations(store.d_sae, 5000, rng)
+    _, explain_p95 = report(
+        "features page + explanations",
+        timed(lambda: explanation_page(store, explanations), 20),
+        f"{store.d_sae} features x {explanations.num_rows} explanations",
+    )
+    audit = [int(f) for f in active[:50]]
+    _, corr_p95 = report(
+        "corr(contribution, tokens)",
+        timed(lambda: property_correlation(store, audit), 5),
+        f"the 50 most frequent features, {int(stats['n_active'].iloc[:50].sum())} rows",
+    )
     terms = iter(rng.choice(WORDS, size=51))
     _, search_p95 = report(
         "search_labels",
@@ -137,15 +250,14 @@ def main() -> None:
     report(
         "example(id)", timed(lambda: store.example(int(rng.integers(n_ex))), 50), f"{n_ex} examples"
     )
-    t0 = time.perf_counter()
-    matrix = store.latent_matrix()
-    print(
-        f"latent_matrix()             {(time.perf_counter() - t0) * 1000:8.1f} ms  for {len(matrix.values)} non-zeros"
-    )
     store.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory of this process (build and queries): {rss_mb:.0f} MB")
     print(
         f"top_examples_p95_ms={top_p95:.2f} features_page_ms={page_p95:.2f} "
-        f"label_search_ms={search_p95:.2f} rows={rows}"
+        f"feature_stats_refresh_s={refresh_s:.1f} store_mb={store_mb:.0f} "
+        f"explain_page_ms={explain_p95:.2f} property_corr_ms={corr_p95:.1f} "
+        f"label_search_ms={search_p95:.2f} build_s={build_s:.0f} rows={rows}"
     )
 
 

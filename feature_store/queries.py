@@ -146,7 +146,8 @@ def top_examples(conn: Connection, feature_id: int, limit: int = 20) -> pd.DataF
     """The ``limit`` examples where ``feature_id`` is most active, strongest first.
 
     Served from the precomputed selection when ``limit`` is within the top-N
-    computed by ``refresh_stats``; otherwise ranked from the latents table.
+    computed by ``refresh_stats``; otherwise ranked from ``latents_by_feature``
+    (sorted by feature: only the feature's row groups are read).
     """
     fid = check_feature_id(feature_id, conn.d_sae)
     limit = check_int(limit, "limit", low=1, high=MAX_ROWS + 1)
@@ -156,7 +157,7 @@ def top_examples(conn: Connection, feature_id: int, limit: int = 20) -> pd.DataF
     else:
         picked = """SELECT row_number() OVER (ORDER BY activation DESC, example_id) AS rank,
                 example_id, activation
-            FROM latents WHERE feature_id = $fid
+            FROM latents_by_feature WHERE feature_id = $fid
             ORDER BY activation DESC, example_id LIMIT $limit"""
     sql = f"""WITH picked AS ({picked})
         SELECT p.rank, p.example_id, p.activation,

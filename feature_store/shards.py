@@ -117,7 +117,7 @@ def ingest_shard(
     binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
     write_manifest(parts, binding)
     mine = [c for c in make_chunks(len(plan), chunk_size) if shard.owns(c)]
-    todo = [c for c in mine if not _part(parts, c.index, "examples").exists()]
+    todo = missing_parts(parts, mine)
     with tqdm(
         total=sum(c.size for c in mine),
         initial=sum(c.size for c in mine) - sum(c.size for c in todo),
@@ -127,11 +127,22 @@ def ingest_shard(
     ) as bar:
         for chunk in todo:
             data = compute_chunk(sarm, plan[chunk.start : chunk.stop], binding, batch_size)
-            identity = _identity(binding)
-            _atomic_parquet(data.latents, _part(parts, chunk.index, "latents"), identity)
-            _atomic_parquet(data.examples, _part(parts, chunk.index, "examples"), identity)
+            write_chunk_parts(parts, chunk, data, binding)
             bar.update(chunk.size)
     return len(todo)
+
+
+def missing_parts(parts: Path, chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks of ``chunks`` whose parts are not (completely) in ``parts`` yet."""
+    return [c for c in chunks if not _part(parts, c.index, "examples").exists()]
+
+
+def write_chunk_parts(parts: Path, chunk: Chunk, data: ChunkData, binding: Binding) -> None:
+    """A computed chunk's two part files (latents first: a present examples file means done)."""
+    data.check_ids(chunk)
+    identity = _identity(binding)
+    _atomic_parquet(data.latents, _part(parts, chunk.index, "latents"), identity)
+    _atomic_parquet(data.examples, _part(parts, chunk.index, "examples"), identity)
 
 
 def _identity(binding: Binding) -> dict[str, str]:
@@ -266,7 +277,7 @@ def merge_parts(
     parts = Path(parts)
     binding = read_binding(parts)
     chunks = make_chunks(binding.n_examples, binding.chunk_size)
-    missing = [c.index for c in chunks if not _part(parts, c.index, "examples").exists()]
+    missing = [c.index for c in missing_parts(parts, chunks)]
     if missing:
         raise StoreError(
             f"{parts} lacks {len(missing)} of {len(chunks)} chunks (first: {missing[:10]}); "

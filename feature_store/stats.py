@@ -11,7 +11,9 @@ Definitions (N = number of examples; sums run over the stored non-zeros):
 - histogram: ``n_bins`` equal-width bins over [min, max] of the active values;
 - ``feature_examples``: band 0 = top-N by activation (ties by example_id);
   the rest of the active examples split into ``bands`` equal-count quantile
-  bands, ``per_band`` examples picked at evenly spaced positions in each.
+  bands, ``per_band`` examples picked at evenly spaced positions in each;
+- ``latents_by_feature``: the latents sorted by feature id (for queries over
+  a few features' examples; see sql/007_latents_by_feature.sql).
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ ORDER BY feature_id, band, rank
 """
 
 
+BY_FEATURE_SQL = """
+DELETE FROM latents_by_feature;
+INSERT INTO latents_by_feature
+SELECT feature_id, example_id, activation FROM latents ORDER BY feature_id, example_id;
+"""
+
+
 @dataclass(frozen=True)
 class StatsConfig:
     """How many examples to keep per feature and how to bin activations."""
@@ -152,6 +161,7 @@ def refresh_stats(
     with conn.write("refreshing feature statistics") as cur:
         for table in ("feature_stats", "feature_histograms", "feature_examples"):
             cur.execute(f"DELETE FROM {table}")
+        cur.execute(BY_FEATURE_SQL)
         cur.execute(FEATURE_STATS_SQL, {"d_sae": d_sae})
         cur.execute(HISTOGRAM_SQL, {"bins": config.hist_bins})
         cur.execute(

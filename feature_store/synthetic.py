@@ -2,6 +2,8 @@
 
 Feature ids follow a power law (a few features fire often, most rarely), as
 SAE latents do; activations are positive and roughly log-normal.
+``shape="default"`` follows the frequency profile measured on the default
+SARM's store instead (:data:`DEFAULT_PROFILE`), with its hot features.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,21 +46,58 @@ _WORDS = [
 ]
 
 
+#: The default SARM store's feature frequencies (9,028 responses, 4,096 features, k = 64;
+#: measured with the query in docs/scale.md): ``(rank / d_sae, frequency / (k / d_sae))``,
+#: i.e. a feature's frequency relative to the mean, by its rank as a fraction of the SAE.
+#: A third of the features never fire.
+DEFAULT_PROFILE = (
+    (0.000244, 23.09),
+    (0.000488, 20.18),
+    (0.000977, 19.08),
+    (0.001953, 16.0),
+    (0.003906, 13.99),
+    (0.007812, 10.44),
+    (0.015625, 8.03),
+    (0.03125, 6.12),
+    (0.0625, 3.91),
+    (0.125, 2.39),
+    (0.1875, 1.69),
+    (0.25, 1.18),
+    (0.375, 0.53),
+    (0.5, 0.128),
+    (0.585938, 0.0284),
+    (0.661865, 0.0071),
+    (0.662109, 0.0),
+    (1.0, 0.0),
+)
+#: its hot features keep their absolute frequencies at any SAE size (the top 8 there)
+DEFAULT_HOT = (0.361, 0.315, 0.311, 0.298, 0.260, 0.258, 0.254, 0.250)
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Size of a synthetic store: ``n_pairs`` chosen/rejected pairs, ``nnz`` latents each."""
+    """Size of a synthetic store: ``n_pairs`` chosen/rejected pairs, ``nnz`` latents each.
+
+    ``shape``: ``"powerlaw"`` (frequency ~ rank^-0.8) or ``"default"`` (the
+    default store's measured profile, :data:`DEFAULT_PROFILE`, and hot features).
+    """
 
     n_pairs: int = 1000
     d_sae: int = 512
     nnz: int = 16
     seed: int = 0
     chunk_size: int = 4096
+    shape: Literal["powerlaw", "default"] = "powerlaw"
 
     def __post_init__(self) -> None:
         check_int(self.n_pairs, "n_pairs", low=1)
         check_int(self.d_sae, "d_sae", low=2)
         check_int(self.nnz, "nnz", low=1, high=self.d_sae + 1)
         check_int(self.chunk_size, "chunk_size", low=1)
+        if self.shape not in ("powerlaw", "default"):
+            raise ValueError(f"shape must be 'powerlaw' or 'default', got {self.shape!r}")
+        if self.shape == "default" and self.nnz <= len(DEFAULT_HOT):
+            raise ValueError(f"shape='default' needs nnz > {len(DEFAULT_HOT)}, got {self.nnz}")
 
 
 def synthetic_groups(spec: SyntheticSpec) -> list:
@@ -77,21 +117,45 @@ def synthetic_groups(spec: SyntheticSpec) -> list:
     ]
 
 
+def rank_weights(spec: SyntheticSpec) -> np.ndarray:
+    """Relative draw weight of the feature of each rank (most frequent first)."""
+    ranks = np.arange(1, spec.d_sae + 1)
+    if spec.shape == "powerlaw":
+        return 1.0 / ranks**0.8
+    x, y = (np.array(c) for c in zip(*DEFAULT_PROFILE, strict=True))
+    return np.interp(ranks / spec.d_sae, x, y)
+
+
+def _distinct_draws(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct ranks drawn with weights ``p`` (in draw order)."""
+    cdf = np.cumsum(p / p.sum())
+    draws = np.minimum(np.searchsorted(cdf, rng.random(n * 2)), len(p) - 1)
+    _, first = np.unique(draws, return_index=True)
+    picked = draws[np.sort(first)][:n]
+    if len(picked) < n:
+        picked = rng.choice(len(p), size=n, replace=False, p=p / p.sum())
+    return picked
+
+
 def synthetic_latents(
     spec: SyntheticSpec, n_examples: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``[n_examples, nnz]`` distinct feature ids (power law) and positive activations."""
-    p = 1.0 / np.arange(1, spec.d_sae + 1) ** 0.8
-    cdf = np.cumsum(p / p.sum())
+    """``[n_examples, nnz]`` distinct feature ids (see ``spec.shape``) and positive activations.
+
+    With ``shape="default"`` the first ``len(DEFAULT_HOT)`` ranks fire with the
+    default store's absolute frequencies and the rest of each row is drawn from
+    the profile.
+    """
+    p = rank_weights(spec)
+    n_hot = len(DEFAULT_HOT) if spec.shape == "default" else 0
+    p[:n_hot] = 0.0
     perm = rng.permutation(spec.d_sae).astype(np.int32)
+    hot = rng.random((n_examples, n_hot)) < np.array(DEFAULT_HOT[:n_hot])
     ids = np.empty((n_examples, spec.nnz), dtype=np.int32)
     for row in range(n_examples):
-        draws = np.minimum(np.searchsorted(cdf, rng.random(spec.nnz * 2)), spec.d_sae - 1)
-        _, first = np.unique(draws, return_index=True)
-        picked = draws[np.sort(first)][: spec.nnz]
-        if len(picked) < spec.nnz:
-            picked = rng.choice(spec.d_sae, size=spec.nnz, replace=False, p=p / p.sum())
-        ids[row] = perm[picked]
+        on = np.flatnonzero(hot[row])
+        ranks = np.concatenate([on, _distinct_draws(p, spec.nnz - len(on), rng)])
+        ids[row] = perm[ranks]
     values = rng.lognormal(mean=0.0, sigma=0.6, size=(n_examples, spec.nnz)).astype(np.float32)
     return ids, values
 

@@ -192,18 +192,40 @@ class Head:
         """``r = sum_i w_i z_i + b`` for every row of ``latents`` (float64).
 
         The base head's rewards are computed once per latents object and
-        cached; overrides are then applied column by column.
+        cached; an edit then adds ``(w_new - w_old) z`` over the changed
+        features' columns only (the CSC view of the latents): the cost grows
+        with the changed features' non-zeros, not with the dataset.
         """
         _check_latents(latents, self.weight.shape)
         base = self._base_rewards.get(latents)
         if base is None:
             base = rewards(latents, self.weight, self.bias)
             self._base_rewards[latents] = base
-        out = base.copy()
-        for feature, new in self.overrides.items():
-            rows, vals = latents.column(feature)
-            out[rows] += (new - float(self.weight[feature])) * vals.astype(np.float64)
+        if not self.overrides:
+            return base.copy()
+        rows, change = self._column_changes(latents)
+        if len(rows) * 8 < latents.n:  # a few sparse columns: scatter into a copy
+            out = base.copy()
+            np.add.at(out, rows, change)
+            return out
+        out = np.bincount(rows, weights=change, minlength=latents.n)
+        out += base
         return out
+
+    def _column_changes(self, latents: SparseLatents) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, (w_new - w_old) z)`` over the overridden features' columns, in float64."""
+        starts, rows, values = latents.csc()
+        feats = np.fromiter(self.overrides, dtype=np.int64, count=len(self.overrides))
+        lo, hi = starts[feats], starts[feats + 1]
+        out_rows = np.empty(int((hi - lo).sum()), dtype=rows.dtype)
+        change = np.empty(len(out_rows), dtype=np.float64)
+        at = 0
+        for f, a, b in zip(feats.tolist(), lo.tolist(), hi.tolist(), strict=True):
+            delta = np.float64(self.overrides[f]) - np.float64(self.weight[f])
+            out_rows[at : at + b - a] = rows[a:b]
+            np.multiply(values[a:b], delta, out=change[at : at + b - a], dtype=np.float64)
+            at += b - a
+        return out_rows, change
 
     # ------------------------------------------------------------------ files
     def to_tensors(self) -> dict[str, np.ndarray]:

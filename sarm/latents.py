@@ -148,16 +148,32 @@ class SparseLatents:
 
     def column(self, feature: int) -> tuple[Int[np.ndarray, " m"], Float[np.ndarray, " m"]]:
         """``(rows, activations)`` where ``feature`` is active (one entry per row)."""
-        order, starts, rows = self._columns
+        starts, rows, values = self._columns
         lo, hi = starts[feature], starts[feature + 1]
-        return rows[lo:hi], self.values[order[lo:hi]]
+        return rows[lo:hi].astype(np.int64), values[lo:hi]
+
+    def csc(
+        self,
+    ) -> tuple[Int[np.ndarray, " d_plus_1"], Int[np.ndarray, " nnz"], Float[np.ndarray, " nnz"]]:
+        """The feature-major (CSC) view, built once: ``(starts, rows, values)``.
+
+        Feature ``f``'s non-zeros are ``rows[starts[f]:starts[f + 1]]`` (each
+        row once, ascending) with ``values[...]``: contiguous, so reading a few
+        features' columns touches only their entries.
+        """
+        return self._columns
 
     @functools.cached_property
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CSC view: column starts, and every non-zero's row and value in column order."""
         order = np.argsort(self.indices, kind="stable")
         counts = np.bincount(self.indices, minlength=self.d_sae)
         starts = np.concatenate([[0], np.cumsum(counts)])
-        return order, starts, self.row_ids[order]
+        row_type = np.int32 if self.n < 2**31 else np.int64  # half the memory and bandwidth
+        rows, values = self.row_ids[order].astype(row_type), self.values[order]
+        for a in (starts, rows, values):
+            a.flags.writeable = False
+        return starts, rows, values
 
     def warm(self) -> SparseLatents:
         """Build the row and column indexes now, so that the first edit is instant."""

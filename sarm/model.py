@@ -34,15 +34,66 @@ ScoreInput = tuple[str, str] | Sequence[dict]
 
 # Batching (issue 11): rows are sorted by length and cut by a padded-token budget
 # (rows x longest row). The row cap only guards against huge batches of tiny rows;
-# the budgets were measured with benchmarks/batch_throughput.py.
+# the CPU budget was measured with benchmarks/batch_throughput.py. On CUDA the
+# budget is the largest that fits in the free memory (cuda_max_batch_tokens);
+# CUDA_MAX_BATCH_TOKENS is the fallback when the backbone's shape is unknown.
 DEFAULT_BATCH_ROWS = 8
 CPU_MAX_BATCH_TOKENS = 2048
 CUDA_MAX_BATCH_TOKENS = 32768
+#: never more padded tokens per forward than this (64 responses of 4,096 tokens)
+CUDA_BATCH_TOKENS_CAP = 262_144
+#: share of the free memory a forward may use (the rest: allocator slack, other tensors)
+CUDA_HEADROOM = 0.8
 
 
-def default_max_batch_tokens(device: torch.device | str) -> int:
-    """The padded-token budget per forward pass that pays on ``device``."""
-    return CUDA_MAX_BATCH_TOKENS if torch.device(device).type == "cuda" else CPU_MAX_BATCH_TOKENS
+@dataclass(frozen=True)
+class ForwardShape:
+    """What a truncated forward keeps alive per padded token (no grad, no KV cache).
+
+    Peak per token inside a decoder layer: the residual stream, its norm, q/k/v,
+    the attention output and o_proj (about 6 x ``d_model``), and the MLP's
+    gate, up and product (3 x ``intermediate``), in the backbone's dtype; then
+    the float32 standardisation of the cut hidden state (3 x ``d_model``).
+    Attention is assumed memory-efficient (SDPA / flash: no T x T scores).
+    The pooled SAE encode runs on one token per row, so it is not counted.
+    """
+
+    d_model: int
+    intermediate: int
+    dtype_bytes: int
+
+    @classmethod
+    def of(cls, backbone: Backbone) -> ForwardShape:
+        config = backbone.model.config
+        return cls(
+            int(config.hidden_size),
+            int(getattr(config, "intermediate_size", 4 * config.hidden_size)),
+            torch.empty((), dtype=backbone.dtype).element_size(),
+        )
+
+    def bytes_per_token(self) -> int:
+        return self.dtype_bytes * (6 * self.d_model + 3 * self.intermediate) + 4 * 3 * self.d_model
+
+
+def cuda_max_batch_tokens(free_bytes: int, shape: ForwardShape) -> int:
+    """The largest padded-token budget whose forward fits in ``free_bytes`` (capped)."""
+    fits = int(free_bytes * CUDA_HEADROOM) // shape.bytes_per_token()
+    return max(1, min(CUDA_BATCH_TOKENS_CAP, fits))
+
+
+def default_max_batch_tokens(device: torch.device | str, shape: ForwardShape | None = None) -> int:
+    """The padded-token budget per forward pass that pays on ``device``.
+
+    On CUDA with the backbone's ``shape``: the largest that fits in the memory
+    free now (after the weights are loaded), see :func:`cuda_max_batch_tokens`.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_MAX_BATCH_TOKENS
+    if shape is None:
+        return CUDA_MAX_BATCH_TOKENS
+    free, _ = torch.cuda.mem_get_info(device)
+    return cuda_max_batch_tokens(free, shape)
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
@@ -156,7 +207,7 @@ class SARM:
         self.sae_meta = sae_meta
         self.source = dict(source or {})
         self._sae_hash: str | None = None
-        self.max_batch_tokens = default_max_batch_tokens(backbone.device)
+        self.max_batch_tokens = default_max_batch_tokens(backbone.device, ForwardShape.of(backbone))
         self._token_text: TokenText | None = None
 
     # ------------------------------------------------------------------ properties

@@ -1,7 +1,9 @@
 """``sarm index``: run a SARM over a dataset into a DuckDB feature store.
 
-Three modes:
+Four modes:
 - ``--store PATH``: index into one store (resumes an interrupted run);
+- ``--engine ray --store PATH``: score on a Ray cluster's actor pool, then merge
+  (feature_store/ray_engine.py; the only path that imports Ray);
 - ``--shard i/n --parts DIR``: worker ``i`` of ``n`` writes its slice as Parquet parts;
 - ``--merge DIR --store PATH``: load every worker's parts into one store.
 """
@@ -10,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,8 @@ DESCRIPTION = (
     "Interrupted runs resume where they stopped. "
     "Example: sarm index --model smollm2-demo --data demo:test --store artifacts/demo.duckdb. "
     "Scale-out: run `sarm index --model M --data F --shard i/n --parts DIR` on n workers "
-    "(i = 0..n-1), then `sarm index --merge DIR --store PATH`."
+    "(i = 0..n-1), then `sarm index --merge DIR --store PATH`; or on a Ray cluster: "
+    "`sarm index --engine ray --address auto --num-gpus-per-worker 1 ...` (pip install .[ray])."
 )
 # --model and --data are optional here: --merge takes neither.
 MODEL = ConfigFlags(ModelConfig, defaults={"model": None})
@@ -48,7 +54,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--store", help="feature store file to create or resume (e.g. artifacts/x.duckdb)"
     )
     p.add_argument("--shard", help="i/n: index only worker i's slice of n into --parts")
-    p.add_argument("--parts", help="directory for this shard worker's Parquet parts")
+    p.add_argument(
+        "--parts",
+        help="directory for this shard worker's Parquet parts (with --engine ray: where the "
+        "scored chunks wait for the merge; default STORE.parts, removed after the merge)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: an actor pool on a Ray cluster",
+    )
+    p.add_argument(
+        "--address",
+        help="with --engine ray: the cluster (auto, or ray://HOST:10001; default: start one here)",
+    )
+    p.add_argument(
+        "--num-gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="with --engine ray: GPUs per actor (1: one actor per GPU; 0: CPU actors)",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        help="with --engine ray: actors (default: one per GPU, or CPU cores - 1)",
+    )
     p.add_argument("--merge", metavar="DIR", help="merge the Parquet parts in DIR into --store")
     p.add_argument(
         "--progress-file",
@@ -61,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_mode(args: argparse.Namespace) -> str:
+    if args.engine == "ray":
+        return _check_ray(args)
+    if args.address or args.num_workers or args.num_gpus_per_worker:
+        raise ValueError("--address, --num-workers and --num-gpus-per-worker need --engine ray")
     if args.progress_file and (args.merge or args.shard or not args.store):
         raise ValueError("--progress-file is only used when indexing into one --store")
     if args.merge:
@@ -80,6 +115,14 @@ def _check_mode(args: argparse.Namespace) -> str:
     return "store"
 
 
+def _check_ray(args: argparse.Namespace) -> str:
+    if args.merge or args.shard or args.progress_file:
+        raise ValueError("--engine ray takes --model, --data and --store (not --merge, --shard)")
+    if not args.model or not args.data or not args.store:
+        raise ValueError("--engine ray needs --model, --data and --store")
+    return "ray"
+
+
 def run(args: argparse.Namespace) -> int:
     mode = _check_mode(args)
     index = INDEX.from_args(args)
@@ -90,19 +133,51 @@ def run(args: argparse.Namespace) -> int:
         fs.Shard.parse(args.shard)  # a bad i/n fails here, before the model is loaded
     progress = Progress(args.progress_file)
     progress.write("reading the data")
-    loaded = resolve_data(
-        data_cfg.data, skip_malformed=data_cfg.skip_malformed, limit=data_cfg.limit
-    )
+    with tempfile.TemporaryDirectory(prefix="sarm-data-") as tmp:
+        loaded = resolve_data(
+            fetched(data_cfg.data, Path(tmp)),
+            skip_malformed=data_cfg.skip_malformed,
+            limit=data_cfg.limit,
+        )
     progress.total = len(responses_of(loaded.groups))
     progress.write("loading the model")
     from sarm.checkpoints import (
         load_sarm,  # heavy (torch): loaded on use so `sarm --help` stays fast
     )
 
-    sarm = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
+    # the Ray driver only needs the model's identity and head: it stays on the CPU
+    device = "cpu" if mode == "ray" else model_cfg.device
+    sarm = model_cfg.apply_batching(load_sarm(model_cfg.model, device=device))
+    if mode == "ray":
+        return _ray(args, model_cfg, index, sarm, loaded)
     if mode == "shard":
         return _shard(args, model_cfg, index, sarm, loaded)
     return _index(args, model_cfg, index, sarm, loaded, progress)
+
+
+#: --data URIs read through pyarrow's file systems (object stores; file:// for local files)
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
+
+
+def fetched(spec: str, into: Path) -> str:
+    """``spec`` itself, or for an object-store URI (s3://, gs://, ...) a local copy in ``into``.
+
+    The file is copied byte for byte (a ``.jsonl.gz`` stays compressed), then
+    read by ``sarm.data`` like any local file. Credentials come from the usual
+    environment of each store (e.g. ``AWS_*`` for S3).
+    """
+    if not spec.startswith(REMOTE_SCHEMES):
+        return spec
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(spec)
+        target = into / Path(path).name
+        with fs.open_input_stream(path, compression=None) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, ValueError) as exc:  # pyarrow's errors for missing files and bad URIs
+        raise FileNotFoundError(f"--data {spec}: cannot read it ({exc})") from exc
+    return str(target)
 
 
 @dataclass
@@ -191,13 +266,57 @@ def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
     return 0
 
 
-def _merge(args, index: IndexConfig) -> int:
+def load_worker_sarm(model_cfg: ModelConfig, device: str):
+    """The SARM inside a Ray actor (module level, so Ray can pickle a partial of it).
+
+    Torch gets as many threads as the actor's CPUs (at least one); on CUDA the
+    backbone runs in bf16.
+    """
+    import ray
+    import torch
+
+    from sarm.checkpoints import load_sarm
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    dtype = torch.bfloat16 if device.startswith("cuda") else None
+    return model_cfg.apply_batching(load_sarm(model_cfg.model, device=device, dtype=dtype))
+
+
+def _ray(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
+    from feature_store.ray_engine import RaySettings, ingest_ray  # Ray only on this path
+
+    settings = RaySettings(args.address, args.num_workers, args.num_gpus_per_worker)
+    on_gpu = settings.num_gpus_per_worker > 0
+    make_source = functools.partial(
+        load_worker_sarm, model_cfg, "cuda" if on_gpu else model_cfg.device
+    )
+    parts = Path(args.parts or args.store + ".parts").expanduser()
+    report = ingest_ray(
+        sarm,
+        make_source,
+        loaded.groups,
+        parts,
+        settings,
+        batch_size=model_cfg.batch_size,
+        chunk_size=index.chunk_size,
+        source=args.data,
+        progress=not args.quiet,
+    )
+    print(f"scored on Ray into {parts}: {report.summary()}")
+    _merge(args, index, parts)
+    shutil.rmtree(parts)
+    _print_skipped(loaded)
+    return 0
+
+
+def _merge(args, index: IndexConfig, parts: Path | None = None) -> int:
     building = fs.FeatureStore.building(args.store)  # readers keep reading meanwhile
     with _removed_on_bad_input(args.store + PARTIAL_SUFFIX), building as store:
-        n = fs.merge_parts(store, args.merge, top_n=index.top_n, progress=not args.quiet)
+        n = fs.merge_parts(store, parts or args.merge, top_n=index.top_n, progress=not args.quiet)
         summary = store.summary()
     print(
-        f"merged {n} chunks from {args.merge} into {args.store}: {summary['n_examples']} examples, "
+        f"merged {n} chunks from {parts or args.merge} into {args.store}: {summary['n_examples']} examples, "
         f"{summary['size_bytes'] / 1e6:.2f} MB "
         f"({summary['bytes_per_1000_examples'] / 1e6:.2f} MB per 1,000 examples)"
     )
