@@ -95,8 +95,12 @@ def evidence_pass(
 
 
 def read_parts(root: Path, name: str) -> pa.Table:
-    """Every part's ``name`` table, concatenated in part order."""
-    files = sorted(root.glob(f"part-*.{name}.parquet"))
+    """Every complete part's ``name`` table (its counts file, written last, exists), in order."""
+    files = [
+        f
+        for f in sorted(root.glob(f"part-*.{name}.parquet"))
+        if (root / f"{f.name.split('.')[0]}.counts.parquet").is_file()
+    ]
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
