@@ -27,7 +27,6 @@ from typing import TypeVar
 
 from sarm.configs import Config
 from sarm.explain import prompts
-from sarm.explain.accuracy import balanced_accuracy
 from sarm.explain.openai_client import (
     ChatClient,
     Endpoint,
@@ -36,6 +35,7 @@ from sarm.explain.openai_client import (
     normalise_base_url,
 )
 from sarm.explain.reply_cache import ReplyCache, request_key
+from sarm.explain.scoring import balanced_accuracy
 from sarm.explain.types import EvidenceWindow, Explanation
 
 __all__ = [

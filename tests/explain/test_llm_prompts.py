@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sarm.explain import prompts
-from sarm.explain.accuracy import balanced_accuracy
+from sarm.explain.scoring import balanced_accuracy
 from sarm.explain.types import EvidenceWindow
 
 
@@ -133,5 +133,6 @@ def test_balanced_accuracy_against_hand_counts():
 
 
 def test_balanced_accuracy_needs_both_classes():
-    with pytest.raises(ValueError, match="2 active, 0 inactive"):
-        balanced_accuracy([True, False], [True, True])
+    assert balanced_accuracy([True, False], [True, True]) is None
+    with pytest.raises(ValueError, match="2 predictions for 3 windows"):
+        balanced_accuracy([True, False], [True, True, False])

@@ -174,6 +174,52 @@ def test_explain_and_score_against_a_real_server_then_resume_from_the_cache(serv
     assert [(e.text, e.score) for e in again] == [(e.text, e.score) for e in scored]
 
 
+def test_sarm_explain_with_the_server_writes_scored_llm_explanations(server, tmp_path):
+    """`sarm explain --explainer llm` end to end: stored windows in, scored rows in the store."""
+    import pandas as pd
+    from helpers import make_tiny_sarm
+
+    from feature_store import FeatureStore, ingest
+    from feature_store import explanations as ex
+    from sarm.explain.evidence import EvidenceSpec
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
+    from test_store_ingest import make_groups
+
+    store_path = tmp_path / "s.duckdb"
+    model = make_tiny_sarm(tmp_path / "m", d_sae=64, k=8)
+    with FeatureStore.open(store_path) as store:
+        ingest(store, model, make_groups(), chunk_size=5, progress=False, evidence=EvidenceSpec(4))
+        firing = ex.firing_features(store)
+        heldout = ex.split_windows(store, "heldout", firing)
+    both = [f for f in firing if len({w.active for w in heldout.get(f, [])}) == 2][:2]
+    assert len(both) == 2, "the tiny store must have features with both kinds of held-out window"
+    cmd = [sys.executable, "-m", "workflows.cli", "explain", "--store", str(store_path)]
+    cmd += ["--explainer", "llm", "--llm-base-url", server.base_url, "--llm-model", server.model]
+    cmd += ["--features", ",".join(map(str, both)), "--json", "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    with FeatureStore.open(store_path, read_only=True) as store:
+        rows = store.explanations()
+    rows = rows[rows["source"] == f"llm:{server.model}"].set_index("feature")
+    assert sorted(rows.index) == sorted(both) and report["n_explained"] == 2
+    for fid in both:
+        details = rows.loc[fid, "details"]
+        assert details["raw_reply"]  # the endpoint's own words are kept
+        if not rows.loc[fid, "text"].strip():
+            assert pd.isna(rows.loc[fid, "score"])  # no text: nothing to score
+            continue
+        said, active = details["detection"]["predicted"], details["detection"]["active"]
+        assert active == [w.active for w in heldout[fid]]  # scored on the stored held-out windows
+        hits = sum(p for p, a in zip(said, active, strict=True) if a) / sum(active)
+        rejections = sum(not p for p, a in zip(said, active, strict=True) if not a) / (
+            len(active) - sum(active)
+        )
+        assert rows.loc[fid, "score"] == pytest.approx((hits + rejections) / 2)
+    assert (store_path.parent / "s.duckdb.llm-replies.sqlite").is_file()  # resumable
+
+
 def test_detect_gives_one_answer_per_window_in_batches(server):
     _, held_out = _evidence(202)
     explainer = LLMExplainer(_config(server, None, detect_batch_size=4))

@@ -15,9 +15,10 @@ import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 import feature_store as fs
 from feature_store import explanations as ex
-from sarm.explain.scoring import balanced_accuracy
 
 DESCRIPTION = (
     "Explain the features of a feature store and score each explanation by detection "
@@ -124,6 +125,24 @@ def _transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def llm_cache_path(store: str | Path) -> Path:
+    """The endpoint's replies to this store's prompts, beside the store (for resuming)."""
+    path = Path(store).expanduser()
+    return path.with_name(path.name + ".llm-replies.sqlite")
+
+
+def _bar(total: int, desc: str, quiet: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="feature", disable=quiet)
+
+
+def _advance(bar: tqdm):
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    return progress
+
+
 def _explain_llm(args, store, features):
     """The LLM explainer over the stored windows (sarm.explain.llm, imported on use)."""
     missing = [f for f in ("llm_base_url", "llm_model") if not getattr(args, f)]
@@ -137,6 +156,7 @@ def _explain_llm(args, store, features):
         base_url=args.llm_base_url,
         model=args.llm_model,
         api_key_env=args.llm_api_key_env or "OPENAI_API_KEY",  # read by the client
+        cache_path=str(llm_cache_path(args.store)),  # a killed run resumes without re-asking
     )
     explainer = llm.LLMExplainer(config)
     explainer.check_reachable()  # a clear error naming the URL before any work
@@ -145,16 +165,24 @@ def _explain_llm(args, store, features):
     shown = ex.split_windows(store, "explain", wanted)
     heldout = ex.split_windows(store, "heldout", wanted)
     contrastive = ex.contrastive_texts(store)
-    found = []
-    for fid in wanted:
-        windows = shown.get(fid, [])
-        if not windows:
-            continue
-        explanation = explainer.explain(fid, windows, contrastive.get(fid, []))
-        test = heldout.get(fid, [])
-        said = explainer.detect(explanation.text, test) if test else []
-        score = balanced_accuracy(said, [w.active for w in test])
-        found.append(ex.with_score(explanation, score, len(test)))
+    asked = [f for f in wanted if shown.get(f)]
+    with _bar(len(asked), "explaining", args.quiet) as bar:
+        written = explainer.explain_many(
+            [(f, shown[f], contrastive.get(f, [])) for f in asked], progress=_advance(bar)
+        )
+    scorable = [
+        i
+        for i, e in enumerate(written)
+        if len({w.active for w in heldout.get(e.feature_id, [])}) == 2
+    ]
+    with _bar(len(scorable), "scoring", args.quiet) as bar:
+        scored = explainer.score_many(
+            [(written[i], heldout[written[i].feature_id]) for i in scorable],
+            progress=_advance(bar),
+        )
+    found = list(written)
+    for i, explanation in zip(scorable, scored, strict=True):
+        found[i] = ex.with_score(explanation, explanation.score, len(heldout[explanation.feature_id]))
     explainer.close()
     scores = [e.score for e in found if e.score is not None]
     report = ex.ExplainReport(
