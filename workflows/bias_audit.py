@@ -302,6 +302,24 @@ def audit_report(inputs: AuditInputs, seed: int = 0, top: int = 5) -> dict[str, 
     }
 
 
+def feature_titles(store: str | None, model: str, d_sae: int) -> dict[int, str]:
+    """Feature names for the report: each feature's label, else its best explanation.
+
+    From ``store`` (``--labels``); for the default SARM without one, from the default
+    store when it has been built; otherwise none (features are shown by id).
+    """
+    from feature_store import FeatureStore
+    from sarm import cachedir
+    from sarm.constants import DEFAULT_MODEL
+
+    if store is None and model == DEFAULT_MODEL and cachedir.default_store_path().is_file():
+        store = str(cachedir.default_store_path())
+    if store is None:
+        return {}
+    with FeatureStore.open_for_reading(store) as opened:
+        return opened.titles_for(list(range(d_sae)))
+
+
 def run_audit(
     model,
     groups: Sequence[PreferenceGroup],
@@ -396,7 +414,6 @@ def fix_manifest(model, fixed: Head, fix: Mapping[str, object], names: Mapping[i
 
 def run_cli(args, model_cfg, data_cfg, resolve_data) -> dict[str, object]:
     """``sarm audit-bias``: load, audit, report, and save or export the chosen fix."""
-    from feature_store import FeatureStore
     from sarm.checkpoints import load_sarm
 
     progress = not args.quiet
@@ -405,10 +422,7 @@ def run_cli(args, model_cfg, data_cfg, resolve_data) -> dict[str, object]:
     if args.dev_data:
         dev = resolve_data(args.dev_data, skip_malformed=data_cfg.skip_malformed).groups
     model = model_cfg.apply_batching(load_sarm(model_cfg.model, device=model_cfg.device))
-    names: dict[int, str] = {}
-    if args.labels:
-        with FeatureStore.open_for_reading(args.labels) as store:
-            names = store.labels_for(list(range(model.d_sae)))
+    names = feature_titles(args.labels, model_cfg.model, model.d_sae)
     inputs = run_audit(
         model,
         data.groups,

@@ -146,3 +146,23 @@ def test_fix_destinations_are_checked_before_the_audit(setup, tmp_path, capsys):
     args = [*_audit(setup), "--fix", "pad", "--save-fix", "taken", "--store", str(store)]
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_features_are_named_by_label_else_explanation(tmp_path):
+    from app_env import build_app_env
+
+    from feature_store import FeatureStore
+    from feature_store.explanations import run_stats_explainer
+    from workflows.bias_audit import feature_titles
+
+    env = build_app_env(tmp_path / "env")
+    with FeatureStore.open(env.store_path) as store:
+        run_stats_explainer(store)
+        labelled = int(store.features(limit=1)["feature_id"][0])
+        explained = store.explanations()
+        d_sae = int(store.d_sae)
+    other = explained[explained["feature"] != labelled].iloc[0]
+    names = feature_titles(str(env.store_path), "some-model", d_sae)
+    assert names[labelled] == "Strongest feature"  # the label wins
+    assert names[int(other["feature"])].startswith(other["text"])
+    assert feature_titles(None, "some-model", d_sae) == {}

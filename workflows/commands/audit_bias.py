@@ -54,7 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the samples and bootstraps (default 0)"
     )
     p.add_argument("--top", type=int, default=5, help="features listed per property (default 5)")
-    p.add_argument("--labels", default=None, help="feature store whose labels name the features")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="feature store whose labels and explanations name the features (default for --model default: its store, when built)",
+    )
     p.add_argument("--fix", default=None, metavar="OPERATOR", help="the fix to save or export")
     p.add_argument("--export-fix", default=None, metavar="DIR", help="write the fix's head to DIR")
     p.add_argument(

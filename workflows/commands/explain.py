@@ -182,7 +182,9 @@ def _explain_llm(args, store, features):
         )
     found = list(written)
     for i, explanation in zip(scorable, scored, strict=True):
-        found[i] = ex.with_score(explanation, explanation.score, len(heldout[explanation.feature_id]))
+        found[i] = ex.with_score(
+            explanation, explanation.score, len(heldout[explanation.feature_id])
+        )
     explainer.close()
     scores = [e.score for e in found if e.score is not None]
     report = ex.ExplainReport(
