@@ -11,6 +11,7 @@ The store is written to a temporary file and renamed when complete.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from workflows.default_sarm.evidence_asset import (
 AUDIT_SPLITS = ("test", "xstest")
 STORE_SOURCE = "default audit set (test split + xstest)"
 MANIFEST_FILE = "manifest.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,14 +162,24 @@ def build_default_store(
     seconds["latents"] = round(time.perf_counter() - start - seconds["load"], 1)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     _retire_other_build(store_path, manifest)
+    with_evidence = shipped_evidence_present(model_dir)
     with FeatureStore.building(store_path) as store:
-        if shipped_evidence_present(model_dir):
+        if with_evidence:
             examples = responses_of(groups)
             load_shipped_evidence(store, model_dir, examples, parts, manifest)
         report = ingest(store, memo, groups, source=STORE_SOURCE, progress=progress)
         seconds["ingest"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
-        explained = run_stats_explainer(store)
-        seconds["explain"] = round(explained.seconds, 1)
+        if with_evidence:  # explanations are written from the evidence
+            explained = run_stats_explainer(store)
+            seconds["explain"] = round(explained.seconds, 1)
+        else:
+            logger.warning(
+                "%s has no evidence/ folder: the store is built without feature evidence or "
+                "explanations (run python -m workflows.default_sarm.evidence_run, then "
+                "evidence_asset --model-dir %s, and build again)",
+                model_dir,
+                model_dir,
+            )
     stamp = {"plan_key": manifest.get("plan_key"), "evidence": evidence_stamp(manifest)}
     _stamp(store_path).write_text(json.dumps(stamp))
     seconds["total"] = round(time.perf_counter() - start, 1)
