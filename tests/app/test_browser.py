@@ -52,6 +52,7 @@ PAGES = [
     ("export", "Export the head", 0),
     ("audit", "Audit", 3),
     ("add_data", "Add data", 0),
+    ("bias", "Bias audit", 0),
 ]
 
 
