@@ -39,13 +39,10 @@ def live(ctx: state.Context, eid: int) -> None:
     again from the session (the slider callbacks have just changed it).
     """
     ctx = state.refreshed(ctx)
-    expl = ctx.explain_example(eid)
-    sliders, results = st.container(), st.container()
-    with results:  # drawn first, shown below the sliders: the new reward arrives soonest
-        _results(ctx, eid, expl)
-    with sliders:
-        _sliders(ctx, expl)
     state.sidebar_head(ctx)  # a fragment may write to the sidebar: redrawn on each slider move
+    expl = ctx.explain_example(eid)
+    _sliders(ctx, expl)
+    _results(ctx, eid, expl)
 
 
 # ---------------------------------------------------------------- callbacks
