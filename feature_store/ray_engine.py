@@ -36,11 +36,11 @@ from feature_store.binding import Binding
 from feature_store.chunks import ChunkData
 from feature_store.errors import StoreMismatchError
 from feature_store.ingest import compute_chunk
-from feature_store.plan import Chunk, data_fingerprint, make_chunks
-from feature_store.shards import missing_parts, write_chunk_parts, write_manifest
+from feature_store.plan import Chunk
+from feature_store.shards import missing_parts, plan_parts, write_chunk_parts
 from feature_store.source import LatentSource
 from feature_store.validate import check_int
-from sarm.types import PreferenceGroup, Response, responses_of
+from sarm.types import PreferenceGroup, Response
 
 logger = logging.getLogger(__name__)
 
@@ -254,12 +254,7 @@ def ingest_ray(
     settings = settings or RaySettings()
     check_int(batch_size, "batch_size", low=1)
     parts = Path(parts)
-    plan = responses_of(groups)
-    if not plan:
-        raise ValueError("the dataset has no examples to index")
-    binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
-    write_manifest(parts, binding)
-    chunks = make_chunks(len(plan), chunk_size)
+    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source)
     todo = missing_parts(parts, chunks)
     if not todo:
         return RayReport(0, 0, 0, 0.0)

@@ -98,6 +98,22 @@ def read_binding(parts: Path) -> Binding:
     return Binding.from_meta(manifest, head["weight"].to_numpy()[order])
 
 
+def plan_parts(
+    sarm: LatentSource,
+    groups: Sequence[PreferenceGroup],
+    parts: Path,
+    chunk_size: int,
+    source: str,
+) -> tuple[list[Response], Binding, list[Chunk]]:
+    """The responses, binding and chunks of a parts run (sharded or Ray); writes its manifest."""
+    plan = responses_of(groups)
+    if not plan:
+        raise ValueError("the dataset has no examples to index")
+    binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
+    write_manifest(parts, binding)
+    return plan, binding, make_chunks(len(plan), chunk_size)
+
+
 def ingest_shard(
     sarm: LatentSource,
     groups: Sequence[PreferenceGroup],
@@ -111,12 +127,8 @@ def ingest_shard(
 ) -> int:
     """Compute this worker's chunks into ``parts``; returns how many it computed now."""
     parts = Path(parts)
-    plan = responses_of(groups)
-    if not plan:
-        raise ValueError("the dataset has no examples to index")
-    binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
-    write_manifest(parts, binding)
-    mine = [c for c in make_chunks(len(plan), chunk_size) if shard.owns(c)]
+    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source)
+    mine = [c for c in chunks if shard.owns(c)]
     todo = missing_parts(parts, mine)
     with tqdm(
         total=sum(c.size for c in mine),
