@@ -1,7 +1,8 @@
 """Head edit -> dataset metrics, recomputed from cached sparse latents.
 
-After a weight edit the dashboard needs every reward, the pairwise accuracy
-and the per-subset accuracy again. ``Head.edit(...).rewards`` updates the base
+After a weight edit the dashboard needs every reward and the dataset metrics
+again (``evaluate_arrays``: pairwise, per-subset and best-of-n accuracy,
+margins). ``Head.edit(...).rewards`` updates the base
 head's cached rewards from the edited features' columns only (the latents' CSC
 view); the baseline is a full recompute ``z . w`` over every non-zero, measured
 in the same process. Synthetic data: 64 non-zeros per example, 65,536
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 
-from sarm.evaluate import PairIndex, pairwise_accuracy, per_subset_accuracy
+from sarm.evaluate import PairIndex, evaluate_arrays
 from sarm.head import Head
 from sarm.head import rewards as latent_rewards
 from sarm.latents import SparseLatents
@@ -75,13 +76,13 @@ def measure(n_pairs: int, repeats: int, changed: int = 1) -> tuple[float, float]
     def incremental() -> None:
         edit = dict(zip(features.tolist(), rng.normal(size=changed).tolist(), strict=True))
         r = head.edit(edit).rewards(latents)
-        pairwise_accuracy(r, index), per_subset_accuracy(r, index)
+        evaluate_arrays(r, index)
 
     def full() -> None:
         new_w = w.copy()
         new_w[features] = rng.normal(size=changed)
         r = latent_rewards(latents, new_w)
-        pairwise_accuracy(r, index), per_subset_accuracy(r, index)
+        evaluate_arrays(r, index)
 
     ms_inc = median_ms(incremental, repeats)
     ms_full = median_ms(full, max(3, repeats // 4) if n_pairs > 200_000 else repeats)

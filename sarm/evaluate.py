@@ -319,15 +319,20 @@ def _check_unique_ids(groups: Sequence[PreferenceGroup]) -> None:
 
 def _gather(rewards: np.ndarray, index: PairIndex) -> tuple[np.ndarray, np.ndarray]:
     rewards = np.asarray(rewards)
-    if rewards.ndim != 1 or not np.issubdtype(rewards.dtype, np.number):
+    real = np.issubdtype(rewards.dtype, np.number) and rewards.dtype.kind != "c"
+    if rewards.ndim != 1 or not real:
         raise ValueError(
-            f"rewards must be a 1-D numeric array, got {rewards.dtype} {rewards.shape}"
+            f"rewards must be a 1-D array of real numbers, got {rewards.dtype} {rewards.shape}"
         )
     if len(rewards) < index.n_rows:
         raise ValueError(
             f"rewards has {len(rewards)} entries but the index uses row {index.n_rows - 1}"
         )
+    if not np.issubdtype(rewards.dtype, np.floating):  # margins of integers must not wrap
+        rewards = rewards.astype(np.float64)
     chosen, rejected = rewards[index.chosen_row], rewards[index.rejected_row]
+    if np.isfinite(chosen).all() and np.isfinite(rejected).all():
+        return chosen, rejected
     bad = ~(np.isfinite(chosen) & np.isfinite(rejected))
     if bad.any():
         raise ValueError(
@@ -344,8 +349,13 @@ def pair_margins(rewards: np.ndarray, index: PairIndex) -> np.ndarray:
 
 def pair_correct(rewards: np.ndarray, index: PairIndex) -> np.ndarray:
     """Boolean per pair: ``r(chosen) > r(rejected)`` (strict, so ties are wrong)."""
-    chosen, rejected = _gather(rewards, index)
-    return chosen > rejected
+    return _correct(pair_margins(rewards, index))
+
+
+def _correct(margins: np.ndarray) -> np.ndarray:
+    """``margin > 0``: for finite rewards ``a - b > 0`` exactly when ``a > b`` (IEEE
+    subtraction of distinct finite floats is never 0; an overflow gives +-inf)."""
+    return margins > 0
 
 
 def _mean(values: np.ndarray) -> float:
@@ -734,8 +744,8 @@ def evaluate_arrays(
     ``n_groups`` defaults to the number of groups in the index (``single``
     groups included when the index was built from groups).
     """
-    correct = pair_correct(rewards, index)
     margins = pair_margins(rewards, index)
+    correct = _correct(margins)
     bon_mask = index.kind == _KIND_CODE["best_of_n"]
     rm = (
         _rmbench_summary(_rmbench_cells(correct, index)) if (index.kind == _RMBENCH).any() else None

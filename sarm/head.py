@@ -27,6 +27,7 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from sarm.column_product import add_column_product
 from sarm.constants import HEAD_WEIGHTS_FILE
 from sarm.errors import unreadable
 from sarm.latents import SparseLatents
@@ -203,29 +204,10 @@ class Head:
             self._base_rewards[latents] = base
         if not self.overrides:
             return base.copy()
-        rows, change = self._column_changes(latents)
-        if len(rows) * 8 < latents.n:  # a few sparse columns: scatter into a copy
-            out = base.copy()
-            np.add.at(out, rows, change)
-            return out
-        out = np.bincount(rows, weights=change, minlength=latents.n)
-        out += base
-        return out
-
-    def _column_changes(self, latents: SparseLatents) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, (w_new - w_old) z)`` over the overridden features' columns, in float64."""
-        starts, rows, values = latents.csc()
         feats = np.fromiter(self.overrides, dtype=np.int64, count=len(self.overrides))
-        lo, hi = starts[feats], starts[feats + 1]
-        out_rows = np.empty(int((hi - lo).sum()), dtype=rows.dtype)
-        change = np.empty(len(out_rows), dtype=np.float64)
-        at = 0
-        for f, a, b in zip(feats.tolist(), lo.tolist(), hi.tolist(), strict=True):
-            delta = np.float64(self.overrides[f]) - np.float64(self.weight[f])
-            out_rows[at : at + b - a] = rows[a:b]
-            np.multiply(values[a:b], delta, out=change[at : at + b - a], dtype=np.float64)
-            at += b - a
-        return out_rows, change
+        deltas = np.array([self.overrides[f] for f in feats.tolist()], dtype=np.float64)
+        deltas -= self.weight[feats].astype(np.float64)
+        return add_column_product(base.copy(), latents, feats, deltas)
 
     # ------------------------------------------------------------------ files
     def to_tensors(self) -> dict[str, np.ndarray]:

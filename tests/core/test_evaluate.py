@@ -334,3 +334,24 @@ def test_macro_accuracy_weighs_each_label_once():
     table = accuracy_per_label(rewards, index, labels)
     assert table == {"big": (pytest.approx(2 / 3), 3), "small": (0.0, 1)}
     assert macro_accuracy(rewards, index, labels) == pytest.approx((2 / 3 + 0.0) / 2)
+
+
+def test_correct_is_strict_at_the_edges_of_float_range():
+    """``pair_correct`` reads margins; a margin's sign must equal ``chosen > rejected``."""
+    index = PairIndex.from_arrays([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
+    tiny = np.finfo(np.float64).tiny  # subnormal differences are not rounded to 0
+    big = np.finfo(np.float64).max  # max - (-max) overflows to +inf, still right
+    values = [tiny, 0.0, 5e-324, 0.0, 1.0, 1.0, big, -big, -big, big]
+    rewards = np.array(values)
+    want = rewards[0::2] > rewards[1::2]
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(pair_correct(rewards, index), want)
+        float32 = rewards.astype(np.float32)  # overflows to +-inf in float32
+    with pytest.raises(ValueError, match="non-finite"):
+        pair_correct(float32, index)
+    np.testing.assert_array_equal(
+        pair_correct(np.array([2**62, -(2**62), 0, 0, 3, 1, 1, 3, 5, 5]), index),
+        [True, False, True, False, False],  # integers: no wrap-around in the difference
+    )
+    with pytest.raises(ValueError, match="real numbers"):
+        pair_correct(rewards.astype(complex), index)
