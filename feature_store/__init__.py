@@ -20,13 +20,14 @@ from feature_store.errors import (
     StoreReadOnlyError,
     StoreVersionError,
 )
+from feature_store.evidence_parts import write_decoder_part
 from feature_store.heads import HeadVersion
 from feature_store.ingest import IngestReport, StoreStatus, ingest
 from feature_store.labels import LABEL_SOURCES, LabelVersion
 from feature_store.plan import Chunk, Shard
 from feature_store.queries import FEATURE_ORDERS, StoredExample
 from feature_store.schema import latest_version
-from feature_store.shards import ingest_shard, merge_parts
+from feature_store.shards import ingest_shard, merge_parts, read_binding
 from feature_store.source import CachedLatents, LatentSource, TokenSource
 from feature_store.stats import StatsConfig
 from feature_store.store import FeatureStore
@@ -65,5 +66,7 @@ __all__ = [
     "ingest_shard",
     "latest_version",
     "merge_parts",
+    "read_binding",
     "write_chunk",
+    "write_decoder_part",
 ]

@@ -18,6 +18,18 @@ from sarm.explain.decoder import logit_lens, nearest_features, unembedding
 TOP = 10
 
 
+DECODER_SCHEMA = pa.schema(
+    [
+        ("feature_id", pa.int32()),
+        ("kind", pa.string()),
+        ("rank", pa.int32()),
+        ("text", pa.string()),
+        ("neighbour", pa.int32()),
+        ("value", pa.float64()),
+    ]
+)
+
+
 def decoder_views(model, top: int = TOP) -> tuple[pa.Table, str]:
     """``feature_decoder`` rows of a SARM, and the note ('' when the lens exists)."""
     decoder = model.sae.W_dec.detach()
@@ -44,7 +56,8 @@ def decoder_views(model, top: int = TOP) -> tuple[pa.Table, str]:
             "text": pa.array(cols["text"], pa.string()),
             "neighbour": pa.array(cols["neighbour"], pa.int32()),
             "value": np.concatenate(values).astype(np.float64),
-        }
+        },
+        schema=DECODER_SCHEMA,
     )
     return table, note
 
@@ -60,7 +73,11 @@ def _add(cols, fids, kind, per, texts, neighbours) -> None:
 
 def write_decoder_views(conn: Connection, model, top: int = TOP) -> None:
     """Replace the store's decoder views with those of ``model`` (one transaction)."""
-    table, note = decoder_views(model, top)
+    store_decoder_views(conn, *decoder_views(model, top))
+
+
+def store_decoder_views(conn: Connection, table: pa.Table, note: str) -> None:
+    """Replace the store's decoder views with ``table`` and its ``note`` (one transaction)."""
     with conn.write("writing decoder views") as cur:
         cur.execute("DELETE FROM feature_decoder")
         insert_arrow(cur, "feature_decoder", table)

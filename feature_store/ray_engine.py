@@ -4,8 +4,9 @@ The driver plans the chunks exactly as :func:`feature_store.ingest` does (same
 example ids, same chunks), writes the parts directory's manifest, and turns the
 chunks still missing there into a Ray Dataset (one row per chunk). ``map_batches``
 runs :class:`ChunkScorer` actors: each loads the SARM once (``make_source``, on
-its GPU when it has one) and returns a chunk's examples and latents as Arrow
-IPC bytes. The driver streams the results back and writes each chunk's two
+its GPU when it has one) and returns a chunk's examples and latents (and its
+feature evidence, from the same forward pass, unless the run keeps none) as
+Arrow IPC bytes. The driver streams the results back and writes each chunk's
 Parquet parts (:func:`~feature_store.shards.write_chunk_parts`), so workers
 need no shared disk; :func:`~feature_store.shards.merge_parts` then verifies
 and loads them, the same code and checks as ``sarm index --merge``.
@@ -35,11 +36,13 @@ from tqdm.auto import tqdm
 from feature_store.binding import Binding
 from feature_store.chunks import ChunkData
 from feature_store.errors import StoreMismatchError
+from feature_store.evidence import ChunkEvidence
 from feature_store.ingest import compute_chunk
 from feature_store.plan import Chunk
 from feature_store.shards import missing_parts, plan_parts, write_chunk_parts
 from feature_store.source import LatentSource
 from feature_store.validate import check_int
+from sarm.explain.evidence import EvidenceSpec
 from sarm.types import PreferenceGroup, Response
 
 logger = logging.getLogger(__name__)
@@ -123,6 +126,7 @@ class ChunkScorer:
         binding_meta: dict[str, str],
         head_weights: np.ndarray,
         batch_size: int,
+        evidence_window: int | None = None,
     ) -> None:
         self.binding = Binding.from_meta(binding_meta, head_weights)
         self.source = make_source()
@@ -132,6 +136,7 @@ class ChunkScorer:
                 f"driver ({self.binding.fingerprint}); give every node the same model files"
             )
         self.batch_size = batch_size
+        self.evidence = None if evidence_window is None else EvidenceSpec(evidence_window)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = [self._score(row) for row in batch.to_pylist()]
@@ -140,13 +145,14 @@ class ChunkScorer:
     def _score(self, row: dict) -> dict:
         examples = [_response(d) for d in json.loads(row["examples"])]
         start = time.perf_counter()
-        data = compute_chunk(self.source, examples, self.binding, self.batch_size)
+        data = compute_chunk(self.source, examples, self.binding, self.batch_size, self.evidence)
         return {
             "chunk_index": row["chunk_index"],
             "examples": _ipc(data.examples),
             "latents": _ipc(data.latents),
             "n_tokens": data.n_tokens,
             "seconds": time.perf_counter() - start,
+            **_evidence_columns(data.evidence),
         }
 
 
@@ -157,8 +163,39 @@ RESULT_SCHEMA = pa.schema(
         ("latents", pa.binary()),
         ("n_tokens", pa.int64()),
         ("seconds", pa.float64()),
+        ("evidence_responses", pa.binary()),
+        ("evidence_windows", pa.binary()),
+        ("evidence_counts", pa.binary()),
+        ("evidence_totals", pa.string()),
     ]
 )
+
+
+def _evidence_columns(evidence: ChunkEvidence | None) -> dict:
+    """A result row's evidence columns (all None when the run keeps no evidence)."""
+    if evidence is None:
+        return {f"evidence_{k}": None for k in ("responses", "windows", "counts", "totals")}
+    totals = {"n_tokens": evidence.n_tokens, "n_responses": evidence.n_responses}
+    return {
+        "evidence_responses": _ipc(evidence.responses),
+        "evidence_windows": _ipc(evidence.windows),
+        "evidence_counts": _ipc(evidence.counts),
+        "evidence_totals": json.dumps({**totals, "window": evidence.window}),
+    }
+
+
+def _evidence_of(result: dict) -> ChunkEvidence | None:
+    if result.get("evidence_totals") is None:
+        return None
+    totals = json.loads(result["evidence_totals"])
+    return ChunkEvidence(
+        _from_ipc(result["evidence_responses"]),
+        _from_ipc(result["evidence_windows"]),
+        _from_ipc(result["evidence_counts"]),
+        totals["n_tokens"],
+        totals["n_responses"],
+        totals["window"],
+    )
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -243,18 +280,20 @@ def ingest_ray(
     chunk_size: int = 256,
     source: str = "",
     progress: bool = True,
+    evidence: EvidenceSpec | None = None,
 ) -> RayReport:
     """Score every chunk not yet in ``parts`` on Ray; reports what was computed now.
 
     ``sarm`` (on the driver) names the binding: model fingerprint, ingest head,
     ``d_sae``. ``make_source()`` (picklable, e.g. ``functools.partial(load_sarm,
     path, device="cuda")``) builds the same model inside each actor. Merge the
-    parts afterwards with :func:`~feature_store.shards.merge_parts`.
+    parts afterwards with :func:`~feature_store.shards.merge_parts`. ``evidence``:
+    keep feature evidence from the same forward pass, as a single-process ingest does.
     """
     settings = settings or RaySettings()
     check_int(batch_size, "batch_size", low=1)
     parts = Path(parts)
-    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source)
+    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source, evidence)
     todo = missing_parts(parts, chunks)
     if not todo:
         return RayReport(0, 0, 0, 0.0)
@@ -268,6 +307,7 @@ def ingest_ray(
         "binding_meta": binding.meta(),
         "head_weights": np.asarray(binding.head.weight),
         "batch_size": batch_size,
+        "evidence_window": None if evidence is None else evidence.window,
     }
     by_index = {c.index: c for c in todo}
     n_tokens = _collect(
@@ -290,7 +330,9 @@ def _collect(
     with tqdm(total=total, unit="ex", desc="indexing on Ray", disable=not show) as bar:
         for result in results:
             chunk = by_index[int(result["chunk_index"])]
-            data = ChunkData(_from_ipc(result["examples"]), _from_ipc(result["latents"]))
+            data = ChunkData(
+                _from_ipc(result["examples"]), _from_ipc(result["latents"]), _evidence_of(result)
+            )
             write_chunk_parts(parts, chunk, data, binding)
             n_tokens += int(result["n_tokens"])
             rate = n_tokens / max(time.perf_counter() - start, 1e-9)

@@ -1,10 +1,11 @@
 """Scale-out: n workers each index a slice into Parquet parts; one merge builds the store.
 
 Worker ``i/n`` computes the chunks with ``chunk.index % n == i`` into a parts
-directory (shared, or copied together afterwards). Per chunk it writes
-``chunk-NNNNNN.latents.parquet`` then ``chunk-NNNNNN.examples.parquet``, each
-to a temporary name first and renamed, so a present examples file means a
-complete chunk and a killed worker simply resumes. ``manifest.json`` and
+directory (shared, or copied together afterwards). Per chunk it writes its
+evidence parts when the run keeps evidence (:mod:`feature_store.evidence_parts`),
+then ``chunk-NNNNNN.latents.parquet``, then ``chunk-NNNNNN.examples.parquet``,
+each to a temporary name first and renamed, so a present examples file means
+a complete chunk and a killed worker simply resumes. ``manifest.json`` and
 ``head.parquet`` record the binding; every worker must agree on them.
 ``merge_parts`` commits the chunks in order through the same code path as a
 single-worker ingest, so the merged store equals a single-worker run.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -32,55 +32,54 @@ from feature_store.chunks import (
     write_chunk,
 )
 from feature_store.connection import Connection
+from feature_store.decoder_views import store_decoder_views
 from feature_store.errors import PartError, StoreError, StoreMismatchError
+from feature_store.evidence_parts import (
+    read_decoder_part,
+    read_evidence_parts,
+    write_evidence_parts,
+)
 from feature_store.ingest import compute_chunk, finish, pending_chunks
+from feature_store.part_files import (
+    part_path,
+    read_part,
+    refused,
+    run_identity,
+    write_part,
+    write_text,
+)
 from feature_store.plan import Chunk, Shard, data_fingerprint, make_chunks
 from feature_store.source import LatentSource
 from sarm.constants import SHARD_HEAD_FILE, SHARD_MANIFEST_FILE
+from sarm.explain.evidence import EvidenceSpec
 from sarm.latents import SparseLatents
 from sarm.types import PreferenceGroup, Response, responses_of
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-#: Parquet metadata key of a part: the identity of the run that wrote it
-PART_META_KEY = b"sarm.part"
 #: stored rewards must equal the head applied to the stored latents within this
 REWARD_ATOL = REWARD_RTOL = 1e-5
+#: manifest key: the evidence window the workers keep (null: none)
+EVIDENCE_KEY = "evidence_window"
 
 
-def _part(parts: Path, index: int, kind: str) -> Path:
-    return parts / f"chunk-{index:06d}.{kind}.parquet"
-
-
-def _atomic_parquet(table: pa.Table, path: Path, identity: dict[str, str] | None = None) -> None:
-    if identity is not None:
-        table = table.replace_schema_metadata({PART_META_KEY: json.dumps(identity).encode()})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_manifest(parts: Path, binding: Binding) -> None:
-    """Record the binding in ``parts``, or check it against the one already there."""
-    manifest = {"format": FORMAT_VERSION, **binding.meta()}
+def write_manifest(parts: Path, binding: Binding, evidence_window: int | None = None) -> None:
+    """Record the binding (and the evidence window, None: no evidence) in ``parts``,
+    or check them against the ones already there."""
+    manifest = {"format": FORMAT_VERSION, **binding.meta(), EVIDENCE_KEY: evidence_window}
     path = parts / SHARD_MANIFEST_FILE
     if path.exists():
         existing = read_binding(parts)
         theirs = {k: v for k, v in existing.meta().items() if k != "source"}
         ours = {k: v for k, v in binding.meta().items() if k != "source"}
+        theirs[EVIDENCE_KEY], ours[EVIDENCE_KEY] = read_evidence_window(parts), evidence_window
         if theirs != ours or not existing.same_head(binding):
             diff = sorted(k for k in ours if theirs.get(k) != ours[k]) or ["head weights"]
             raise StoreMismatchError(f"{path} was written for a different run (differs in {diff})")
         return
     parts.mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(binding.head_table(), parts / SHARD_HEAD_FILE)
-    _atomic_text(json.dumps(manifest, indent=2), path)
+    write_part(binding.head_table(), parts / SHARD_HEAD_FILE)
+    write_text(json.dumps(manifest, indent=2), path)
 
 
 def read_binding(parts: Path) -> Binding:
@@ -90,12 +89,26 @@ def read_binding(parts: Path) -> Binding:
         raise FileNotFoundError(
             f"{path} not found: is {parts} a parts directory written by `sarm index --shard`?"
         )
+    manifest = _manifest(path)
+    head = pq.read_table(parts / SHARD_HEAD_FILE)
+    order = np.argsort(head["feature_id"].to_numpy())
+    meta = {k: v for k, v in manifest.items() if k != EVIDENCE_KEY}
+    return Binding.from_meta(meta, head["weight"].to_numpy()[order])
+
+
+def read_evidence_window(parts: Path) -> int | None:
+    """The evidence window the workers keep (None: they keep no evidence)."""
+    window = _manifest(parts / SHARD_MANIFEST_FILE).get(EVIDENCE_KEY)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+        raise StoreError(f"{parts / SHARD_MANIFEST_FILE}: {EVIDENCE_KEY} must be an int or null")
+    return window
+
+
+def _manifest(path: Path) -> dict:
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT_VERSION:
         raise StoreError(f"{path}: unsupported parts format {manifest.get('format')!r}")
-    head = pq.read_table(parts / SHARD_HEAD_FILE)
-    order = np.argsort(head["feature_id"].to_numpy())
-    return Binding.from_meta(manifest, head["weight"].to_numpy()[order])
+    return manifest
 
 
 def plan_parts(
@@ -104,13 +117,14 @@ def plan_parts(
     parts: Path,
     chunk_size: int,
     source: str,
+    evidence: EvidenceSpec | None = None,
 ) -> tuple[list[Response], Binding, list[Chunk]]:
     """The responses, binding and chunks of a parts run (sharded or Ray); writes its manifest."""
     plan = responses_of(groups)
     if not plan:
         raise ValueError("the dataset has no examples to index")
     binding = Binding.from_source(sarm, data_fingerprint(plan), len(plan), chunk_size, source)
-    write_manifest(parts, binding)
+    write_manifest(parts, binding, None if evidence is None else evidence.window)
     return plan, binding, make_chunks(len(plan), chunk_size)
 
 
@@ -124,10 +138,15 @@ def ingest_shard(
     chunk_size: int = 256,
     source: str = "",
     progress: bool = True,
+    evidence: EvidenceSpec | None = None,
 ) -> int:
-    """Compute this worker's chunks into ``parts``; returns how many it computed now."""
+    """Compute this worker's chunks into ``parts``; returns how many it computed now.
+
+    ``evidence``: keep feature evidence from the same forward pass, as a
+    single-process ingest does (every worker of a run must agree).
+    """
     parts = Path(parts)
-    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source)
+    plan, binding, chunks = plan_parts(sarm, groups, parts, chunk_size, source, evidence)
     mine = [c for c in chunks if shard.owns(c)]
     todo = missing_parts(parts, mine)
     with tqdm(
@@ -138,7 +157,9 @@ def ingest_shard(
         disable=not progress,
     ) as bar:
         for chunk in todo:
-            data = compute_chunk(sarm, plan[chunk.start : chunk.stop], binding, batch_size)
+            data = compute_chunk(
+                sarm, plan[chunk.start : chunk.stop], binding, batch_size, evidence
+            )
             write_chunk_parts(parts, chunk, data, binding)
             bar.update(chunk.size)
     return len(todo)
@@ -146,70 +167,35 @@ def ingest_shard(
 
 def missing_parts(parts: Path, chunks: Sequence[Chunk]) -> list[Chunk]:
     """The chunks of ``chunks`` whose parts are not (completely) in ``parts`` yet."""
-    return [c for c in chunks if not _part(parts, c.index, "examples").exists()]
+    return [c for c in chunks if not part_path(parts, c.index, "examples").exists()]
 
 
 def write_chunk_parts(parts: Path, chunk: Chunk, data: ChunkData, binding: Binding) -> None:
-    """A computed chunk's two part files (latents first: a present examples file means done)."""
+    """A computed chunk's part files (examples last: a present examples file means done)."""
     data.check_ids(chunk)
-    identity = _identity(binding)
-    _atomic_parquet(data.latents, _part(parts, chunk.index, "latents"), identity)
-    _atomic_parquet(data.examples, _part(parts, chunk.index, "examples"), identity)
+    if data.evidence is not None:
+        write_evidence_parts(parts, chunk.index, data.evidence, binding)
+    identity = run_identity(binding)
+    write_part(data.latents, part_path(parts, chunk.index, "latents"), identity)
+    write_part(data.examples, part_path(parts, chunk.index, "examples"), identity)
 
 
-def _identity(binding: Binding) -> dict[str, str]:
-    """What each part records about its run: model fingerprint and dataset."""
-    keys = ("data_fingerprint", "n_examples", "chunk_size", "d_sae", "head_bias")
-    meta = binding.meta()
-    return {**binding.fingerprint, **{k: meta[k] for k in keys}}
-
-
-def _refuse(path: Path, what: str) -> PartError:
-    return PartError(
-        f"shard part {path} is refused: {what}; nothing was merged. Delete the chunk's two "
-        "part files and rerun the shard worker that owns it (`sarm index --shard i/n`)"
-    )
-
-
-def _read_part(path: Path, schema: pa.Schema, binding: Binding) -> pa.Table:
-    """One part file, with its schema and its run identity checked."""
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise _refuse(path, f"it cannot be read as Parquet ({exc})") from exc
-    if not table.schema.equals(schema):
-        got = {f.name: str(f.type) for f in table.schema}
-        want = {f.name: str(f.type) for f in schema}
-        diff = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
-        detail = ", ".join(
-            f"{k}: {got.get(k, 'missing')} (expected {want.get(k, 'none')})" for k in diff
-        )
-        raise _refuse(path, f"its columns differ from the expected schema ({detail or 'order'})")
-    identity = (table.schema.metadata or {}).get(PART_META_KEY)
-    if identity is not None:
-        try:
-            theirs = json.loads(identity)
-        except ValueError as exc:
-            raise _refuse(path, f"its run identity is not JSON ({exc})") from exc
-        ours = _identity(binding)
-        diff = sorted(k for k in ours.keys() | theirs.keys() if theirs.get(k) != ours.get(k))
-        if diff:
-            raise _refuse(
-                path, f"it was written by a different run than the manifest (differs in {diff})"
-            )
-    return table.replace_schema_metadata(None)
-
-
-def _read_chunk(parts: Path, chunk: Chunk, binding: Binding) -> ChunkData:
-    """A chunk's two parts, verified against the binding (see :func:`verify_chunk`)."""
+def _read_chunk(
+    parts: Path, chunk: Chunk, binding: Binding, evidence_window: int | None = None
+) -> ChunkData:
+    """A chunk's parts, verified against the binding (see :func:`verify_chunk`), with its
+    evidence when the run keeps it (``evidence_window``)."""
     examples_path, latents_path = (
-        _part(parts, chunk.index, "examples"),
-        _part(parts, chunk.index, "latents"),
+        part_path(parts, chunk.index, "examples"),
+        part_path(parts, chunk.index, "latents"),
     )
-    examples = _read_part(examples_path, EXAMPLES_SCHEMA, binding)
-    latents = _read_part(latents_path, LATENTS_SCHEMA, binding)
+    examples, _ = read_part(examples_path, EXAMPLES_SCHEMA, binding)
+    latents, _ = read_part(latents_path, LATENTS_SCHEMA, binding)
     verify_chunk(examples, examples_path, latents, latents_path, chunk, binding)
-    return ChunkData(examples, latents)
+    if evidence_window is None:
+        return ChunkData(examples, latents)
+    evidence = read_evidence_parts(parts, chunk, binding, evidence_window)
+    return ChunkData(examples, latents, evidence)
 
 
 def verify_chunk(
@@ -229,7 +215,7 @@ def verify_chunk(
     """
     ids = examples["example_id"].to_numpy()
     if not np.array_equal(ids, np.arange(chunk.start, chunk.stop)):
-        raise _refuse(
+        raise refused(
             examples_path,
             f"it holds {len(ids)} examples, expected ids {chunk.start}..{chunk.stop - 1} in order",
         )
@@ -237,24 +223,24 @@ def verify_chunk(
     feats = latents["feature_id"].to_numpy().astype(np.int64)
     values = latents["activation"].to_numpy()
     if rows.size and (rows.min() < 0 or rows.max() >= chunk.size):
-        raise _refuse(
+        raise refused(
             latents_path, f"it has latents of examples outside {chunk.start}..{chunk.stop - 1}"
         )
     if feats.size and (feats.min() < 0 or feats.max() >= binding.d_sae):
-        raise _refuse(latents_path, f"it has feature ids outside 0..{binding.d_sae - 1}")
+        raise refused(latents_path, f"it has feature ids outside 0..{binding.d_sae - 1}")
     if not np.isfinite(values).all():
-        raise _refuse(latents_path, "it has non-finite activations")
+        raise refused(latents_path, "it has non-finite activations")
     order = np.lexsort((feats, rows))
     rows, feats, values = rows[order], feats[order], values[order]
     if np.any((np.diff(rows) == 0) & (np.diff(feats) == 0)):
-        raise _refuse(latents_path, "it stores a feature twice for one example")
+        raise refused(latents_path, "it stores a feature twice for one example")
     indptr = np.searchsorted(rows, np.arange(chunk.size + 1))
     recomputed = binding.head.rewards(SparseLatents(indptr, feats, values, binding.d_sae))
     stored = examples["reward"].to_numpy()
     bad = ~(np.abs(stored - recomputed) <= REWARD_ATOL + REWARD_RTOL * np.abs(recomputed))
     if bad.any():
         i = int(np.argmax(bad))
-        raise _refuse(
+        raise refused(
             examples_path,
             f"{int(bad.sum())} of {chunk.size} stored rewards differ from the head applied to "
             f"the latents in {latents_path.name} (example {chunk.start + i}: stored "
@@ -262,12 +248,14 @@ def verify_chunk(
         )
 
 
-def _verify_parts(parts: Path, chunks: Sequence[Chunk], binding: Binding) -> None:
+def _verify_parts(
+    parts: Path, chunks: Sequence[Chunk], binding: Binding, evidence_window: int | None
+) -> None:
     """Verify every chunk, and that together they hold the manifest's dataset."""
 
     def contents() -> Iterator[Response]:
         for chunk in chunks:
-            yield from chunk_responses(_read_chunk(parts, chunk, binding).examples)
+            yield from chunk_responses(_read_chunk(parts, chunk, binding, evidence_window).examples)
 
     got = data_fingerprint(contents())
     if got != binding.data_fingerprint:
@@ -301,10 +289,14 @@ def merge_parts(
             f"the parts in {parts} were scored with a different ingest head than store "
             f"{conn.path}; merge them into a new store"
         )
-    _verify_parts(parts, chunks, binding)
+    window = read_evidence_window(parts)
+    _verify_parts(parts, chunks, binding, window)
+    decoder = read_decoder_part(parts, binding)
     binding = bind(conn, binding)
     todo = pending_chunks(conn, binding)
     for chunk in tqdm(todo, unit="chunk", desc="merging", disable=not progress):
-        write_chunk(conn, chunk, _read_chunk(parts, chunk, binding))
+        write_chunk(conn, chunk, _read_chunk(parts, chunk, binding, window))
+    if decoder is not None:
+        store_decoder_views(conn, *decoder)
     finish(conn, binding, top_n)
     return len(todo)

@@ -184,6 +184,15 @@ WINDOWS_SCHEMA = pa.schema(
     ]
 )
 
+COUNTS_SCHEMA = pa.schema(
+    [
+        ("feature_id", pa.int32()),
+        ("active_tokens", pa.int64()),
+        ("active_responses", pa.int64()),
+        ("histogram", pa.list_(pa.int64())),
+    ]
+)
+
 
 def evidence_tables(
     example_ids: np.ndarray, evidence: list[ExampleEvidence]
@@ -225,7 +234,8 @@ def counters_table(counters: TokenCounters) -> pa.Table:
             "active_tokens": counters.active_tokens[live],
             "active_responses": counters.active_responses[live],
             "histogram": [row.tolist() for row in counters.histogram[live]],
-        }
+        },
+        schema=COUNTS_SCHEMA,
     )
 
 

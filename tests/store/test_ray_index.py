@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_parts_evidence import assert_same_evidence
 from test_store_resume import table
 from test_store_shards import CHUNK, make_groups
 
 from feature_store import FeatureStore, ingest, merge_parts
+from feature_store.decoder_views import write_decoder_views
 from sarm.checkpoints import load_sarm, save_sarm
 from sarm.data import save_jsonl
+from sarm.explain.evidence import EvidenceSpec
 from workflows.cli import main as sarm_main
 
 
@@ -68,6 +71,25 @@ def single(model_dir, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def single_evidence(model_dir, tmp_path_factory):
+    """The single-process store with evidence (the default window) and decoder views."""
+    path = tmp_path_factory.mktemp("single-ev") / "single.duckdb"
+    sarm = load_sarm(model_dir)
+    with FeatureStore.open(path) as store:
+        ingest(
+            store,
+            sarm,
+            make_groups(),
+            chunk_size=CHUNK,
+            batch_size=4,
+            progress=False,
+            evidence=EvidenceSpec(),
+        )
+        write_decoder_views(store, sarm)
+    return path
+
+
 def assert_equal_stores(got: Path, want: Path) -> None:
     """Same examples (rewards within 1e-4), same latents (activations within 1e-4)."""
     a, b = table(got, "examples", "example_id"), table(want, "examples", "example_id")
@@ -83,7 +105,9 @@ def assert_equal_stores(got: Path, want: Path) -> None:
     assert sa["n_active"].equals(sb["n_active"])
 
 
-def test_cli_ray_engine_equals_single_process(cluster, model_dir, single, tmp_path, capsys):
+def test_cli_ray_engine_equals_single_process(
+    cluster, model_dir, single, single_evidence, tmp_path, capsys
+):
     data = save_jsonl(make_groups(), tmp_path / "data.jsonl")
     store = tmp_path / "ray.duckdb"
     rc = sarm_main(
@@ -110,6 +134,7 @@ def test_cli_ray_engine_equals_single_process(cluster, model_dir, single, tmp_pa
     assert rc == 0 and f"{n_chunks} chunks, {n_examples} responses" in out and "merged" in out
     assert not (tmp_path / "ray.duckdb.parts").exists()  # removed once merged
     assert_equal_stores(store, single)
+    assert_same_evidence(store, single_evidence, atol=1e-4)  # evidence kept, as by one process
 
 
 class FailsOnce:

@@ -165,6 +165,7 @@ def test_cli_shards_and_merge(model_dir, single, tmp_path, capsys):
                     "--batch-size",
                     "4",
                     "--quiet",
+                    "--no-evidence",  # as the reference; tests/store/test_parts_evidence.py
                 ]
             )
             == 0

@@ -236,7 +236,7 @@ def _index(
             source=args.data,
             progress=not args.quiet,
             on_chunk=progress.on_chunk,
-            evidence=None if index.no_evidence else EvidenceSpec(index.evidence_window),
+            evidence=_evidence(index),
         )
         if not index.no_evidence:
             write_decoder_views(store, sarm)
@@ -257,7 +257,9 @@ def _shard(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> in
         chunk_size=index.chunk_size,
         source=args.data,
         progress=not args.quiet,
+        evidence=_evidence(index),
     )
+    _write_decoder_part(Path(args.parts), sarm, index)
     print(
         f"shard {shard}: {n} chunks written to {args.parts}; "
         f"when every shard is done run: sarm index --merge {args.parts} --store PATH"
@@ -302,12 +304,25 @@ def _ray(args, model_cfg: ModelConfig, index: IndexConfig, sarm, loaded) -> int:
         chunk_size=index.chunk_size,
         source=args.data,
         progress=not args.quiet,
+        evidence=_evidence(index),
     )
+    _write_decoder_part(parts, sarm, index)
     print(f"scored on Ray into {parts}: {report.summary()}")
     _merge(args, index, parts)
     shutil.rmtree(parts)
     _print_skipped(loaded)
     return 0
+
+
+def _evidence(index: IndexConfig) -> EvidenceSpec | None:
+    """What evidence to keep from the forward pass (None: ``--no-evidence``)."""
+    return None if index.no_evidence else EvidenceSpec(index.evidence_window)
+
+
+def _write_decoder_part(parts: Path, sarm, index: IndexConfig) -> None:
+    """The decoder views into the parts (once per run), for the merge to load with the evidence."""
+    if not index.no_evidence:
+        fs.write_decoder_part(parts, sarm, fs.read_binding(parts))
 
 
 def _merge(args, index: IndexConfig, parts: Path | None = None) -> int:
