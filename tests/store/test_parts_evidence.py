@@ -79,21 +79,19 @@ def sarm(tmp_path_factory):
     return make_tiny_sarm(tmp_path_factory.mktemp("tiny"), seed=5, d_sae=64, k=8)
 
 
-@pytest.fixture(scope="module")
-def single(sarm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("single-ev") / "single.duckdb"
+def single_process_store(sarm, path: Path, window: int) -> Path:
+    """The reference: one process, evidence kept, decoder views written."""
     with FeatureStore.open(path) as store:
-        ingest(
-            store,
-            sarm,
-            make_groups(),
-            chunk_size=CHUNK,
-            batch_size=4,
-            progress=False,
-            evidence=EvidenceSpec(WINDOW),
-        )
+        groups = make_groups()
+        spec = EvidenceSpec(window)
+        ingest(store, sarm, groups, chunk_size=CHUNK, batch_size=4, progress=False, evidence=spec)
         write_decoder_views(store, sarm)
     return path
+
+
+@pytest.fixture(scope="module")
+def single(sarm, tmp_path_factory):
+    return single_process_store(sarm, tmp_path_factory.mktemp("single-ev") / "s.duckdb", WINDOW)
 
 
 def shard_parts(sarm, parts: Path, window: int = WINDOW) -> Path:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_parts_evidence import assert_same_evidence
+from test_parts_evidence import assert_same_evidence, single_process_store
 from test_store_resume import table
 from test_store_shards import CHUNK, make_groups
 
 from feature_store import FeatureStore, ingest, merge_parts
-from feature_store.decoder_views import write_decoder_views
 from sarm.checkpoints import load_sarm, save_sarm
 from sarm.data import save_jsonl
 from sarm.explain.evidence import EvidenceSpec
@@ -75,19 +74,7 @@ def single(model_dir, tmp_path_factory):
 def single_evidence(model_dir, tmp_path_factory):
     """The single-process store with evidence (the default window) and decoder views."""
     path = tmp_path_factory.mktemp("single-ev") / "single.duckdb"
-    sarm = load_sarm(model_dir)
-    with FeatureStore.open(path) as store:
-        ingest(
-            store,
-            sarm,
-            make_groups(),
-            chunk_size=CHUNK,
-            batch_size=4,
-            progress=False,
-            evidence=EvidenceSpec(),
-        )
-        write_decoder_views(store, sarm)
-    return path
+    return single_process_store(load_sarm(model_dir), path, EvidenceSpec().window)
 
 
 def assert_equal_stores(got: Path, want: Path) -> None:
