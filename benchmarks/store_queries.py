@@ -5,10 +5,14 @@ Builds (or reuses, with --store PATH) a store of ``--features`` features whose
 64), with feature frequencies shaped like the default SARM's store (``--shape
 default``: its measured profile and hot features; see docs/scale.md), times the
 statistics refresh, then reopens it read-only (as the dashboard does) and times
-the dashboard's queries plus two stand-ins for the explanation and bias-audit
-queries: the features page joined to a small explanations text table, and a
-per-feature correlation of contributions with an example-level property
-(tokens). Each latency is printed next to the rows it covers.
+the dashboard's queries. Unless ``--no-evidence``, the store also holds feature
+evidence in the shapes ``sarm index`` writes (every response's tokens, and a
+window per response x feature active at the scored token: one per latent row;
+``feature_store.synthetic.add_synthetic_evidence``), the refresh aggregates it,
+the stats explainer explains every firing feature, and the explanation and
+bias-audit reads are timed too: a feature page's evidence, the explanations
+the features table shows, the names of every feature for the bias report.
+Each latency is printed next to the rows it covers.
 The real shape: ``--rows 30000000 --features 65536 --k 192``.
 Last line: ``top_examples_p95_ms=<x> features_page_ms=<y> feature_stats_refresh_s=<z>
 store_mb=<m> ...`` (targets at 30 M rows on 2 cores: < 50 ms and < 300 ms).
@@ -24,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from feature_store import FeatureStore
+from feature_store.explanations import run_stats_explainer
 from feature_store.stats import refresh_stats
-from feature_store.synthetic import SyntheticSpec, build_synthetic_store
+from feature_store.synthetic import SyntheticSpec, add_synthetic_evidence, build_synthetic_store
 
 WORDS = [
     "refusal",
@@ -60,8 +64,9 @@ def timed(fn: Callable[[], object], repeats: int) -> np.ndarray:
     return out
 
 
-def open_or_build(path: Path, spec: SyntheticSpec) -> tuple[float, float]:
-    """Build the store (unless it is there), then time one statistics refresh.
+def open_or_build(path: Path, spec: SyntheticSpec, evidence: bool) -> tuple[float, float]:
+    """Build the store (unless it is there; with evidence unless ``evidence`` is False),
+    then time one statistics refresh.
 
     Returns ``(build seconds, refresh seconds)``; the store is closed again.
     """
@@ -77,6 +82,11 @@ def open_or_build(path: Path, spec: SyntheticSpec) -> tuple[float, float]:
         build_s = time.perf_counter() - t0
         print(f"built {path} in {build_s:.1f} s (statistics included)")
     with store:
+        if evidence and _windows(store) == 0:
+            t0 = time.perf_counter()
+            add_synthetic_evidence(store)
+            print(f"synthetic evidence written in {time.perf_counter() - t0:.1f} s")
+            build_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         refresh_stats(store, top_n=20)
         refresh_s = time.perf_counter() - t0
@@ -84,9 +94,14 @@ def open_or_build(path: Path, spec: SyntheticSpec) -> tuple[float, float]:
     return build_s, refresh_s
 
 
+def _windows(store: FeatureStore) -> int:
+    with store.read("counting evidence windows") as cur:
+        return int(cur.execute("SELECT count(*) FROM evidence_windows").fetchone()[0])
+
+
 def add_labels(store: FeatureStore, n: int, rng: np.random.Generator) -> None:
     have = len(store.labels_frame())
-    for fid in rng.choice(store.d_sae, size=max(0, n - have), replace=False):
+    for fid in rng.choice(store.d_sae, size=max(0, min(n, store.d_sae) - have), replace=False):
         words = rng.choice(WORDS, size=3, replace=False)
         store.set_label(
             int(fid), f"{words[0]} {words[1]}", f"fires on {words[2]} text", "bench", "auto"
@@ -105,51 +120,49 @@ def used_mb(store: FeatureStore) -> tuple[float, dict[str, float]]:
             ).fetchall()[0][0]
             * block
             / 1e6
-            for name in ("latents", "latents_by_feature", "examples", "feature_examples")
+            for name in (
+                "latents",
+                "latents_by_feature",
+                "examples",
+                "feature_examples",
+                "evidence_windows",
+                "evidence_responses",
+                "feature_window_splits",
+            )
         }
     return block * used / 1e6, tables
 
 
-def explanation_page(store: FeatureStore, explanations: pa.Table) -> object:
-    """Stand-in for the explanations query: a features page joined to a small text table."""
-    with store.read_labels("explanation page") as cur:
-        cur.register("bench_explanations", explanations)
-        try:
-            return cur.execute(
-                """SELECT s.feature_id, s.weight, s.frequency, s.mean_contribution,
-                          l.label, x.explanation, x.score
-                   FROM feature_stats s LEFT JOIN current_labels l USING (feature_id)
-                   LEFT JOIN bench_explanations x USING (feature_id)
-                   ORDER BY abs(s.mean_contribution) DESC, s.feature_id LIMIT 50"""
-            ).fetchall()
-        finally:
-            cur.unregister("bench_explanations")
-
-
-def property_correlation(store: FeatureStore, feature_ids: list[int]) -> object:
-    """Stand-in for a bias-audit query: corr(contribution, tokens) per feature."""
-    with store.read("property correlation") as cur:
-        return cur.execute(
-            """SELECT x.feature_id, corr(contribution(x.activation, w.weight), e.n_tokens) AS r,
-                      count(*) AS n
-               FROM latents_by_feature x JOIN head_weights w USING (feature_id)
-               JOIN examples e USING (example_id)
-               WHERE list_contains($f::INTEGER[], x.feature_id)
-               GROUP BY x.feature_id ORDER BY x.feature_id""",
-            {"f": feature_ids},
-        ).fetchall()
-
-
-def make_explanations(d_sae: int, n: int, rng: np.random.Generator) -> pa.Table:
-    ids = rng.choice(d_sae, size=min(n, d_sae), replace=False).astype(np.int32)
-    words = rng.choice(WORDS, size=(len(ids), 4))
-    return pa.table(
-        {
-            "feature_id": ids,
-            "explanation": [" ".join(w) for w in words],
-            "score": rng.random(len(ids)),
-        }
+def explanation_queries(
+    store: FeatureStore, active: np.ndarray, rng: np.random.Generator
+) -> dict[str, float]:
+    """Explain every firing feature (stats explainer), then time the reads that use it."""
+    t0 = time.perf_counter()
+    found = run_stats_explainer(store, log=print)
+    explain_s = time.perf_counter() - t0
+    print(f"stats explainer: {found.n_explained} features in {explain_s:.1f} s")
+    fids = iter(rng.choice(active, size=51))
+    _, evidence_p95 = report(
+        "feature page evidence",
+        timed(lambda: store.feature_evidence(int(next(fids))), 50),
+        f"{_windows(store)} windows",
     )
+    _, shown_p95 = report(
+        "explanations shown",
+        timed(store.display_explanations, 10),
+        f"{found.n_explained} explained features",
+    )
+    _, titles_p95 = report(
+        "bias report titles",
+        timed(lambda: store.titles_for(list(range(store.d_sae))), 10),
+        f"{store.d_sae} features",
+    )
+    return {
+        "feature_evidence_ms": evidence_p95,
+        "explanations_shown_ms": shown_p95,
+        "titles_ms": titles_p95,
+        "explain_s": explain_s,
+    }
 
 
 def report(name: str, ms: np.ndarray, rows: str) -> tuple[float, float]:
@@ -169,13 +182,14 @@ def main() -> None:
     parser.add_argument("--shape", choices=("default", "powerlaw"), default="default")
     parser.add_argument("--labels", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--no-evidence", action="store_true", help="a store without evidence")
     args = parser.parse_args()
     n_pairs = max(1, args.rows // (2 * args.k))
     spec = SyntheticSpec(
         n_pairs=n_pairs, d_sae=args.features, nnz=args.k, chunk_size=8192, shape=args.shape
     )
     path = args.store or Path(tempfile.mkdtemp(prefix="sarm-bench-")) / "store.duckdb"
-    build_s, refresh_s = open_or_build(path, spec)
+    build_s, refresh_s = open_or_build(path, spec, not args.no_evidence)
     store = FeatureStore.open_for_reading(path)
     rng = np.random.default_rng(0)
     add_labels(store, args.labels, rng)
@@ -229,18 +243,7 @@ def main() -> None:
         ),
         f"{store.d_sae} features",
     )
-    explanations = make_explanations(store.d_sae, 5000, rng)
-    _, explain_p95 = report(
-        "features page + explanations",
-        timed(lambda: explanation_page(store, explanations), 20),
-        f"{store.d_sae} features x {explanations.num_rows} explanations",
-    )
-    audit = [int(f) for f in active[:50]]
-    _, corr_p95 = report(
-        "corr(contribution, tokens)",
-        timed(lambda: property_correlation(store, audit), 5),
-        f"the 50 most frequent features, {int(stats['n_active'].iloc[:50].sum())} rows",
-    )
+    figures = {} if args.no_evidence else explanation_queries(store, active, rng)
     terms = iter(rng.choice(WORDS, size=51))
     _, search_p95 = report(
         "search_labels",
@@ -256,8 +259,8 @@ def main() -> None:
     print(
         f"top_examples_p95_ms={top_p95:.2f} features_page_ms={page_p95:.2f} "
         f"feature_stats_refresh_s={refresh_s:.1f} store_mb={store_mb:.0f} "
-        f"explain_page_ms={explain_p95:.2f} property_corr_ms={corr_p95:.1f} "
-        f"label_search_ms={search_p95:.2f} build_s={build_s:.0f} rows={rows}"
+        + "".join(f"{k}={v:.2f} " for k, v in figures.items())
+        + f"label_search_ms={search_p95:.2f} build_s={build_s:.0f} rows={rows}"
     )
 
 

@@ -224,10 +224,14 @@ rest AS (
     SELECT feature_id, example_id,
            row_number() OVER (PARTITION BY feature_id
                               ORDER BY hash(example_id, feature_id, $seed)) AS pick
-    FROM marked WHERE NOT shown)
-SELECT feature_id, 'explain', example_id, true FROM marked WHERE shown
-UNION ALL
-SELECT feature_id, 'heldout', example_id, true FROM rest WHERE pick <= $heldout
+    FROM marked WHERE NOT shown),
+chosen AS (
+    SELECT feature_id, 'explain' AS split, example_id FROM marked WHERE shown
+    UNION ALL
+    SELECT feature_id, 'heldout', example_id FROM rest WHERE pick <= $heldout)
+SELECT c.feature_id, c.split, c.example_id, true, w.start, w.activations, w.peak
+FROM chosen c JOIN evidence_windows w USING (feature_id, example_id)
+ORDER BY c.feature_id, c.split, c.example_id
 """
 
 # heldout negatives: as many as the feature's held-out positives, drawn from one seeded
@@ -246,7 +250,8 @@ cand AS (
                               ORDER BY hash(p.example_id, n.feature_id, $seed)) AS pick
     FROM need n CROSS JOIN pool p
     ANTI JOIN latents x ON x.feature_id = n.feature_id AND x.example_id = p.example_id)
-SELECT feature_id, 'heldout', example_id, false FROM cand WHERE pick <= n
+SELECT feature_id, 'heldout', example_id, false, NULL, NULL, NULL FROM cand WHERE pick <= n
+ORDER BY feature_id, example_id
 """
 
 
@@ -259,11 +264,10 @@ def _contrastive(cur, config: EvidenceConfig) -> None:
     bg_tokens, bg_bigrams = _background(cur, config)
     n_bg = sum(bg_tokens.values())
     rows = cur.execute(
-        """SELECT w.feature_id, w.start, w.activations, r.tokens
+        """SELECT s.feature_id, s.start, s.activations, r.tokens
            FROM feature_window_splits s
-           JOIN evidence_windows w USING (feature_id, example_id)
            JOIN evidence_responses r USING (example_id)
-           WHERE s.split = 'explain' ORDER BY w.feature_id"""
+           WHERE s.split = 'explain' ORDER BY s.feature_id"""
     ).fetchall()
     out: dict[str, list] = {k: [] for k in CONTRASTIVE_COLUMNS}
     current, tokens, bigrams = None, Counter(), Counter()

@@ -73,12 +73,10 @@ def split_windows(
     with conn.read(f"reading {split} windows") as cur:
         width = window_size(cur)
         rows = cur.execute(
-            f"""SELECT s.feature_id, s.example_id, s.active, w.start, w.activations, w.peak,
+            f"""SELECT s.feature_id, s.example_id, s.active, s.start, s.activations, s.peak,
                        r.tokens, r.scored
                 FROM feature_window_splits s
                 JOIN evidence_responses r USING (example_id)
-                LEFT JOIN evidence_windows w
-                       ON w.feature_id = s.feature_id AND w.example_id = s.example_id
                 WHERE s.split = $split {where}
                 ORDER BY s.feature_id, NOT s.active, s.example_id""",
             params,

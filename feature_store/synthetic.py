@@ -228,3 +228,54 @@ def build_synthetic_store(
         sae=f"synthetic-{spec.seed}",
         progress=progress,
     )
+
+
+# ------------------------------------------------------------------ evidence at scale
+
+#: SQL that fills the evidence tables of a synthetic store from its latents, in the
+#: shapes `sarm index` writes: every response's tokens (``$length`` of them, from a
+#: ``$vocab``-word vocabulary), and per (response, feature active at the scored
+#: token) a window of ``2 * $window + 1`` activations, most of them 0 as real SAE
+#: features fire on few tokens; per chunk its token and feature counts.
+SYNTHETIC_EVIDENCE_SQL = (
+    """INSERT INTO evidence_responses
+       SELECT example_id,
+              list_transform(range($length), lambda i: 'w' || (hash(example_id, i) % $vocab)),
+              list_transform(range($length), lambda i: (hash(example_id, i) % $vocab)::INTEGER),
+              $length - 1
+       FROM examples""",
+    """INSERT INTO evidence_windows
+       SELECT example_id, feature_id, peak, activation, peak - $window,
+              list_transform(range(2 * $window + 1), lambda i:
+                  CASE WHEN i = $window THEN activation
+                       WHEN hash(example_id, feature_id, i) % 5 = 0
+                       THEN (activation * (hash(feature_id, i) % 100) / 100.0)::FLOAT
+                       ELSE 0::FLOAT END)
+       FROM (SELECT *, $length - 1 - $window
+                       - (hash(example_id, feature_id) % ($length - 2 * $window))::INTEGER AS peak
+             FROM latents)""",
+    """INSERT INTO evidence_chunks
+       SELECT chunk_index, n_examples * $length, n_examples, $window FROM ingest_chunks""",
+    """INSERT INTO evidence_counts
+       SELECT c.chunk_index, x.feature_id, 4 * count(*), count(*),
+              list_transform(range($bins), lambda b: CASE WHEN b = 13 THEN 4 * count(*) ELSE 0 END)
+       FROM latents x JOIN ingest_chunks c
+         ON x.example_id >= c.first_example AND x.example_id < c.first_example + c.n_examples
+       GROUP BY c.chunk_index, x.feature_id""",
+)
+
+
+def add_synthetic_evidence(
+    store: FeatureStore, *, length: int = 200, window: int = 16, vocab: int = 5000
+) -> None:
+    """Fill the evidence tables of a synthetic store (one transaction; refresh the statistics
+    afterwards to build the aggregates)."""
+    from sarm.explain.evidence import N_BINS
+
+    check_int(window, "window", low=0)
+    check_int(length, "length", low=2 * window + 2)
+    params = {"length": length, "window": window, "vocab": vocab, "bins": N_BINS}
+    with store.write("writing synthetic evidence") as cur:
+        for sql in SYNTHETIC_EVIDENCE_SQL:
+            used = {k: v for k, v in params.items() if f"${k}" in sql}
+            cur.execute(sql, used)

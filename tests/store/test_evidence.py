@@ -237,6 +237,33 @@ def test_a_schema_5_store_migrates_and_keeps_its_rows(indexed, tmp_path):
         assert cur.execute("SELECT count(*) FROM evidence_windows").fetchone()[0] == 0
 
 
+def test_a_schema_7_store_gains_the_windows_of_its_splits(indexed, tmp_path):
+    """Migration 008 copies each split row's window from evidence_windows, as a refresh does."""
+    import duckdb
+
+    from feature_store.schema import migrate
+
+    store, _, _ = indexed
+    query = """SELECT feature_id, split, example_id, active, start, activations, peak
+               FROM feature_window_splits ORDER BY feature_id, split, example_id"""
+    with store.read("t") as cur:
+        windows = cur.execute("SELECT * FROM evidence_windows").df()
+        splits = cur.execute(
+            "SELECT feature_id, split, example_id, active FROM feature_window_splits"
+        ).df()
+        want = cur.execute(query).fetchall()
+    path = tmp_path / "v7.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con, target=7)
+    con.execute("INSERT INTO evidence_windows SELECT * FROM windows")
+    con.execute("INSERT INTO feature_window_splits SELECT * FROM splits")
+    con.close()
+    with FeatureStore.open(path) as migrated, migrated.read("t") as cur:
+        got = cur.execute(query).fetchall()
+    assert got == want
+    assert any(r[4] is not None for r in got) and any(r[4] is None for r in got)  # negatives
+
+
 def test_a_v1_annotations_file_gains_explanations_and_keeps_labels(tmp_path):
     import sqlite3
 
