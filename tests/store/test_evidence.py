@@ -255,8 +255,10 @@ def test_a_schema_7_store_gains_the_windows_of_its_splits(indexed, tmp_path):
     path = tmp_path / "v7.duckdb"
     con = duckdb.connect(str(path))
     migrate(con, target=7)
-    con.execute("INSERT INTO evidence_windows SELECT * FROM windows")
-    con.execute("INSERT INTO feature_window_splits SELECT * FROM splits")
+    con.register("old_windows", windows)
+    con.register("old_splits", splits)
+    con.execute("INSERT INTO evidence_windows SELECT * FROM old_windows")
+    con.execute("INSERT INTO feature_window_splits SELECT * FROM old_splits")
     con.close()
     with FeatureStore.open(path) as migrated, migrated.read("t") as cur:
         got = cur.execute(query).fetchall()
