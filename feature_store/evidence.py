@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,16 +127,24 @@ def _density(cur, d_sae: int) -> None:
     n_tokens, n_responses = fetch_one(
         cur, "SELECT sum(n_tokens), sum(n_responses) FROM evidence_chunks"
     )
+    # summed in SQL: one row per chunk x feature is millions of rows at the released shape
     counts = cur.execute(
-        "SELECT feature_id, active_tokens, active_responses, histogram FROM evidence_counts"
+        """SELECT feature_id, sum(active_tokens)::BIGINT AS t, sum(active_responses)::BIGINT AS r
+           FROM evidence_counts GROUP BY feature_id"""
     ).fetchnumpy()
     fids = np.asarray(counts["feature_id"], np.int64)
-    active_tokens = np.bincount(fids, counts["active_tokens"], d_sae).astype(np.int64)
-    active_resp = np.bincount(fids, counts["active_responses"], d_sae).astype(np.int64)
+    active_tokens = np.zeros(d_sae, np.int64)
+    active_resp = np.zeros(d_sae, np.int64)
+    active_tokens[fids], active_resp[fids] = counts["t"], counts["r"]
+    bins = cur.execute(
+        """SELECT feature_id, bin - 1 AS bin, sum(n)::BIGINT AS n
+           FROM (SELECT feature_id, generate_subscripts(histogram, 1) AS bin,
+                        unnest(histogram) AS n
+                 FROM evidence_counts)
+           GROUP BY ALL"""
+    ).fetchnumpy()
     hist = np.zeros((d_sae, N_BINS), np.int64)
-    if fids.size:
-        rows = np.array([list(h) for h in counts["histogram"]], np.int64).reshape(-1, N_BINS)
-        np.add.at(hist, fids, rows)
+    hist[np.asarray(bins["feature_id"], np.int64), np.asarray(bins["bin"], np.int64)] = bins["n"]
     share = _abs_share(cur, d_sae)
     table = pa.table(
         {
@@ -263,26 +272,30 @@ def _contrastive(cur, config: EvidenceConfig) -> None:
     """
     bg_tokens, bg_bigrams = _background(cur, config)
     n_bg = sum(bg_tokens.values())
-    rows = cur.execute(
-        """SELECT s.feature_id, s.start, s.activations, r.tokens
+    # only each window's tokens (and the one before, for bigrams), streamed: at the
+    # released model's shape the explanation windows are millions of rows
+    cur.execute(
+        """SELECT s.feature_id, s.start, s.activations, len(r.tokens),
+                  r.tokens[greatest(s.start, 1) : s.start + len(s.activations)]
            FROM feature_window_splits s
            JOIN evidence_responses r USING (example_id)
            WHERE s.split = 'explain' ORDER BY s.feature_id"""
-    ).fetchall()
+    )
     out: dict[str, list] = {k: [] for k in CONTRASTIVE_COLUMNS}
     current, tokens, bigrams = None, Counter(), Counter()
-    for fid, start, acts, toks in [*rows, (None, 0, [], [])]:
+    for fid, start, acts, n_tokens, toks in _streamed(cur, (None, 0, [], 0, [])):
         if fid != current and current is not None:
             _emit(out, current, "token", tokens, bg_tokens, n_bg, config)
             _emit(out, current, "bigram", bigrams, bg_bigrams, n_bg, config)
             tokens, bigrams = Counter(), Counter()
         current = fid
+        base = max(start - 1, 0)  # toks[j] is the response's token base + j
         for offset, value in enumerate(acts):
             i = start + offset
-            if value != 0 and i != len(toks) - 1:  # the scored token is active by design
-                tokens[toks[i]] += 1
+            if value != 0 and i != n_tokens - 1:  # the scored token is active by design
+                tokens[toks[i - base]] += 1
                 if i > 0:
-                    bigrams[toks[i - 1] + toks[i]] += 1
+                    bigrams[toks[i - 1 - base] + toks[i - base]] += 1
     insert_arrow(cur, "feature_contrastive", pa.table(out, schema=CONTRASTIVE_SCHEMA))
 
 
@@ -302,18 +315,40 @@ CONTRASTIVE_SCHEMA = pa.schema(
 CONTRASTIVE_COLUMNS = CONTRASTIVE_SCHEMA.names
 
 
+def _streamed(cur, last: tuple, size: int = 65_536) -> Iterator[tuple]:
+    """The rows of ``cur``'s result in batches, then ``last`` (a sentinel)."""
+    while batch := cur.fetchmany(size):
+        yield from batch
+    yield last
+
+
 def _background(cur, config: EvidenceConfig) -> tuple[Counter, Counter]:
-    """Token and bigram counts at a seeded sample of positions over every response."""
-    lists = cur.execute("SELECT tokens FROM evidence_responses ORDER BY example_id").fetchnumpy()
-    lists = lists["tokens"]
-    flat = np.array([t for toks in lists for t in toks], dtype=object)
-    offsets = np.concatenate([[0], np.cumsum([len(toks) for toks in lists])])
+    """Token and bigram counts at a seeded sample of positions over every response.
+
+    The positions are drawn over the responses' lengths; only the sampled tokens
+    (and the ones before them) are read.
+    """
+    lengths = cur.execute(
+        "SELECT example_id, len(tokens) AS n FROM evidence_responses ORDER BY example_id"
+    ).fetchnumpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths["n"], dtype=np.int64)])
     rng = np.random.default_rng(config.seed)
-    n = min(config.background_tokens, len(flat))
-    picks = np.sort(rng.choice(len(flat), size=n, replace=False)) if n else np.zeros(0, int)
-    starts = set(offsets[:-1].tolist())
-    tokens = Counter(flat[picks].tolist())
-    bigrams = Counter(flat[i - 1] + flat[i] for i in picks.tolist() if i not in starts)
+    n = min(config.background_tokens, int(offsets[-1]))
+    picks = np.sort(rng.choice(int(offsets[-1]), size=n, replace=False)) if n else np.zeros(0, int)
+    row = np.searchsorted(offsets, picks, side="right") - 1
+    sample = pa.table(
+        {"example_id": np.asarray(lengths["example_id"])[row], "pos": picks - offsets[row]}
+    )
+    cur.register("background_sample", sample)
+    try:
+        rows = cur.execute(
+            """SELECT r.tokens[p.pos + 1], CASE WHEN p.pos > 0 THEN r.tokens[p.pos] END
+               FROM background_sample p JOIN evidence_responses r USING (example_id)"""
+        ).fetchall()
+    finally:
+        cur.unregister("background_sample")
+    tokens = Counter(tok for tok, _ in rows)
+    bigrams = Counter(prev + tok for tok, prev in rows if prev is not None)
     return tokens, bigrams
 
 
