@@ -38,11 +38,12 @@ COLUMNS = ["feature", "text", "source", "version", "score", "monosemanticity", "
 
 
 def _window(example_id, tokens, start, acts, peak, scored, active) -> EvidenceWindow:
-    """An :class:`EvidenceWindow` over ``tokens[start : start + len(acts)]``."""
+    """An :class:`EvidenceWindow` of the response tokens ``start .. start + len(acts) - 1``
+    (``tokens``: those tokens only)."""
     stop = start + len(acts)
     return EvidenceWindow(
         example_id=int(example_id),
-        tokens=tuple(tokens[start:stop]),
+        tokens=tuple(tokens),
         activations=tuple(float(a) for a in acts),
         active=active,
         peak=peak - start if peak is not None and start <= peak < stop else None,
@@ -57,6 +58,10 @@ def window_size(cur) -> int:
     return int(row[0])
 
 
+#: a negative window's seeded centre: (example_id x this + feature_id x the next) % length
+NEGATIVE_MUL_EXAMPLE, NEGATIVE_MUL_FEATURE = 2654435761, 40503
+
+
 def split_windows(
     conn: Connection, split: str, features: Sequence[int] | None = None
 ) -> dict[int, list[EvidenceWindow]]:
@@ -64,7 +69,8 @@ def split_windows(
 
     A negative (a response where the feature is not active at the scored token)
     is the window around a seeded position of its response; its activations were
-    not recorded and read as 0.
+    not recorded and read as 0. Only the windows' tokens are read, never whole
+    responses (millions of windows at the released model's shape).
     """
     where = "AND s.feature_id IN (SELECT unnest($features))" if features is not None else ""
     params: dict[str, object] = {"split": split}
@@ -73,22 +79,28 @@ def split_windows(
     with conn.read(f"reading {split} windows") as cur:
         width = window_size(cur)
         rows = cur.execute(
-            f"""SELECT s.feature_id, s.example_id, s.active, s.start, s.activations, s.peak,
-                       r.tokens, r.scored
-                FROM feature_window_splits s
-                JOIN evidence_responses r USING (example_id)
-                WHERE s.split = $split {where}
-                ORDER BY s.feature_id, NOT s.active, s.example_id""",
-            params,
+            f"""WITH picked AS (
+                    SELECT s.feature_id, s.example_id, s.active, s.activations, s.peak, r.scored,
+                           r.tokens, CASE WHEN s.active THEN s.start ELSE greatest(0, c.centre - $width) END AS lo,
+                           CASE WHEN s.active THEN s.start + len(s.activations)
+                                ELSE least(len(r.tokens), c.centre + $width + 1) END AS hi
+                    FROM feature_window_splits s
+                    JOIN evidence_responses r USING (example_id),
+                    LATERAL (SELECT CAST((s.example_id::HUGEINT * {NEGATIVE_MUL_EXAMPLE}
+                                          + s.feature_id::HUGEINT * {NEGATIVE_MUL_FEATURE})
+                                         % len(r.tokens) AS BIGINT) AS centre) c
+                    WHERE s.split = $split {where})
+                SELECT feature_id, example_id, active, lo, hi, activations, peak, scored,
+                       tokens[lo + 1 : hi]
+                FROM picked
+                ORDER BY feature_id, NOT active, example_id""",
+            {**params, "width": width},
         ).fetchall()
     out: dict[int, list[EvidenceWindow]] = defaultdict(list)
-    for fid, ex, active, start, acts, peak, tokens, scored in rows:
-        if active:
-            out[fid].append(_window(ex, tokens, start, acts, peak, scored, True))
-        else:
-            centre = (ex * 2654435761 + fid * 40503) % len(tokens)
-            lo, hi = max(0, centre - width), min(len(tokens), centre + width + 1)
-            out[fid].append(_window(ex, tokens, lo, [0.0] * (hi - lo), None, scored, False))
+    for fid, ex, active, lo, hi, acts, peak, scored, tokens in rows:
+        if not active:
+            acts = [0.0] * (hi - lo)
+        out[fid].append(_window(ex, tokens, lo, acts, peak, scored, active))
     return dict(out)
 
 
@@ -160,6 +172,10 @@ def evidence_hash(*parts: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: features whose held-out windows are read at once (bounds memory at 65k features)
+WINDOW_BATCH = 4096
+
+
 def explain_stats(
     conn: Connection, features: Sequence[int] | None = None, progress: bool = False
 ) -> tuple[list[Explanation], ExplainReport]:
@@ -167,10 +183,12 @@ def explain_stats(
     start = time.perf_counter()
     wanted = firing_features(conn) if features is None else [int(f) for f in features]
     contrastive, metadata = _contrastive_rows(conn), _metadata_rows(conn)
-    heldout = split_windows(conn, "heldout", None if features is None else wanted)
     meta = example_metadata(conn)
     out = []
-    for fid in tqdm(wanted, desc="explaining", unit="feature", disable=not progress):
+    heldout: dict[int, list[EvidenceWindow]] = {}
+    for i, fid in enumerate(tqdm(wanted, desc="explaining", unit="feature", disable=not progress)):
+        if i % WINDOW_BATCH == 0:  # held-out windows a batch of features at a time
+            heldout = split_windows(conn, "heldout", wanted[i : i + WINDOW_BATCH])
         found = stats_explanation(contrastive.get(fid, []), metadata.get(fid, []))
         windows = heldout.get(fid, [])
         score = detection_score(windows, lambda w, r=found.rule: r.predict(w, meta[w.example_id]))
