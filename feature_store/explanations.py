@@ -72,29 +72,39 @@ def split_windows(
     not recorded and read as 0. Only the windows' tokens are read, never whole
     responses (millions of windows at the released model's shape).
     """
-    where = "AND s.feature_id IN (SELECT unnest($features))" if features is not None else ""
     params: dict[str, object] = {"split": split}
+    where = ""
     if features is not None:
-        params["features"] = [int(f) for f in features]
+        ids = sorted({int(f) for f in features})
+        if not ids:
+            return {}
+        # a constant range lets the zone maps skip to the features (the table is in
+        # feature order); the list then picks them out of the range
+        where = "AND feature_id BETWEEN $lo AND $hi AND list_contains($features, feature_id)"
+        params |= {"features": ids, "lo": ids[0], "hi": ids[-1]}
     with conn.read(f"reading {split} windows") as cur:
-        width = window_size(cur)
+        params["width"] = window_size(cur)
         rows = cur.execute(
-            f"""WITH picked AS (
-                    SELECT s.feature_id, s.example_id, s.active, s.activations, s.peak, r.scored,
-                           r.tokens, CASE WHEN s.active THEN s.start ELSE greatest(0, c.centre - $width) END AS lo,
-                           CASE WHEN s.active THEN s.start + len(s.activations)
-                                ELSE least(len(r.tokens), c.centre + $width + 1) END AS hi
-                    FROM feature_window_splits s
-                    JOIN evidence_responses r USING (example_id),
-                    LATERAL (SELECT CAST((s.example_id::HUGEINT * {NEGATIVE_MUL_EXAMPLE}
-                                          + s.feature_id::HUGEINT * {NEGATIVE_MUL_FEATURE})
-                                         % len(r.tokens) AS BIGINT) AS centre) c
-                    WHERE s.split = $split {where})
+            f"""WITH s AS (
+                    SELECT * FROM feature_window_splits WHERE split = $split {where}),
+                joined AS (
+                    SELECT s.*, r.scored, r.tokens, len(r.tokens) AS n,
+                           CAST((s.example_id::HUGEINT * {NEGATIVE_MUL_EXAMPLE}
+                                 + s.feature_id::HUGEINT * {NEGATIVE_MUL_FEATURE})
+                                % len(r.tokens) AS BIGINT) AS centre
+                    FROM s JOIN evidence_responses r USING (example_id)),
+                bounded AS (
+                    SELECT *,
+                           CASE WHEN active THEN start
+                                ELSE greatest(0, centre - $width) END AS lo,
+                           CASE WHEN active THEN start + len(activations)
+                                ELSE least(n, centre + $width + 1) END AS hi
+                    FROM joined)
                 SELECT feature_id, example_id, active, lo, hi, activations, peak, scored,
                        tokens[lo + 1 : hi]
-                FROM picked
+                FROM bounded
                 ORDER BY feature_id, NOT active, example_id""",
-            {**params, "width": width},
+            params,
         ).fetchall()
     out: dict[int, list[EvidenceWindow]] = defaultdict(list)
     for fid, ex, active, lo, hi, acts, peak, scored, tokens in rows:
