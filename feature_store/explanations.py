@@ -280,7 +280,7 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
     A human label (the label editor) wins, then a human explanation, then the
     best-scored ``llm:*`` explanation, then ``stats``.
     """
-    frame = explanations(conn)[["feature", "text", "source", "score"]]
+    frame = conn.annotations.latest_explanations().rename(columns={"feature_id": "feature"})
     labels = conn.annotations.latest_labels().to_pandas()
     if len(labels):
         human = pd.DataFrame(
