@@ -5,9 +5,9 @@
 -- (one row per response x feature active at the scored token: 30 M rows at the
 -- released model's shape). Existing rows are filled here once; the next refresh
 -- also sorts them.
-ALTER TABLE feature_window_splits ADD COLUMN start INTEGER;
-ALTER TABLE feature_window_splits ADD COLUMN activations FLOAT[];
-ALTER TABLE feature_window_splits ADD COLUMN peak INTEGER;
+ALTER TABLE feature_window_splits ADD COLUMN IF NOT EXISTS start INTEGER;
+ALTER TABLE feature_window_splits ADD COLUMN IF NOT EXISTS activations FLOAT[];
+ALTER TABLE feature_window_splits ADD COLUMN IF NOT EXISTS peak INTEGER;
 
 UPDATE feature_window_splits s
 SET start = w.start, activations = w.activations, peak = w.peak
