@@ -64,6 +64,24 @@ class ChunkEvidence:
     n_responses: int
     window: int
 
+    def totals(self) -> dict[str, int]:
+        """The pass totals (everything but the tables), JSON-ready."""
+        return {"n_tokens": self.n_tokens, "n_responses": self.n_responses, "window": self.window}
+
+    @classmethod
+    def from_tables(
+        cls, responses: pa.Table, windows: pa.Table, counts: pa.Table, totals: dict
+    ) -> ChunkEvidence:
+        """The inverse of the three tables and :meth:`totals`."""
+        return cls(
+            responses,
+            windows,
+            counts,
+            int(totals["n_tokens"]),
+            int(totals["n_responses"]),
+            int(totals["window"]),
+        )
+
 
 def chunk_evidence(example_ids: np.ndarray, pooled, window: int) -> ChunkEvidence:
     """Rows of one chunk's evidence from a ``pooled_latents(..., evidence=...)`` result."""

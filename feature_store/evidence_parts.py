@@ -50,11 +50,7 @@ def write_evidence_parts(
 ) -> None:
     """A chunk's three evidence parts (before its latents and examples)."""
     identity = run_identity(binding)
-    totals = {
-        "n_tokens": evidence.n_tokens,
-        "n_responses": evidence.n_responses,
-        "window": evidence.window,
-    }
+    totals = evidence.totals()
     tables = {
         "evidence-windows": evidence.windows,
         "evidence-counts": evidence.counts,
@@ -75,13 +71,11 @@ def read_evidence_parts(parts: Path, chunk: Chunk, binding: Binding, window: int
         tables[kind], extra = read_part(path, schema, binding)
         totals |= extra
     _verify(parts, chunk, binding, window, tables, totals)
-    return ChunkEvidence(
+    return ChunkEvidence.from_tables(
         tables["evidence-responses"],
         tables["evidence-windows"],
         tables["evidence-counts"],
-        int(totals["n_tokens"]),
-        int(totals["n_responses"]),
-        int(totals["window"]),
+        totals,
     )
 
 

@@ -175,26 +175,22 @@ def _evidence_columns(evidence: ChunkEvidence | None) -> dict:
     """A result row's evidence columns (all None when the run keeps no evidence)."""
     if evidence is None:
         return {f"evidence_{k}": None for k in ("responses", "windows", "counts", "totals")}
-    totals = {"n_tokens": evidence.n_tokens, "n_responses": evidence.n_responses}
     return {
         "evidence_responses": _ipc(evidence.responses),
         "evidence_windows": _ipc(evidence.windows),
         "evidence_counts": _ipc(evidence.counts),
-        "evidence_totals": json.dumps({**totals, "window": evidence.window}),
+        "evidence_totals": json.dumps(evidence.totals()),
     }
 
 
 def _evidence_of(result: dict) -> ChunkEvidence | None:
     if result.get("evidence_totals") is None:
         return None
-    totals = json.loads(result["evidence_totals"])
-    return ChunkEvidence(
+    return ChunkEvidence.from_tables(
         _from_ipc(result["evidence_responses"]),
         _from_ipc(result["evidence_windows"]),
         _from_ipc(result["evidence_counts"]),
-        totals["n_tokens"],
-        totals["n_responses"],
-        totals["window"],
+        json.loads(result["evidence_totals"]),
     )
 
 
