@@ -72,15 +72,22 @@ def _gather(
     latents: SparseLatents, lo: np.ndarray, hi: np.ndarray, coefs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every selected entry's row, and its value times its column's coefficient (float64)."""
-    _, rows, values = latents.csc()
-    out_rows = np.empty(int((hi - lo).sum()), dtype=rows.dtype)
-    terms = np.empty(len(out_rows), dtype=np.float64)
+    total = int((hi - lo).sum())
+    rows, terms = np.empty(total, dtype=np.intp), np.empty(total, dtype=np.float64)
+    _fill(latents, lo.tolist(), hi.tolist(), coefs.tolist(), 0, rows, terms)
+    return rows, terms
+
+
+def _fill(latents, lo: list, hi: list, coefs: list, first: int, rows, terms) -> int:
+    """Copy the pieces ``[lo[j], hi[j])`` of the CSC view into ``rows`` (minus ``first``)
+    and ``terms`` (values times ``coefs[j]``); returns how many were written."""
+    _, csc_rows, values = latents.csc()
     at = 0
-    for a, b, c in zip(lo.tolist(), hi.tolist(), coefs.tolist(), strict=True):
-        out_rows[at : at + b - a] = rows[a:b]
+    for a, b, c in zip(lo, hi, coefs, strict=True):
+        np.subtract(csc_rows[a:b], first, out=rows[at : at + b - a])
         np.multiply(values[a:b], c, out=terms[at : at + b - a], dtype=np.float64)
         at += b - a
-    return out_rows, terms
+    return at
 
 
 def _add_blocked(
@@ -92,7 +99,7 @@ def _add_blocked(
     block_rows: int,
 ) -> None:
     """The blocked scatter (see the module doc)."""
-    _, rows, values = latents.csc()
+    rows = latents.csc()[1]
     bounds = np.minimum(np.arange(0, latents.n + block_rows, block_rows), latents.n)
     cuts = np.stack(
         [
@@ -106,9 +113,7 @@ def _add_blocked(
     coef_list = coefs.tolist()
     for k in range(len(bounds) - 1):
         first, end = int(bounds[k]), int(bounds[k + 1])
-        at = 0
-        for j, (a, b) in enumerate(zip(cuts[:, k].tolist(), cuts[:, k + 1].tolist(), strict=True)):
-            np.subtract(rows[a:b], first, out=local[at : at + b - a])
-            np.multiply(values[a:b], coef_list[j], out=terms[at : at + b - a], dtype=np.float64)
-            at += b - a
+        at = _fill(
+            latents, cuts[:, k].tolist(), cuts[:, k + 1].tolist(), coef_list, first, local, terms
+        )
         out[first:end] += np.bincount(local[:at], weights=terms[:at], minlength=end - first)
