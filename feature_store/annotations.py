@@ -351,23 +351,27 @@ class Annotations:
         )
         return _frame(rows, EXPLANATION_COLUMNS)
 
-    def latest_explanations(self) -> pd.DataFrame:
-        """``feature_id, text, source, score`` of the newest explanation per feature and
-        source (what the app shows; read in SQL, without the history and details)."""
-        columns = ["feature_id", "text", "source", "score"]
+    def latest_explanations(self, columns: Sequence[str] = EXPLANATION_COLUMNS) -> pd.DataFrame:
+        """``columns`` of the newest explanation per feature and source, ordered by feature
+        and source (picked in SQL; the app reads only what it shows)."""
+        columns = list(columns)
         if not self._rows(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'explanations'"
         ):
-            return pd.DataFrame(columns=columns)
-        rows = self._rows(
-            """SELECT feature_id, text, source, score FROM (
-                   SELECT feature_id, text, source, score,
-                          row_number() OVER (PARTITION BY feature_id, source
-                                             ORDER BY explanation_id DESC) AS newest
-                   FROM explanations)
-               WHERE newest = 1 ORDER BY feature_id, source"""
+            rows: list[tuple] = []
+        else:
+            rows = self._rows(
+                f"""SELECT {", ".join(columns)} FROM (
+                       SELECT *, row_number() OVER (PARTITION BY feature_id, source
+                                                    ORDER BY explanation_id DESC) AS newest
+                       FROM explanations)
+                   WHERE newest = 1 ORDER BY feature_id, source"""
+            )
+        return (
+            _frame(rows, columns)
+            if "created_at" in columns
+            else pd.DataFrame(rows, columns=columns)
         )
-        return pd.DataFrame(rows, columns=columns)
 
     # ------------------------------------------------------------ head versions
     def add_head(self, row: Sequence[object], reserved: frozenset[str]) -> None:

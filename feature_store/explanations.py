@@ -258,11 +258,10 @@ def explanation_history(conn: Connection, feature_id: int) -> pd.DataFrame:
 
 def explanations(conn: Connection) -> pd.DataFrame:
     """The latest explanation per feature and source: ``feature, text, source, score, ...``."""
-    rows = conn.annotations.explanation_rows()
-    if rows.empty:
+    latest = conn.annotations.latest_explanations()
+    if latest.empty:
         return pd.DataFrame(columns=COLUMNS)
-    latest = rows.sort_values("explanation_id").groupby(["feature_id", "source"]).tail(1)
-    return _renamed(latest).sort_values(["feature", "source"]).reset_index(drop=True)
+    return _renamed(latest)
 
 
 def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -280,7 +279,8 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
     A human label (the label editor) wins, then a human explanation, then the
     best-scored ``llm:*`` explanation, then ``stats``.
     """
-    frame = conn.annotations.latest_explanations().rename(columns={"feature_id": "feature"})
+    shown = conn.annotations.latest_explanations(["feature_id", "text", "source", "score"])
+    frame = shown.rename(columns={"feature_id": "feature"})
     labels = conn.annotations.latest_labels().to_pandas()
     if len(labels):
         human = pd.DataFrame(
