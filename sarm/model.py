@@ -176,6 +176,19 @@ class TokenActivations:
     reward_trajectory: Float[np.ndarray, " T"]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A checked conversation and its token ids, ready for :meth:`SARM.score_prepared`."""
+
+    conversation: Conversation
+    token_ids: list[int]
+    cut: int  # a Cut: tokens removed from an over-long conversation, and where
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
 class SARM:
     """A sparse-autoencoder reward model ready to score conversations."""
 
@@ -290,15 +303,20 @@ class SARM:
         Batches hold at most ``batch_size`` rows and ``max_batch_tokens`` padded
         tokens (``self.max_batch_tokens`` when None); see :func:`plan_batches`.
         """
-        budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
         enc = self.backbone.encoder
         rows = [
             enc.token_ids_with_start(check_conversation(c, f"conversation {i}"))
             for i, c in enumerate(conversations)
         ]
-        plan = plan_batches([len(ids) for ids, _, _ in rows], budget, batch_size)
+        for idx, batch in self._planned(rows, batch_size, progress, max_batch_tokens):
+            yield idx, batch, [rows[i][2] for i in idx]
+
+    def _planned(self, rows: Sequence[tuple], batch_size, progress, max_batch_tokens):
+        """``(indices, padded batch)`` for rows ``(ids, cut, ...)`` in length-sorted batches."""
+        budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
+        plan = plan_batches([len(row[0]) for row in rows], budget, batch_size)
         for idx in tqdm(plan, desc="scoring", unit="batch", disable=not progress):
-            yield idx, enc.pad([rows[i][:2] for i in idx]), [rows[i][2] for i in idx]
+            yield idx, self.backbone.encoder.pad([rows[i][:2] for i in idx])
 
     # ------------------------------------------------------------------ public API
 
@@ -391,16 +409,48 @@ class SARM:
 
         Batching is as in :meth:`pooled_latents`; scores come back in input order.
         """
-        convs = [to_conversation(item, f"item {i}") for i, item in enumerate(items)]
-        scores: list[Score | None] = [None] * len(convs)
-        batches = self._sorted_batches(convs, batch_size, progress, max_batch_tokens)
-        for idx, batch, _ in batches:
-            rows = self._sparse(*self._pooled(batch))
-            contributions, rewards = self.head.contributions(rows), self.head.rewards(rows)
+        prepared = self.prepare(items)
+        return self.score_prepared(prepared, batch_size, progress, max_batch_tokens)
+
+    def prepare(self, items: Sequence[ScoreInput], what: str = "item") -> list[Prepared]:
+        """Check and tokenize conversations for :meth:`score_prepared` (no forward pass).
+
+        Bad input raises a ValueError naming ``what[i]``; an over-long conversation
+        is cut as described in :class:`sarm.backbones.TruncationRule`.
+        """
+        out = []
+        for i, item in enumerate(items):
+            conv = to_conversation(item, f"{what}[{i}]")
+            ids, cut = self.backbone.encoder.token_ids(conv)
+            out.append(Prepared(conv, ids, cut))
+        return out
+
+    def score_prepared(
+        self,
+        prepared: Sequence[Prepared],
+        batch_size: int = DEFAULT_BATCH_ROWS,
+        progress: bool = False,
+        max_batch_tokens: int | None = None,
+    ) -> list[Score]:
+        """Scores of :meth:`prepare`'s rows, batched as :meth:`score_batch` does, in order.
+
+        Rows prepared by separate calls may be scored together (a server gathers
+        the rows of concurrent requests into one forward pass).
+        """
+        rows = [(p.token_ids, p.cut) for p in prepared]
+        scores: list[Score | None] = [None] * len(rows)
+        for idx, batch in self._planned(rows, batch_size, progress, max_batch_tokens):
+            latents = self._sparse(*self._pooled(batch))
+            contributions, rewards = self.head.contributions(latents), self.head.rewards(latents)
             for j, i in enumerate(idx):
-                lo, hi = rows.indptr[j], rows.indptr[j + 1]
+                lo, hi = latents.indptr[j], latents.indptr[j + 1]
                 scores[i] = self._make_score(
-                    convs[i], batch, j, rows.row(j), contributions[lo:hi], rewards[j]
+                    prepared[i].conversation,
+                    batch,
+                    j,
+                    latents.row(j),
+                    contributions[lo:hi],
+                    rewards[j],
                 )
         return scores  # type: ignore[return-value]
 

@@ -38,6 +38,7 @@ COMMANDS = {
     "explain": "explain every feature of a feature store and score each explanation",
     "index": "index a dataset into a feature store (rewards, latents, feature statistics)",
     "score": "score a response and list its top feature contributions",
+    "serve": "serve a SARM over HTTP as the reward of an RLHF run (OpenRLHF, TRL)",
     "shift": "preference shift: edit the features behind a preference and measure selectivity",
     "train-head": "train the reward head (Bradley-Terry) over a SARM's pooled SAE latents",
     "train-sae": "train a TopK SAE (sae-lens) on a backbone's layer-L activations",
