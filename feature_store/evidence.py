@@ -49,6 +49,7 @@ class EvidenceConfig:
     explain_spread: int = 12
     heldout: int = 20
     negative_pool: int = 400
+    matched_pool: int = 64
     top_contrastive: int = 8
     min_count: int = 2
 
@@ -137,6 +138,7 @@ def refresh_evidence(cur, d_sae: int, config: EvidenceConfig = EvidenceConfig())
         },
     )
     cur.execute(NEGATIVES_SQL, {"seed": config.seed, "pool": config.negative_pool})
+    draw_matched_negatives(cur, config)
     _contrastive(cur, config)
     logger.info("feature evidence aggregated")
 
@@ -223,13 +225,18 @@ FROM scored
 QUALIFY row_number() OVER (PARTITION BY feature_id, field ORDER BY n_active DESC, value) <= 6
 """
 
+SPLIT_COLUMNS = (
+    "INSERT INTO feature_window_splits "
+    "(feature_id, split, example_id, active, start, activations, peak)"
+)
+
 # explain: per feature, the ``explain_top`` windows of highest activation at the scored
 # token (at most half of its windows, so a rarely seen feature keeps some to score with)
 # and, when enough remain, ``explain_spread`` more at evenly spaced ranks of the rest;
 # heldout: a seeded sample of the remaining windows, disjoint from both. Computed over the windows the
 # store holds (all of them after `sarm index`; a pruned set in the shipped default).
-SPLITS_SQL = """
-INSERT INTO feature_window_splits
+SPLITS_SQL = f"""
+{SPLIT_COLUMNS}
 WITH ranked AS (
     SELECT w.feature_id, w.example_id,
            row_number() OVER (PARTITION BY w.feature_id
@@ -264,8 +271,8 @@ ORDER BY c.feature_id, c.split, c.example_id
 # heldout negatives: as many as the feature's held-out positives, drawn from one seeded
 # pool of responses, in a per-feature seeded order, where the feature is not active
 # at the scored token.
-NEGATIVES_SQL = """
-INSERT INTO feature_window_splits
+NEGATIVES_SQL = f"""
+{SPLIT_COLUMNS}
 WITH pool AS (
     SELECT example_id FROM evidence_responses ORDER BY hash(example_id, $seed) LIMIT $pool),
 need AS (
@@ -280,6 +287,63 @@ cand AS (
 SELECT feature_id, 'heldout', example_id, false, NULL, NULL, NULL FROM cand WHERE pick <= n
 ORDER BY feature_id, example_id
 """
+
+
+# matched negatives (split 'matched'): per held-out positive, one response of the same
+# stratum where the feature is not active at the scored token, paired by rank within
+# the stratum (so no response is used twice for a feature). Level 0's stratum is source,
+# subset and length bin (a factor of 2); positives left unpaired try level 1 (source and
+# subset), then level 2 (source). Candidates come from a seeded pool of each stratum.
+# The negative's window is centred where the positive's peak is, counted from the
+# response's start or, for a peak in its second half, from its scored end-of-turn token.
+MATCH_LEVELS = (0, 1, 2)
+MATCHED_SQL = """
+INSERT INTO feature_window_splits (feature_id, split, example_id, active, matched_to, centre)
+WITH ex AS (
+    SELECT r.example_id, len(r.tokens) AS n, split_part(e.group_id, '/', 1) AS source,
+           CASE WHEN $level <= 1 THEN coalesce(e.subset, '(none)') ELSE '' END AS sub,
+           CASE WHEN $level = 0 THEN CAST(floor(log2(greatest(len(r.tokens), 1))) AS INTEGER)
+                ELSE -1 END AS len_bin
+    FROM evidence_responses r JOIN examples e USING (example_id)),
+pool AS (
+    SELECT * FROM ex
+    QUALIFY row_number() OVER (PARTITION BY source, sub, len_bin
+                               ORDER BY hash(example_id, $seed)) <= $pool),
+paired AS (
+    SELECT feature_id, matched_to FROM feature_window_splits WHERE split = 'matched'),
+pos AS (
+    SELECT s.feature_id, s.example_id AS positive, s.peak, x.n AS n_pos,
+           x.source, x.sub, x.len_bin,
+           row_number() OVER (PARTITION BY s.feature_id, x.source, x.sub, x.len_bin
+                              ORDER BY hash(s.example_id, s.feature_id, $seed)) AS i
+    FROM feature_window_splits s JOIN ex x USING (example_id)
+    ANTI JOIN paired p ON p.feature_id = s.feature_id AND p.matched_to = s.example_id
+    WHERE s.split = 'heldout' AND s.active),
+need AS (SELECT DISTINCT feature_id, source, sub, len_bin FROM pos),
+used AS (
+    SELECT feature_id, example_id FROM feature_window_splits WHERE split = 'matched'),
+cand AS (
+    SELECT d.feature_id, p.example_id, p.n, p.source, p.sub, p.len_bin,
+           row_number() OVER (PARTITION BY d.feature_id, p.source, p.sub, p.len_bin
+                              ORDER BY hash(p.example_id, d.feature_id, $seed)) AS i
+    FROM need d JOIN pool p USING (source, sub, len_bin)
+    ANTI JOIN latents l ON l.feature_id = d.feature_id AND l.example_id = p.example_id
+    ANTI JOIN used u ON u.feature_id = d.feature_id AND u.example_id = p.example_id)
+SELECT c.feature_id, 'matched', c.example_id, false, s.positive,
+       CASE WHEN 2 * s.peak >= s.n_pos - 1 THEN greatest(0, c.n - s.n_pos + s.peak)
+            ELSE least(s.peak, c.n - 1) END
+FROM pos s JOIN cand c USING (feature_id, source, sub, len_bin, i)
+ORDER BY c.feature_id, c.example_id
+"""
+
+
+def draw_matched_negatives(cur, config: EvidenceConfig = EvidenceConfig()) -> int:
+    """(Re)draw the ``matched`` negatives of every feature's held-out positives; their count."""
+    cur.execute("DELETE FROM feature_window_splits WHERE split = 'matched'")
+    for level in MATCH_LEVELS:
+        cur.execute(MATCHED_SQL, {"level": level, "seed": config.seed, "pool": config.matched_pool})
+    row = fetch_one(cur, "SELECT count(*) FROM feature_window_splits WHERE split = 'matched'")
+    return int(row[0])
 
 
 def _contrastive(cur, config: EvidenceConfig) -> None:

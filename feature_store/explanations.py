@@ -24,9 +24,18 @@ from tqdm.auto import tqdm
 
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
+from feature_store.evidence import draw_matched_negatives
+from feature_store.explanation_scores import ScoreReport, rule_scores, score_report
 from feature_store.sqlutil import fetch_one
-from sarm.explain.scoring import detection_score
-from sarm.explain.stats import VERSION, Contrastive, MetaShare, stats_explanation
+from sarm.explain.stats import (
+    VERSION,
+    Background,
+    Contrastive,
+    MetaShare,
+    StatsExplanation,
+    legacy_explanation,
+    stats_explanation,
+)
 from sarm.explain.types import EvidenceWindow, Explanation
 
 logger = logging.getLogger(__name__)
@@ -37,9 +46,9 @@ COLUMNS = ["feature", "text", "source", "version", "score", "monosemanticity", "
 # ------------------------------------------------------------------ windows
 
 
-def _window(example_id, tokens, start, acts, peak, scored, active) -> EvidenceWindow:
+def _window(example_id, tokens, start, acts, peak, scored, active, length=None) -> EvidenceWindow:
     """An :class:`EvidenceWindow` of the response tokens ``start .. start + len(acts) - 1``
-    (``tokens``: those tokens only)."""
+    (``tokens``: those tokens only) of a response of ``length`` tokens."""
     stop = start + len(acts)
     return EvidenceWindow(
         example_id=int(example_id),
@@ -48,6 +57,8 @@ def _window(example_id, tokens, start, acts, peak, scored, active) -> EvidenceWi
         active=active,
         peak=peak - start if peak is not None and start <= peak < stop else None,
         scored=scored - start if start <= scored < stop else None,
+        offset=int(start),
+        length=None if length is None else int(length),
     )
 
 
@@ -58,6 +69,8 @@ def window_size(cur) -> int:
     return int(row[0])
 
 
+SPLITS = ("explain", "heldout", "matched")
+
 #: a negative window's seeded centre: (example_id x this + feature_id x the next) % length
 NEGATIVE_MUL_EXAMPLE, NEGATIVE_MUL_FEATURE = 2654435761, 40503
 
@@ -65,13 +78,19 @@ NEGATIVE_MUL_EXAMPLE, NEGATIVE_MUL_FEATURE = 2654435761, 40503
 def split_windows(
     conn: Connection, split: str, features: Sequence[int] | None = None
 ) -> dict[int, list[EvidenceWindow]]:
-    """Per feature, its ``explain`` or ``heldout`` windows (positives, then negatives).
+    """Per feature, its ``explain``, ``heldout`` or ``matched`` windows (positives, then
+    negatives).
 
+    ``matched`` is the held-out positives with the source-matched negatives (migration
+    009: same source, subset and length bin as a positive where the store has them).
     A negative (a response where the feature is not active at the scored token)
-    is the window around a seeded position of its response; its activations were
-    not recorded and read as 0. Only the windows' tokens are read, never whole
-    responses (millions of windows at the released model's shape).
+    is the window around a seeded position of its response (a matched one: its
+    positive's peak position); its activations were not recorded and read as 0.
+    Only the windows' tokens are read, never whole responses (millions of windows
+    at the released model's shape).
     """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: the store keeps {', '.join(SPLITS)} windows")
     params: dict[str, object] = {"split": split}
     where = ""
     if features is not None:
@@ -86,12 +105,14 @@ def split_windows(
         params["width"] = window_size(cur)
         rows = cur.execute(
             f"""WITH s AS (
-                    SELECT * FROM feature_window_splits WHERE split = $split {where}),
+                    SELECT * FROM feature_window_splits
+                    WHERE (split = $split OR ($split = 'matched' AND split = 'heldout' AND active))
+                          {where}),
                 joined AS (
                     SELECT s.*, r.scored, r.tokens, len(r.tokens) AS n,
-                           CAST((s.example_id::HUGEINT * {NEGATIVE_MUL_EXAMPLE}
+                           coalesce(s.centre, CAST((s.example_id::HUGEINT * {NEGATIVE_MUL_EXAMPLE}
                                  + s.feature_id::HUGEINT * {NEGATIVE_MUL_FEATURE})
-                                % len(r.tokens) AS BIGINT) AS centre
+                                % len(r.tokens) AS BIGINT)) AS centre
                     FROM s JOIN evidence_responses r USING (example_id)),
                 bounded AS (
                     SELECT *,
@@ -101,16 +122,16 @@ def split_windows(
                                 ELSE least(n, centre + $width + 1) END AS hi
                     FROM joined)
                 SELECT feature_id, example_id, active, lo, hi, activations, peak, scored,
-                       tokens[lo + 1 : hi]
+                       tokens[lo + 1 : hi], n
                 FROM bounded
                 ORDER BY feature_id, NOT active, example_id""",
             params,
         ).fetchall()
     out: dict[int, list[EvidenceWindow]] = defaultdict(list)
-    for fid, ex, active, lo, hi, acts, peak, scored, tokens in rows:
+    for fid, ex, active, lo, hi, acts, peak, scored, tokens, n in rows:
         if not active:
             acts = [0.0] * (hi - lo)
-        out[fid].append(_window(ex, tokens, lo, acts, peak, scored, active))
+        out[fid].append(_window(ex, tokens, lo, acts, peak, scored, active, n))
     return dict(out)
 
 
@@ -134,6 +155,7 @@ class ExplainReport:
     n_scored: int
     median_score: float | None
     seconds: float
+    scores: ScoreReport | None = None
 
     def summary(self) -> str:
         median = "n/a" if self.median_score is None else f"{self.median_score:.3f}"
@@ -141,6 +163,10 @@ class ExplainReport:
             f"explained {self.n_explained} of {self.n_features} features that fire "
             f"({self.n_scored} scored, median detection score {median}) in {self.seconds:.1f} s"
         )
+
+    def to_dict(self) -> dict[str, object]:
+        out = {k: v for k, v in self.__dict__.items() if k != "scores"}
+        return out | {"scores": self.scores.to_dict() if self.scores else None}
 
 
 def firing_features(conn: Connection) -> list[int]:
@@ -150,6 +176,19 @@ def firing_features(conn: Connection) -> list[int]:
             "SELECT feature_id FROM feature_stats WHERE n_active > 0 ORDER BY 1"
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def top_weight_features(conn: Connection, n: int) -> list[int]:
+    """The ``n`` features that fire with the largest |head weight| (ties by id)."""
+    if n < 1:
+        raise ValueError(f"top {n} features by head weight: give a positive count")
+    with conn.read("ranking firing features by head weight") as cur:
+        rows = cur.execute(
+            """SELECT feature_id FROM feature_stats WHERE n_active > 0
+               ORDER BY abs(weight) DESC, feature_id LIMIT ?""",
+            [int(n)],
+        ).fetchall()
+    return sorted(r[0] for r in rows)
 
 
 def _contrastive_rows(conn: Connection) -> dict[int, list[Contrastive]]:
@@ -164,7 +203,7 @@ def _contrastive_rows(conn: Connection) -> dict[int, list[Contrastive]]:
     return out
 
 
-def _metadata_rows(conn: Connection) -> dict[int, list[MetaShare]]:
+def metadata_rows(conn: Connection) -> dict[int, list[MetaShare]]:
     with conn.read("reading metadata shares") as cur:
         rows = cur.execute(
             """SELECT feature_id, field, value, n_active, share, lift, chosen, rejected,
@@ -184,27 +223,102 @@ def evidence_hash(*parts: object) -> str:
 
 #: features whose held-out windows are read at once (bounds memory at 65k features)
 WINDOW_BATCH = 4096
+#: responses sampled (one window each, at a seeded position) for the traits' base rates
+BACKGROUND_WINDOWS = 2000
+
+
+def background_windows(
+    conn: Connection, n: int = BACKGROUND_WINDOWS, seed: int = 0, at_end: bool = False
+) -> tuple[list[EvidenceWindow], list[int]]:
+    """Windows at seeded positions (``at_end``: at the scored token) of ``n`` seeded
+    responses, and each one's centre index (what the ``stats`` explainer's traits and
+    context tokens are measured against)."""
+    with conn.read("reading background windows") as cur:
+        width = window_size(cur)
+        rows = cur.execute(
+            """WITH pick AS (
+                   SELECT example_id, tokens, scored, len(tokens) AS n,
+                          CASE WHEN $at_end THEN scored
+                               ELSE CAST(hash(example_id, $seed) % len(tokens) AS BIGINT)
+                          END AS centre
+                   FROM evidence_responses ORDER BY hash(example_id, $seed + 1) LIMIT $n),
+               bounded AS (
+                   SELECT *, greatest(0, centre - $width) AS lo,
+                          least(n, centre + $width + 1) AS hi FROM pick)
+               SELECT example_id, lo, hi, centre, scored, n, tokens[lo + 1 : hi]
+               FROM bounded ORDER BY example_id""",
+            {"seed": int(seed), "n": int(n), "width": width, "at_end": bool(at_end)},
+        ).fetchall()
+    windows = [
+        _window(ex, toks, lo, [0.0] * (hi - lo), None, scored, False, length)
+        for ex, lo, hi, _, scored, length, toks in rows
+    ]
+    return windows, [centre - lo for _, lo, _, centre, *_ in rows]
+
+
+def ensure_matched_negatives(conn: Connection) -> bool:
+    """Draw the source-matched negatives of a store refreshed before migration 009.
+
+    Returns whether the store has them (a read-only store that lacks them cannot).
+    """
+    with conn.read("checking for matched negatives") as cur:
+        have = fetch_one(
+            cur,
+            """SELECT count(*) FILTER (WHERE split = 'matched'),
+                      count(*) FILTER (WHERE split = 'heldout' AND active)
+               FROM feature_window_splits""",
+        )
+    if have[0] or not have[1]:
+        return bool(have[0])
+    if conn.read_only:
+        logger.warning(
+            "%s has no source-matched negatives (refreshed before schema 9); open it "
+            "writable or refresh its statistics to score explanations controlled for source",
+            conn.path,
+        )
+        return False
+    with conn.write("drawing source-matched negatives") as cur:
+        n = draw_matched_negatives(cur)
+    logger.info("drew %d source-matched negatives", n)
+    return True
 
 
 def explain_stats(
     conn: Connection, features: Sequence[int] | None = None, progress: bool = False
 ) -> tuple[list[Explanation], ExplainReport]:
-    """Write and score a ``stats`` explanation for ``features`` (default: all that fire)."""
+    """Write and score a ``stats`` explanation for ``features`` (default: all that fire).
+
+    ``score`` is the detection score on source-matched negatives; ``details["scores"]``
+    holds it beside the uncontrolled one (negatives from a seeded pool of any source) and the
+    fuzzing score. The report compares them with the ``stats-1`` explainer's.
+    """
     start = time.perf_counter()
     wanted = firing_features(conn) if features is None else [int(f) for f in features]
-    contrastive, metadata = _contrastive_rows(conn), _metadata_rows(conn)
+    ensure_matched_negatives(conn)
+    contrastive, metadata = _contrastive_rows(conn), metadata_rows(conn)
     meta = example_metadata(conn)
-    out = []
-    heldout: dict[int, list[EvidenceWindow]] = {}
-    for i, fid in enumerate(tqdm(wanted, desc="explaining", unit="feature", disable=not progress)):
-        if i % WINDOW_BATCH == 0:  # held-out windows a batch of features at a time
-            heldout = split_windows(conn, "heldout", wanted[i : i + WINDOW_BATCH])
-        found = stats_explanation(contrastive.get(fid, []), metadata.get(fid, []))
-        windows = heldout.get(fid, [])
-        score = detection_score(windows, lambda w, r=found.rule: r.predict(w, meta[w.example_id]))
-        details = {**found.details, "n_heldout": len(windows)}
-        digest = evidence_hash(contrastive.get(fid, []), metadata.get(fid, []))
-        out.append(Explanation(fid, found.text, "stats", VERSION, score, None, digest, details))
+    background = Background.of(*background_windows(conn))
+    end_background = Background.of(*background_windows(conn, at_end=True))
+    out, legacy = [], []
+    for lo in tqdm(
+        range(0, len(wanted), WINDOW_BATCH), desc="explaining", disable=not progress, unit="batch"
+    ):
+        batch = wanted[lo : lo + WINDOW_BATCH]
+        windows = {s: split_windows(conn, s, batch) for s in SPLITS}
+        for fid in batch:
+            ws = {s: windows[s].get(fid, []) for s in SPLITS}
+            found = stats_explanation(
+                contrastive.get(fid, []),
+                ws["explain"],
+                metadata.get(fid, []),
+                background,
+                end_background,
+            )
+            scores = rule_scores(found, ws, meta)
+            digest = evidence_hash(contrastive.get(fid, []), metadata.get(fid, []))
+            out.append(_explanation(fid, found, scores, digest))
+            old = legacy_explanation(contrastive.get(fid, []), metadata.get(fid, []))
+            legacy.append((old.text, rule_scores(old, ws, meta)))
     scores = [e.score for e in out if e.score is not None]
     report = ExplainReport(
         len(wanted),
@@ -212,8 +326,19 @@ def explain_stats(
         len(scores),
         float(np.median(scores)) if scores else None,
         time.perf_counter() - start,
+        score_report(out, legacy),
     )
     return out, report
+
+
+def _explanation(
+    fid: int, found: StatsExplanation, scores: dict[str, object], digest: str
+) -> Explanation:
+    """The ``stats`` row: scored by detection on source-matched negatives."""
+    score = scores["controlled"]
+    details = {**found.details, "n_heldout": scores["n_positives"] + scores["n_matched_negatives"]}
+    details["scores"] = scores
+    return Explanation(fid, found.text, "stats", VERSION, score, None, digest, details)
 
 
 def save_explanations(conn: Connection, explanations: Iterable[Explanation]) -> int:

@@ -17,7 +17,9 @@ class EvidenceWindow:
     ``active`` says whether the feature fires in this window (windows of inactive
     responses are the negatives of detection scoring); ``peak`` indexes the
     strongest token inside ``tokens`` (None where nothing fires); ``scored`` indexes
-    the end-of-turn token whose latents the reward reads, when the window holds it.
+    the end-of-turn token whose latents the reward reads, when the window holds it;
+    ``offset`` is the response index of ``tokens[0]`` and ``length`` the response's
+    token count, where known (positions in the response: the opening, the end).
     """
 
     example_id: int
@@ -26,6 +28,8 @@ class EvidenceWindow:
     active: bool
     peak: int | None = None
     scored: int | None = None
+    offset: int | None = None
+    length: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.activations):

@@ -1,10 +1,13 @@
 """``sarm explain``: write and score an explanation for every feature of a feature store.
 
-``--explainer stats`` (default) is offline and instant: a phrase from the stored
-evidence (contrastive tokens, metadata shares, chosen vs rejected) scored by its
-detection rule on held-out windows. ``--explainer llm`` asks an OpenAI-compatible
+``--explainer stats`` (default) is offline and instant: a phrase about content from
+the stored evidence (the phrase at the peak, contrastive and context tokens, traits,
+position; dataset shares only in its details) scored by its detection rule on
+held-out windows whose negatives come from the positives' own source and subset, and
+by fuzzing; it prints those scores beside the uncontrolled ones and the ``stats-1``
+explainer's. ``--explainer llm`` asks an OpenAI-compatible
 endpoint (``sarm.explain.llm``) for each explanation and scores it by asking the
-same endpoint whether each held-out window matches. Explanations are appended to
+same endpoint whether each held-out window (source-matched negatives) matches. Explanations are appended to
 the store's annotations database (history is kept; a human label always wins).
 """
 
@@ -33,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--features",
         help="comma-separated feature ids (default: every feature that fires in the store)",
+    )
+    p.add_argument(
+        "--top-weight",
+        type=int,
+        metavar="N",
+        help="only the N features that fire with the largest |head weight|",
     )
     p.add_argument(
         "--explainer",
@@ -87,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--features {bad[:5]}: {args.store} has features 0..{(store.d_sae or 1) - 1}"
                 )
+        if args.top_weight is not None:
+            if features is not None:
+                raise ValueError("give --features or --top-weight, not both")
+            features = ex.top_weight_features(store, args.top_weight)
         if args.explainer == "stats":
             found, report = ex.explain_stats(store, features, progress=not args.quiet)
         else:
@@ -98,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    **report.__dict__,
+                    **report.to_dict(),
                     "explainer": args.explainer,
                     "total_seconds": total,
                     "scores": scores,
@@ -107,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{args.explainer}: {report.summary()}; {total:.1f} s in all")
+        if report.scores is not None:
+            print("\n".join(report.scores.lines()))
     return 0
 
 
@@ -163,7 +178,8 @@ def _explain_llm(args, store, features):
     start = time.perf_counter()
     wanted = ex.firing_features(store) if features is None else features
     shown = ex.split_windows(store, "explain", wanted)
-    heldout = ex.split_windows(store, "heldout", wanted)
+    ex.ensure_matched_negatives(store)
+    heldout = ex.split_windows(store, "matched", wanted)  # negatives from the same sources
     contrastive = ex.contrastive_texts(store)
     asked = [f for f in wanted if shown.get(f)]
     with _bar(len(asked), "explaining", args.quiet) as bar:
