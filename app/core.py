@@ -30,6 +30,7 @@ from sarm.cachedir import default_store_path, demo_store_path
 from sarm.constants import (
     DEFAULT_MODEL,
     DEMO_MODEL,
+    HEAD_WEIGHTS_FILE,
     MODEL_ENV,
     RELEASED_CONFIG_FILE,
     SARM_CONFIG_FILE,
@@ -40,6 +41,7 @@ from sarm.head import Head
 from sarm.interventions import Intervention, parse_actions
 from sarm.latents import SparseLatents
 from sarm.shift import SetSpec
+from workflows.serve.setup import serve_command
 
 if TYPE_CHECKING:
     from feature_store import FeatureStore
@@ -639,6 +641,47 @@ def export_stamp(
     if kept is not None and kept[0] == export:
         return kept
     return export, created_at
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """A ``sarm serve`` command for what the Export page exported, and what it serves."""
+
+    what: str
+    command: str
+
+
+def serve_commands(
+    sources: Sources,
+    head: Head,
+    written_head: str | None = None,
+    written_checkpoint: tuple[str, str] | None = None,
+) -> list[ServeCommand]:
+    """The ``sarm serve`` commands that serve the exported head (newest export first).
+
+    ``written_head`` is the directory the head was written to, ``written_checkpoint``
+    the ``(directory, head hash)`` of a written checkpoint. An unedited saved head
+    version is served straight from the store; a downloaded head from where it is saved.
+    """
+    model, out = sources.model, []
+    if written_checkpoint is not None and written_checkpoint[1] == head.hash():
+        out.append(ServeCommand("the checkpoint you wrote", serve_command(written_checkpoint[0])))
+    if written_head is not None:
+        out.append(ServeCommand("the head you wrote", serve_command(model, head=written_head)))
+    if not head.changes():
+        out.append(
+            ServeCommand(
+                f"head version {head.name!r} from this store",
+                serve_command(model, head=head.name, store=sources.store),
+            )
+        )
+    out.append(
+        ServeCommand(
+            "a downloaded head.safetensors (give the path you saved it to)",
+            serve_command(model, head=f"./{HEAD_WEIGHTS_FILE}"),
+        )
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- the default's card

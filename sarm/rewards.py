@@ -122,6 +122,7 @@ class RewardFunction:
 
 def _local_model(model_or_path: Any, head, device: str, dtype):
     from sarm.checkpoints import load_sarm  # torch and transformers: only for a local model
+    from sarm.export import edited_model
     from sarm.head import Head
 
     model = model_or_path
@@ -132,8 +133,8 @@ def _local_model(model_or_path: Any, head, device: str, dtype):
             "RewardFunction takes a SARM, a checkpoint directory or name, or a server URL, "
             f"got {type(model_or_path).__name__}"
         )
-    if head is not None:
-        model.set_head(Head.load(head))
+    if head is not None:  # a new SARM sharing the backbone and SAE: the caller's is unchanged
+        model = edited_model(model, Head.load(head))
     return model
 
 

@@ -83,6 +83,7 @@ def render() -> None:
         _released(ctx, manifest, released)
     _checkpoint(ctx, manifest, "(c)" if released is not None else "(b)")
     _verify(ctx, preview.rewards_after)
+    _serve(ctx)
 
 
 def _notify(message: str) -> None:
@@ -145,6 +146,7 @@ def _head(edit, manifest: dict) -> None:
         except (ValueError, OSError) as exc:
             st.error(text.problem("Nothing written", exc))
         else:
+            st.session_state["export_head_written"] = (str(written[0].parent), edit.hash())
             _notify("Wrote " + ", ".join(text.code(p) for p in written))
 
 
@@ -234,3 +236,24 @@ def _verify(ctx: state.Context, rewards_after) -> None:
         if verdict is not None:
             kind, message = verdict
             getattr(st, kind)(message)
+
+
+def _serve(ctx: state.Context) -> None:
+    """The `sarm serve` command that hands this head to an RLHF run."""
+    ss = st.session_state
+    head_dir = ss.get("export_head_written")
+    written_head = head_dir[0] if head_dir and head_dir[1] == ctx.head.hash() else None
+    commands = core.serve_commands(ctx.sources, ctx.head, written_head, ss.get("export_written"))
+    st.subheader("Serve it as the reward of an RLHF run")
+    st.caption(SERVE_NOTE.format(hash=text.code(ctx.head.hash())))
+    for found in commands:
+        st.markdown(f"To serve {found.what}:")
+        st.code(found.command, language="bash")
+
+
+SERVE_NOTE = (
+    "`sarm serve` answers OpenRLHF's `POST /get_reward` (pass its URL as the remote reward "
+    "model) and `POST /score`; TRL trainers take `sarm.rewards.RewardFunction(URL)`. Every "
+    "response carries the served head's hash, {hash} for this head, in `X-SARM-Head-Hash`. "
+    "Details: docs/serving.md."
+)

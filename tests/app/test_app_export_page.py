@@ -75,3 +75,43 @@ def test_the_wrote_message_stays_until_dismissed(store_path, tmp_path):  # noqa:
     assert [s.value for s in at.success if s.value.startswith("Wrote ")] == wrote
     at.button(key="export_notice_dismiss").click().run()
     assert not [s.value for s in at.success if s.value.startswith("Wrote ")]
+
+
+def test_the_page_shows_the_sarm_serve_command_for_what_was_exported(store_path, tmp_path):  # noqa: F811
+    at = start("export")
+    codes = [c.value for c in at.code]
+    assert any("--store" in c and "--head ingest" in c for c in codes), codes
+    at.text_input(key="export_head_dir").input(str(tmp_path / "head"))
+    at.button(key="export_write_head").click().run()
+    codes = [c.value for c in at.code]
+    served = [c for c in codes if f"--head {tmp_path / 'head'}" in c]
+    assert served and served[0].startswith("sarm serve --model "), codes
+    at.text_input(key="export_ckpt_dir").input(str(tmp_path / "ckpt"))
+    at.button(key="export_write_ckpt").click().run()
+    codes = [c.value for c in at.code]
+    assert f"sarm serve --model {tmp_path / 'ckpt'}" in codes, codes
+
+
+def test_serve_commands_name_every_way_the_head_left(tmp_path):
+    from sarm.head import Head
+
+    head = Head([0.5, -1.0, 2.0], 0.1, name="ingest")
+    sources = core.Sources("default", str(tmp_path / "s.duckdb"))
+    unedited = core.serve_commands(sources, head)
+    assert [c.command for c in unedited] == [
+        f"sarm serve --model default --head ingest --store {tmp_path / 's.duckdb'}",
+        "sarm serve --model default --head ./head.safetensors",
+    ]
+    edited = head.edit({1: 0.0})
+    written = core.serve_commands(
+        sources, edited, "/x/my head", (str(tmp_path / "ck"), edited.hash())
+    )
+    assert [c.command for c in written] == [
+        f"sarm serve --model {tmp_path / 'ck'}",
+        "sarm serve --model default --head '/x/my head'",
+        "sarm serve --model default --head ./head.safetensors",
+    ]
+    stale = core.serve_commands(sources, edited, None, (str(tmp_path / "ck"), head.hash()))
+    assert [c.what for c in stale] == [
+        "a downloaded head.safetensors (give the path you saved it to)"
+    ]

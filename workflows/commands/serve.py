@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from sarm.configs import ModelConfig
@@ -45,6 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="backbone dtype: auto is bfloat16 on CUDA and float32 on the CPU",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="scoring threads: on CUDA 1 (the batch is the parallelism); on the CPU one per "
+        "core, each running torch on one thread (default)",
+    )
+    p.add_argument(
         "--max-body-mb",
         type=float,
         default=DEFAULT_MAX_BODY_BYTES / 2**20,
@@ -59,6 +67,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-body-mb must be positive, got {args.max_body_mb}")
     if not args.host.strip():
         raise ValueError("--host is empty")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be 1 or more, got {args.workers}")
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def scoring_workers(requested: int | None, device: str) -> int:
+    """Worker threads for ``device``; on the CPU torch gets ``cores // workers`` threads each."""
+    if requested is not None:
+        return requested
+    return 1 if device.startswith("cuda") else cpu_cores()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,15 +94,21 @@ def run(args: argparse.Namespace) -> int:
     from workflows.serve.setup import store_for
 
     store_path = store_for(cfg.model, args.store)
+    workers = scoring_workers(args.workers, cfg.device)
+    if not cfg.device.startswith("cuda"):
+        import torch
+
+        torch.set_num_threads(max(1, cpu_cores() // workers))
     model, explanations = _load(cfg, args, store_path)
     config = ServerConfig(
         max_batch_tokens=cfg.max_batch_tokens,
         max_batch_rows=cfg.batch_size,
         max_body_bytes=int(args.max_body_mb * 2**20),
         model_name=cfg.model,
+        workers=workers,
     )
     app = create_app(model, explanations, config)
-    print(_banner(args, model, store_path, len(explanations)), file=sys.stderr, flush=True)
+    print(_banner(args, model, store_path, len(explanations), workers), file=sys.stderr, flush=True)
     level = "info" if logging.getLogger().isEnabledFor(logging.INFO) else "warning"
     uvicorn.run(app, host=args.host, port=args.port, log_level=level, timeout_graceful_shutdown=5)
     return 0
@@ -110,11 +140,11 @@ def _dtype(name: str, device: str, torch):
     return getattr(torch, name)
 
 
-def _banner(args, model, store_path, n_explained: int) -> str:
+def _banner(args, model, store_path, n_explained: int, workers: int) -> str:
     where = f"http://{args.host}:{args.port}"
     lines = [
         f"sarm serve: {args.model} (layer {model.layer}, SAE {model.sae_hash()}, "
-        f"head {model.head.hash()}) on {model.backbone.device}",
+        f"head {model.head.hash()}) on {model.backbone.device}, {workers} scoring worker(s)",
         f"  explanations: {n_explained} features from {store_path}"
         if store_path
         else "  explanations: none (no --store)",

@@ -58,10 +58,13 @@ class ServerConfig:
     max_batch_rows: int = DEFAULT_BATCH_ROWS
     max_body_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES
     model_name: str = ""
+    workers: int = 1  # scoring threads (CPU: one per core, each with one torch thread)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 class RewardService:
@@ -80,7 +83,11 @@ class RewardService:
         }
         self.metrics = ServerMetrics(self.identity)
         self.batcher = Batcher(
-            model, config.max_batch_tokens, config.max_batch_rows, on_cycle=self._counted
+            model,
+            config.max_batch_tokens,
+            config.max_batch_rows,
+            on_cycle=self._counted,
+            workers=config.workers,
         )
         self._tokenizing: ThreadPoolExecutor | None = None
 
@@ -192,6 +199,7 @@ def _routes(app: FastAPI, service: RewardService) -> None:
             "dtype": str(model.backbone.dtype).removeprefix("torch."),
             "max_batch_tokens": service.batcher.max_batch_tokens,
             "max_batch_rows": service.batcher.max_batch_rows,
+            "workers": service.batcher.workers,
             "explained_features": len(service.explanations),
         }
 

@@ -1,7 +1,7 @@
 """Gathering concurrent requests into token-budget forward passes.
 
-One worker thread owns the model. Requests hand it prepared rows
-(:meth:`sarm.model.SARM.prepare`) and await an asyncio future; each cycle the
+Worker threads share the model. Requests hand them prepared rows
+(:meth:`sarm.model.SARM.prepare`) and await an asyncio future; each cycle a
 worker takes the waiting requests, oldest first, up to one forward pass's
 padded-token budget (always at least one request), scores them together with
 :meth:`sarm.model.SARM.score_prepared` (the code ``score_batch`` runs) and
@@ -9,6 +9,12 @@ settles each request's future on its own event loop. While it computes, new
 requests queue up, so 16 clients sending one conversation each are answered
 from batches of many. A request whose client has gone (its future cancelled)
 is dropped before its turn and costs the others nothing.
+
+On a GPU one worker is right: the batch is the parallelism. On a CPU, padded
+batches run no faster per token than single rows (``benchmarks/reward_server.py``
+measures it), but two forward passes on one core each run faster than one on
+two cores; ``workers`` > 1 runs that many cycles at once (the caller sets
+torch's intra-op threads to match, see ``sarm serve``).
 """
 
 from __future__ import annotations
@@ -60,7 +66,10 @@ class Batcher:
         max_batch_tokens: int | None = None,
         max_batch_rows: int = DEFAULT_BATCH_ROWS,
         on_cycle: Callable[[BatchStats], None] | None = None,
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be >= 1, got {max_batch_rows}")
         if max_batch_tokens is not None and max_batch_tokens < 1:
@@ -72,22 +81,25 @@ class Batcher:
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self.workers = workers
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sarm-scorer", daemon=True)
-            self._thread.start()
+        while len(self._threads) < self.workers:
+            name = f"sarm-scorer-{len(self._threads)}"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking work; requests still waiting fail with a RuntimeError."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         while self._pending:
             job = self._pending.popleft()
             _settle(job, error=RuntimeError("the reward server is shutting down"))
