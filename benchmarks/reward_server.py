@@ -5,9 +5,12 @@ seeded) are sent as OpenRLHF sends them, one rollout per ``POST /get_reward``,
 from ``--clients`` concurrent clients (one asyncio loop, keep-alive
 connections), to three `sarm serve` processes of the same model:
 
-- ``batched``: the defaults (requests gathered into token-budget batches; on the
-  CPU one scoring worker per core, each with one torch thread);
-- ``one worker``: ``--workers 1`` (gathering only, torch on every core);
+- ``batched``: the defaults. Waiting requests are gathered by scoring workers: on
+  CUDA one worker, up to 8 conversations per forward pass; on the CPU one worker
+  per core, each with one torch thread and one conversation per forward pass
+  (padded batches were slower per token there);
+- ``gathered``: ``--workers 1 --batch-size 8``, padded batches of up to 8 waiting
+  conversations on one worker with torch on every core;
 - ``unbatched``: ``--workers 1 --batch-size 1``, one conversation at a time, as a
   server that does not gather requests scores them.
 
@@ -68,7 +71,7 @@ def main() -> None:
     print(f"{args.n} test-split responses, {tokens:,} tokens; {args.clients} clients")
     servers = {
         "batched": ("--model", args.model),
-        "one worker": ("--model", args.model, "--workers", "1"),
+        "gathered": ("--model", args.model, "--workers", "1", "--batch-size", "8"),
         "unbatched": ("--model", args.model, "--workers", "1", "--batch-size", "1"),
     }
     with contextlib.ExitStack() as stack:
@@ -91,7 +94,7 @@ def main() -> None:
     print(
         "conversations/s (median): "
         + ", ".join(f"{k} {v:.2f}" for k, v in med.items())
-        + f"; gathering alone (one worker vs unbatched) {med['one worker'] / med['unbatched']:.3f}"
+        + f"; padded batches alone (gathered vs unbatched) {med['gathered'] / med['unbatched']:.3f}"
     )
     print(
         f"server_vs_inprocess={med['batched'] / med['in-process']:.3f} "

@@ -15,11 +15,16 @@ DESCRIPTION = (
     "Serve a SARM over HTTP: POST /get_reward (OpenRLHF's remote reward protocol: "
     '{"query": [rendered rollouts]} -> {"rewards": [...]}), POST /score (reward, bias and the '
     "top feature contributions with their explanations), GET /health, GET /metrics "
-    "(Prometheus). Concurrent requests are scored together in token-budget batches. "
+    "(Prometheus). Concurrent requests are gathered by scoring workers: on CUDA into "
+    "token-budget batches, on the CPU onto one single-threaded worker per core. "
     "Every response carries the served head's hash in X-SARM-Head-Hash. "
     "Example: sarm serve --model default --head exported/head.safetensors"
 )
-MODEL = ConfigFlags(ModelConfig, only=("model", "device", "batch_size", "max_batch_tokens"))
+MODEL = ConfigFlags(ModelConfig, only=("model", "device", "max_batch_tokens"))
+#: conversations per forward pass by device: on 2 CPU cores padded batches of concurrent
+#: requests ran slower per token than single rows (benchmarks/reward_server.py), while one
+#: single-threaded worker per core ran faster; on CUDA the batch is the parallelism
+BATCH_ROWS = {"cpu": 1, "cuda": 8}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -46,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="backbone dtype: auto is bfloat16 on CUDA and float32 on the CPU",
     )
     p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="at most this many conversations per forward pass (default: 8 on CUDA, 1 on the "
+        "CPU, where one single-threaded worker per core outruns padded batches)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -67,8 +79,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-body-mb must be positive, got {args.max_body_mb}")
     if not args.host.strip():
         raise ValueError("--host is empty")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be 1 or more, got {args.workers}")
+    for flag in ("workers", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be 1 or more, got {value}")
 
 
 def cpu_cores() -> int:
@@ -78,11 +92,15 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def scoring_workers(requested: int | None, device: str) -> int:
     """Worker threads for ``device``; on the CPU torch gets ``cores // workers`` threads each."""
     if requested is not None:
         return requested
-    return 1 if device.startswith("cuda") else cpu_cores()
+    return 1 if _kind(device) == "cuda" else cpu_cores()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,14 +113,14 @@ def run(args: argparse.Namespace) -> int:
 
     store_path = store_for(cfg.model, args.store)
     workers = scoring_workers(args.workers, cfg.device)
-    if not cfg.device.startswith("cuda"):
+    if _kind(cfg.device) == "cpu":
         import torch
 
         torch.set_num_threads(max(1, cpu_cores() // workers))
     model, explanations = _load(cfg, args, store_path)
     config = ServerConfig(
         max_batch_tokens=cfg.max_batch_tokens,
-        max_batch_rows=cfg.batch_size,
+        max_batch_rows=args.batch_size or BATCH_ROWS[_kind(cfg.device)],
         max_body_bytes=int(args.max_body_mb * 2**20),
         model_name=cfg.model,
         workers=workers,
