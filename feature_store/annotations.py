@@ -57,6 +57,9 @@ EXPLANATION_COLUMNS = (
     "details",
     "created_at",
 )
+#: values kept inside an explanation's ``details`` JSON, readable as columns of
+#: :meth:`Annotations.latest_explanations` (SQLite's JSON functions)
+EXPLANATION_DETAILS = {"fuzzing": "json_extract(details, '$.scores.fuzzing')"}
 HEAD_COLUMNS = ("name", "parent", "note", "author", "metrics", "bias", "weights", "created_at")
 LATEST_SCHEMA = pa.schema(
     [
@@ -353,15 +356,22 @@ class Annotations:
 
     def latest_explanations(self, columns: Sequence[str] = EXPLANATION_COLUMNS) -> pd.DataFrame:
         """``columns`` of the newest explanation per feature and source, ordered by feature
-        and source (picked in SQL; the app reads only what it shows)."""
+        and source (picked in SQL; the app reads only what it shows). A column may also be
+        one of :data:`EXPLANATION_DETAILS` (read out of the ``details`` JSON)."""
         columns = list(columns)
+        unknown = [c for c in columns if c not in EXPLANATION_COLUMNS + tuple(EXPLANATION_DETAILS)]
+        if unknown:
+            raise ValueError(f"explanations have no columns {unknown}")
+        selected = [
+            f"{EXPLANATION_DETAILS[c]} AS {c}" if c in EXPLANATION_DETAILS else c for c in columns
+        ]
         if not self._rows(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'explanations'"
         ):
             rows: list[tuple] = []
         else:
             rows = self._rows(
-                f"""SELECT {", ".join(columns)} FROM (
+                f"""SELECT {", ".join(selected)} FROM (
                        SELECT *, row_number() OVER (PARTITION BY feature_id, source
                                                     ORDER BY explanation_id DESC) AS newest
                        FROM explanations)

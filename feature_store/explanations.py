@@ -395,16 +395,21 @@ def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-_PRIORITY = {"label": 0, "human": 1, "llm": 2, "stats": 3}
+_PRIORITY = {"label": 0, "human": 1, "llm": 2, "stats": 2}
+SHOWN_COLUMNS = ["feature", "text", "source", "score", "fuzzing"]
 
 
 def display_explanations(conn: Connection) -> pd.DataFrame:
-    """One row per feature: what the app shows (``feature, text, source, score``).
+    """One row per feature: what the app shows (``feature, text, source, score, fuzzing``).
 
     A human label (the label editor) wins, then a human explanation, then the
-    best-scored ``llm:*`` explanation, then ``stats``.
+    machine explanation (``llm:*`` or ``stats``) with the best detection score
+    (``score``, on source-matched negatives); ``fuzzing`` is its fuzzing score where
+    it has one.
     """
-    shown = conn.annotations.latest_explanations(["feature_id", "text", "source", "score"])
+    shown = conn.annotations.latest_explanations(
+        ["feature_id", "text", "source", "score", "fuzzing"]
+    )
     frame = shown.rename(columns={"feature_id": "feature"})
     labels = conn.annotations.latest_labels().to_pandas()
     if len(labels):
@@ -414,14 +419,23 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
                 "text": labels["label"],
                 "source": "label",
                 "score": np.nan,
+                "fuzzing": np.nan,
             }
         )
         frame = pd.concat([human, frame], ignore_index=True)
     if frame.empty:
-        return pd.DataFrame(columns=["feature", "text", "source", "score"])
+        return pd.DataFrame(columns=SHOWN_COLUMNS)
+    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
+    frame["fuzzing"] = pd.to_numeric(frame["fuzzing"], errors="coerce")
     frame["rank"] = frame["source"].map(lambda s: _PRIORITY.get(s.split(":")[0], 9))
-    frame = frame.sort_values(["feature", "rank", "score"], ascending=[True, True, False])
-    return frame.groupby("feature").head(1).drop(columns="rank").reset_index(drop=True)
+    frame["llm_first"] = ~frame["source"].str.startswith("llm")
+    frame = frame.sort_values(
+        ["feature", "rank", "score", "llm_first"],
+        ascending=[True, True, False, True],
+        na_position="last",
+    )
+    shown = frame.groupby("feature").head(1).drop(columns=["rank", "llm_first"])
+    return shown.reset_index(drop=True)[SHOWN_COLUMNS]
 
 
 def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
@@ -433,7 +447,9 @@ def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
     shown = display_explanations(conn)
     shown = shown[shown["feature"].isin(wanted)]
     out = {}
-    for fid, text, source, score in shown.itertuples(index=False):
+    for fid, text, source, score in shown[["feature", "text", "source", "score"]].itertuples(
+        index=False
+    ):
         scored = source != "label" and score == score and score is not None
         out[int(fid)] = f"{text} ({score:.2f})" if scored else str(text)
     return out

@@ -18,7 +18,8 @@ MAX_WINDOWS = 12
 
 
 def render_explanation(ctx: state.Context, fid: int) -> None:
-    """The explanation a reader sees first, with its detection score and source."""
+    """The explanation a reader sees first (a label, else the best-scoring one of any
+    explainer), with its detection and fuzzing scores and its source."""
     shown = state.shown_explanations(ctx.path, ctx.revision())
     row = shown[shown["feature"] == fid]
     if row.empty:
@@ -26,11 +27,12 @@ def render_explanation(ctx: state.Context, fid: int) -> None:
         return
     r = row.iloc[0]
     st.markdown(f"**{text.plain(r['text'])}**")
-    score = "n/a (too few held-out windows)" if pd.isna(r["score"]) else f"{r['score']:.2f}"
     source = "your label" if r["source"] == "label" else r["source"]
     st.caption(
-        f"source: {text.plain(source)} · detection score (balanced accuracy on held-out "
-        f"windows, 0.5 = chance): {score}"
+        f"source: {text.plain(source)} · detection score (balanced accuracy against "
+        f"windows of the same source where it is silent, 0.5 = chance): "
+        f"{_score(r['score'], 'too few held-out windows')} · fuzzing score (is the highlighted "
+        f"token the one that fires, 0.5 = chance): {_score(r.get('fuzzing'), 'not scored')}"
     )
     history = ctx.store.explanation_history(fid)
     if len(history):
@@ -39,6 +41,10 @@ def render_explanation(ctx: state.Context, fid: int) -> None:
                 history[["text", "source", "version", "score", "monosemanticity", "created_at"]],
                 hide_index=True,
             )
+
+
+def _score(value, missing: str) -> str:
+    return f"n/a ({missing})" if value is None or pd.isna(value) else f"{value:.2f}"
 
 
 def render_evidence(ctx: state.Context, fid: int) -> None:

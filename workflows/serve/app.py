@@ -139,6 +139,7 @@ class RewardService:
             entry["explanation"] = shown.get("text")
             entry["explanation_source"] = shown.get("source")
             entry["explanation_score"] = shown.get("score")
+            entry["explanation_fuzzing"] = shown.get("fuzzing")
         return result
 
 

@@ -49,19 +49,23 @@ def store_for(model_ref: str, store: str | None) -> Path | None:
 
 
 def shown_explanations(store: FeatureStore) -> dict[int, dict]:
-    """Per feature, the explanation the dashboard shows: text, source and score."""
+    """Per feature, the explanation the dashboard shows: text, source, detection and
+    fuzzing scores."""
     frame = store.display_explanations()
+    columns = ["feature", "text", "source", "score", "fuzzing"]
     out = {}
-    for fid, text, source, score in frame[["feature", "text", "source", "score"]].itertuples(
-        index=False
-    ):
-        scored = score is not None and score == score
+    for fid, text, source, score, fuzzing in frame[columns].itertuples(index=False):
         out[int(fid)] = {
             "text": str(text),
             "source": str(source),
-            "score": float(score) if scored else None,
+            "score": _number(score),
+            "fuzzing": _number(fuzzing),
         }
     return out
+
+
+def _number(value) -> float | None:
+    return float(value) if value is not None and value == value else None
 
 
 def serve_command(
