@@ -191,7 +191,9 @@ def test_sarm_explain_with_the_server_writes_scored_llm_explanations(server, tmp
     with FeatureStore.open(store_path) as store:
         ingest(store, model, make_groups(), chunk_size=5, progress=False, evidence=EvidenceSpec(4))
         firing = ex.firing_features(store)
-        heldout = ex.split_windows(store, "heldout", firing)
+        # scored like the stats explainer: held-out positives against negatives drawn from
+        # the same source and subset (the refresh at ingest drew them)
+        heldout = ex.split_windows(store, "matched", firing)
     both = [f for f in firing if len({w.active for w in heldout.get(f, [])}) == 2][:2]
     assert len(both) == 2, "the tiny store must have features with both kinds of held-out window"
     cmd = [sys.executable, "-m", "workflows.cli", "explain", "--store", str(store_path)]
@@ -211,7 +213,7 @@ def test_sarm_explain_with_the_server_writes_scored_llm_explanations(server, tmp
             assert pd.isna(rows.loc[fid, "score"])  # no text: nothing to score
             continue
         said, active = details["detection"]["predicted"], details["detection"]["active"]
-        assert active == [w.active for w in heldout[fid]]  # scored on the stored held-out windows
+        assert active == [w.active for w in heldout[fid]]  # scored on the stored matched windows
         hits = sum(p for p, a in zip(said, active, strict=True) if a) / sum(active)
         rejections = sum(not p for p, a in zip(said, active, strict=True) if not a) / (
             len(active) - sum(active)
