@@ -45,6 +45,7 @@ from sarm.constants import (
 from sarm.errors import CheckpointError, brief, unreadable
 from sarm.head import Head
 from sarm.model import SARM
+from sarm.residual import ERROR_READOUT_FILE, ErrorReadout
 from sarm.saes import SAEMeta, load_sae, sae_from_released, save_sae
 
 logger = logging.getLogger(__name__)
@@ -338,6 +339,8 @@ def save_sarm(sarm: SARM, directory: str | Path, include_backbone: bool = False)
     backbone_ref = _backbone_reference(sarm.backbone, directory, include_backbone)
     save_sae(sarm.sae, directory / SAE_DIR, sarm.sae_meta)
     sarm.head.save(directory / HEAD_WEIGHTS_FILE, {"head_hash": sarm.head.hash()})
+    if sarm.error_readout is not None:
+        sarm.error_readout.save(directory / ERROR_READOUT_FILE)
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -348,6 +351,7 @@ def save_sarm(sarm: SARM, directory: str | Path, include_backbone: bool = False)
         },
         "sae": SAE_DIR,
         "head": HEAD_WEIGHTS_FILE,
+        **({"error_readout": ERROR_READOUT_FILE} if sarm.error_readout is not None else {}),
         "fingerprint": sarm.fingerprint(),
     }
     tmp = directory / (SARM_CONFIG_FILE + ".tmp")
@@ -377,7 +381,10 @@ def _load_ours(path: Path, device, dtype, max_length) -> SARM:
     check_finite_backbone(backbone, source)
     sae, meta = load_sae(path / manifest.get("sae", SAE_DIR))
     head = Head.load(path / manifest.get("head", HEAD_WEIGHTS_FILE))
-    return SARM(backbone, sae, head, meta, source={"layout": "sarm", "path": str(path)})
+    readout = manifest.get("error_readout")
+    readout = ErrorReadout.load(path / readout) if readout else None
+    source = {"layout": "sarm", "path": str(path)}
+    return SARM(backbone, sae, head, meta, source=source, error_readout=readout)
 
 
 def _read_manifest(where: Path) -> dict:
@@ -407,7 +414,7 @@ def _read_manifest(where: Path) -> dict:
             raise CheckpointError(
                 f"{where}: backbone.{key} must be a positive integer, got {value!r}"
             )
-    for key in ("sae", "head"):
+    for key in ("sae", "head", "error_readout"):
         if not isinstance(manifest.get(key, ""), str):
             raise CheckpointError(f"{where}: {key} must be a path relative to the checkpoint")
     return manifest

@@ -80,6 +80,7 @@ def model_info(model: SARM) -> dict[str, dict[str, Any]]:
             "d_sae": model.d_sae,
             "k": model.k,
             "use_activation": bool(model.sae_meta.use_activation),
+            "error_feature": model.error_feature,
         },
     }
 
@@ -184,7 +185,14 @@ def edited_model(model: SARM, edit: Head) -> SARM:
     """A new SARM sharing ``model``'s backbone and SAE, with the edited head (``model`` unchanged)."""
     if edit.size != model.d_sae:
         raise ValueError(f"the edit has {edit.size} weights; the model's SAE has {model.d_sae}")
-    return SARM(model.backbone, model.sae, edit.applied(), model.sae_meta, source=model.source)
+    return SARM(
+        model.backbone,
+        model.sae,
+        edit.applied(),
+        model.sae_meta,
+        source=model.source,
+        error_readout=model.error_readout,
+    )
 
 
 def write_checkpoint(

@@ -27,7 +27,8 @@ from sarm.explain.evidence import (
 )
 from sarm.head import Head
 from sarm.latents import PooledLatents, SparseLatents
-from sarm.saes import SAEMeta, check_finite, sarm_encode, standardize
+from sarm.residual import ErrorReadout, with_error_column
+from sarm.saes import SAEMeta, check_finite, sarm_decode, sarm_encode, standardize
 from sarm.types import Conversation, check_conversation, pair_conversation
 
 ScoreInput = tuple[str, str] | Sequence[dict]
@@ -136,10 +137,18 @@ class Score:
     truncated_part: str | None = None  # "response", or "prompt" if the prompt lost tokens too
     truncated_at: list[dict] = field(default_factory=list)  # runs: part, at (kept index), removed
     conversation: Conversation = field(default_factory=list, repr=False)
+    error_feature: int | None = None  # the SAE-error column's id (sarm.residual), if read
 
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def error_contribution(self) -> float:
+        """What the SAE error adds to the reward (0 without an error readout)."""
+        if self.error_feature is None:
+            return 0.0
+        return float(self.contributions.get(self.error_feature, 0.0))
 
     def to_dict(self) -> dict:
         return {
@@ -152,6 +161,8 @@ class Score:
             "n_truncated": self.n_truncated,
             "truncated_part": self.truncated_part,
             "truncated_at": self.truncated_at,
+            "error_feature": self.error_feature,
+            "error_contribution": self.error_contribution,
         }
 
 
@@ -164,6 +175,7 @@ class TokenLatents:
     values: Float[torch.Tensor, "T k"]
     indices: Int[torch.Tensor, "T k"]
     reward_trajectory: Float[np.ndarray, " T"]  # r_t = w . z_t + b
+    errors: Float[np.ndarray, " T"] | None = None  # z_err at every token, with an error readout
 
 
 @dataclass
@@ -199,16 +211,21 @@ class SARM:
         head: Head,
         sae_meta: SAEMeta,
         source: dict | None = None,
+        error_readout: ErrorReadout | None = None,
     ):
         if sae.cfg.d_in != backbone.d_model:
             raise ValueError(
                 f"SAE input size {sae.cfg.d_in} does not match the backbone hidden size "
                 f"{backbone.d_model} ({backbone.name})"
             )
-        if head.size != sae.cfg.d_sae:
+        if error_readout is not None and error_readout.d_in != sae.cfg.d_in:
             raise ValueError(
-                f"head has {head.size} weights but the SAE has {sae.cfg.d_sae} latents"
+                f"the error readout has {error_readout.d_in} entries, the SAE input {sae.cfg.d_in}"
             )
+        self.error_readout = error_readout
+        n_columns = int(sae.cfg.d_sae) + (error_readout is not None)
+        if head.size != n_columns:
+            raise ValueError(f"head has {head.size} weights but {_columns_text(sae, error_readout)}")
         if sae_meta.use_activation and not 1 <= sae_meta.k <= sae.cfg.d_sae:
             raise ValueError(f"SAE k={sae_meta.k} must be within 1..{sae.cfg.d_sae}")
         check_finite(sae)
@@ -227,7 +244,18 @@ class SARM:
 
     @property
     def d_sae(self) -> int:
+        """Columns of the latents the head reads: the SAE's, plus the SAE error if read."""
+        return int(self.sae.cfg.d_sae) + (self.error_readout is not None)
+
+    @property
+    def n_sae_latents(self) -> int:
+        """The SAE's own latent count (without the SAE-error column)."""
         return int(self.sae.cfg.d_sae)
+
+    @property
+    def error_feature(self) -> int | None:
+        """The feature id of the SAE-error column (:mod:`sarm.residual`), or None."""
+        return self.n_sae_latents if self.error_readout is not None else None
 
     @property
     def layer(self) -> int:
@@ -244,7 +272,9 @@ class SARM:
     def set_head(self, head: Head) -> None:
         """Swap the reward head (same number of latents)."""
         if head.size != self.d_sae:
-            raise ValueError(f"head has {head.size} weights, the SAE has {self.d_sae} latents")
+            raise ValueError(
+                f"head has {head.size} weights but {_columns_text(self.sae, self.error_readout)}"
+            )
         self.head = head
 
     def sae_hash(self) -> str:
@@ -254,6 +284,8 @@ class SARM:
             for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
                 h.update(getattr(self.sae, name).detach().float().cpu().numpy().tobytes())
             h.update(f"k={self.k};act={self.sae_meta.use_activation}".encode())
+            if self.error_readout is not None:
+                h.update(b"error-readout" + self.error_readout.digest())
             self._sae_hash = h.hexdigest()[:16]
         return self._sae_hash
 
@@ -278,7 +310,20 @@ class SARM:
     def _sparse(self, values: torch.Tensor, indices: torch.Tensor) -> SparseLatents:
         """TopK output rows ``[B, k]`` as sparse latents (the kept non-zeros)."""
         v = values.float().cpu().numpy()
-        return SparseLatents.from_topk(v, indices.cpu().numpy(), self.d_sae)
+        return SparseLatents.from_topk(v, indices.cpu().numpy(), self.n_sae_latents)
+
+    def _errors(self, u: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> np.ndarray:
+        """``z_err = v . (u - u_hat)`` per row (the model must have an error readout)."""
+        rec = sarm_decode(self.sae, values.to(self.sae.W_dec.dtype), indices)
+        return self.error_readout.values(u.float().cpu().numpy(), rec.float().cpu().numpy())
+
+    def _latents(self, u: torch.Tensor) -> SparseLatents:
+        """The head's input for rows of ``u``: the SAE latents, then the SAE error if read."""
+        values, indices = self._encode(u)
+        latents = self._sparse(values, indices)
+        if self.error_readout is None:
+            return latents
+        return with_error_column(latents, self._errors(u, values, indices))
 
     @torch.inference_mode()
     def _pooled_u(self, batch: EncodedBatch) -> torch.Tensor:
@@ -287,9 +332,6 @@ class SARM:
         rows = torch.arange(len(batch), device=h.device)
         return standardize(h[rows, batch.last_index.to(h.device)], self.sae_meta.eps)
 
-    @torch.inference_mode()
-    def _pooled(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._encode(self._pooled_u(batch))
 
     def _sorted_batches(
         self,
@@ -353,7 +395,7 @@ class SARM:
                 u = self._pooled_u(batch)
             else:
                 u = self._evidence_pass(batch, starts, evidence, counters, idx, found)
-            rows = self._sparse(*self._encode(u))
+            rows = self._latents(u)
             if hidden is not None:
                 hidden[idx] = u.float().cpu().numpy()
             for j, i in enumerate(idx):
@@ -440,7 +482,7 @@ class SARM:
         rows = [(p.token_ids, p.cut) for p in prepared]
         scores: list[Score | None] = [None] * len(rows)
         for idx, batch in self._planned(rows, batch_size, progress, max_batch_tokens):
-            latents = self._sparse(*self._pooled(batch))
+            latents = self._latents(self._pooled_u(batch))
             contributions, rewards = self.head.contributions(latents), self.head.rewards(latents)
             for j, i in enumerate(idx):
                 lo, hi = latents.indptr[j], latents.indptr[j + 1]
@@ -480,6 +522,7 @@ class SARM:
             truncated_part=getattr(cut, "part", None),
             truncated_at=[span.to_dict() for span in cut_spans(cut)],
             conversation=conv,
+            error_feature=self.error_feature,
         )
 
     @torch.inference_mode()
@@ -490,12 +533,18 @@ class SARM:
         u = standardize(self.backbone.hidden_states(batch)[0], self.sae_meta.eps)
         values, indices = self._encode(u)
         ids = batch.input_ids[0].tolist()
+        latents = self._sparse(values, indices)
+        errors = None
+        if self.error_readout is not None:
+            errors = self._errors(u, values, indices)
+            latents = with_error_column(latents, errors)
         return TokenLatents(
             tokens=self.backbone.encoder.tokens(ids),
             token_ids=ids,
             values=values.float().cpu(),
             indices=indices.cpu(),
-            reward_trajectory=self.head.rewards(self._sparse(values, indices)),
+            reward_trajectory=self.head.rewards(latents),
+            errors=errors,
         )
 
     def token_activations(
@@ -506,8 +555,12 @@ class SARM:
         lat = self.token_latents(conversation)
         target = torch.tensor(fids, dtype=lat.indices.dtype)
         match: Bool[torch.Tensor, "T k F"] = lat.indices.unsqueeze(-1) == target
-        values = (lat.values.unsqueeze(-1) * match).sum(dim=1)
-        return TokenActivations(lat.tokens, fids, values.numpy(), lat.reward_trajectory)
+        values = (lat.values.unsqueeze(-1) * match).sum(dim=1).numpy()
+        if lat.errors is not None:
+            for j, fid in enumerate(fids):
+                if fid == self.error_feature:
+                    values[:, j] = lat.errors
+        return TokenActivations(lat.tokens, fids, values, lat.reward_trajectory)
 
 
 def to_conversation(item: ScoreInput, what: str = "input") -> Conversation:
@@ -519,3 +572,11 @@ def to_conversation(item: ScoreInput, what: str = "input") -> Conversation:
     if isinstance(item, str):
         raise ValueError(f"{what}: a bare string is not a conversation; pass (prompt, response)")
     return check_conversation(item, what)
+
+
+def _columns_text(sae: SAE, readout: ErrorReadout | None) -> str:
+    """What a head must match, in words (for errors)."""
+    m = int(sae.cfg.d_sae)
+    if readout is None:
+        return f"the SAE has {m} latents"
+    return f"the SAE has {m} latents plus the SAE-error column ({m + 1} in all)"
