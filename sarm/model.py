@@ -225,7 +225,9 @@ class SARM:
         self.error_readout = error_readout
         n_columns = int(sae.cfg.d_sae) + (error_readout is not None)
         if head.size != n_columns:
-            raise ValueError(f"head has {head.size} weights but {_columns_text(sae, error_readout)}")
+            raise ValueError(
+                f"head has {head.size} weights but {_columns_text(sae, error_readout)}"
+            )
         if sae_meta.use_activation and not 1 <= sae_meta.k <= sae.cfg.d_sae:
             raise ValueError(f"SAE k={sae_meta.k} must be within 1..{sae.cfg.d_sae}")
         check_finite(sae)
@@ -331,7 +333,6 @@ class SARM:
         h = self.backbone.hidden_states(batch)
         rows = torch.arange(len(batch), device=h.device)
         return standardize(h[rows, batch.last_index.to(h.device)], self.sae_meta.eps)
-
 
     def _sorted_batches(
         self,

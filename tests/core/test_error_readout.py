@@ -9,9 +9,9 @@ from helpers import make_tiny_sarm
 from sarm import load_sarm
 from sarm.checkpoints import save_sarm
 from sarm.head import Head
+from sarm.latents import SparseLatents
 from sarm.model import SARM
 from sarm.residual import ErrorReadout, error_share, with_error_column
-from sarm.latents import SparseLatents
 
 PAIRS = [
     ("What is 2+2?", "It is 4."),
@@ -41,7 +41,10 @@ def reference_rewards(base: SARM, readout: ErrorReadout, weights: np.ndarray, bi
     pooled = base.pooled_latents([list(c) for c in map(_conv, PAIRS)], return_hidden=True)
     u = pooled.hidden.astype(np.float64)
     w_enc = base.sae.W_enc.detach().double().numpy()
-    b_enc, b_dec = base.sae.b_enc.detach().double().numpy(), base.sae.b_dec.detach().double().numpy()
+    b_enc, b_dec = (
+        base.sae.b_enc.detach().double().numpy(),
+        base.sae.b_dec.detach().double().numpy(),
+    )
     w_dec = base.sae.W_dec.detach().double().numpy()
     a = (u - b_dec) @ w_enc + b_enc
     z = np.zeros_like(a)
@@ -110,7 +113,7 @@ def test_save_and_load_keep_the_readout(pieces, tmp_path):
 
 
 def test_the_readout_is_part_of_the_fingerprint(pieces):
-    base, model, _, weights = pieces
+    base, model, _, _ = pieces
     other = SARM(
         base.backbone, base.sae, model.head, base.sae_meta,
         error_readout=ErrorReadout(unit(np.random.default_rng(9), base.backbone.d_model)),
@@ -136,7 +139,7 @@ def test_readout_file_errors_name_the_file(tmp_path):
         ErrorReadout.load(tmp_path / "missing.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(Exception, match="bad.safetensors"):
+    with pytest.raises(Exception, match=r"bad\.safetensors"):
         ErrorReadout.load(bad)
 
 
