@@ -44,6 +44,7 @@ class Binding:
     n_examples: int
     chunk_size: int
     source: str = ""
+    error_feature: int | None = None  # the SAE-error column (sarm.residual), if the model reads it
 
     def __post_init__(self) -> None:
         missing = [k for k in FINGERPRINT_KEYS if k not in self.fingerprint]
@@ -59,6 +60,8 @@ class Binding:
             raise TypeError(f"the ingest head must be a sarm.head.Head, got {type(self.head)}")
         if self.head.size != self.d_sae:
             raise ValueError(f"head weights must have shape ({self.d_sae},), got {self.head.size}")
+        if self.error_feature is not None:
+            check_int(self.error_feature, "error_feature", low=0, high=self.d_sae)
         object.__setattr__(self, "head", self.head.applied())
 
     @classmethod
@@ -79,6 +82,7 @@ class Binding:
             n_examples,
             chunk_size,
             data_source,
+            getattr(source, "error_feature", None),
         )
 
     def meta(self) -> dict[str, str]:
@@ -91,6 +95,7 @@ class Binding:
             "n_examples": str(self.n_examples),
             "chunk_size": str(self.chunk_size),
             "source": self.source,
+            "error_feature": "" if self.error_feature is None else str(self.error_feature),
         }
 
     @classmethod
@@ -103,6 +108,7 @@ class Binding:
             int(meta["n_examples"]),
             int(meta["chunk_size"]),
             meta.get("source", ""),
+            int(meta["error_feature"]) if meta.get("error_feature") else None,
         )
 
     def head_table(self) -> pa.Table:

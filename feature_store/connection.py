@@ -290,6 +290,12 @@ class Connection:
         value = self.meta().get("d_sae")
         return int(value) if value is not None else None
 
+    @property
+    def error_feature(self) -> int | None:
+        """The feature id of the SAE-error column (:mod:`sarm.residual`), or None."""
+        value = self.meta().get("error_feature")
+        return int(value) if value else None
+
     def fingerprint(self) -> dict[str, str] | None:
         """The model fingerprint the store was built with (None while empty)."""
         meta = self.meta()

@@ -37,6 +37,7 @@ from sarm.explain.stats import (
     stats_explanation,
 )
 from sarm.explain.types import EvidenceWindow, Explanation
+from sarm.residual import ERROR_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -452,6 +453,9 @@ def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
     ):
         scored = source != "label" and score == score and score is not None
         out[int(fid)] = f"{text} ({score:.2f})" if scored else str(text)
+    error = conn.error_feature
+    if error in wanted and error not in out:
+        out[error] = ERROR_NAME  # what no feature explains; a label may still rename it
     return out
 
 

@@ -67,6 +67,7 @@ class CachedLatents:
         head: Head,
         conversations: Sequence[Conversation],
         pooled: PooledLatents,
+        error_feature: int | None = None,
     ) -> None:
         if len(conversations) != pooled.n:
             raise ValueError(f"{len(conversations)} conversations for {pooled.n} pooled rows")
@@ -74,6 +75,7 @@ class CachedLatents:
         self._head = head
         self._pooled = pooled
         self._rows = {_key(c): i for i, c in enumerate(conversations)}
+        self.error_feature = error_feature  # the SAE-error column, as the model that made them
 
     @property
     def d_sae(self) -> int:

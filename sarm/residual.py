@@ -29,14 +29,24 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from sarm.errors import unreadable
+from sarm.head import Head, rewards
 from sarm.latents import SparseLatents
 
-__all__ = ["ERROR_READOUT_FILE", "ErrorReadout", "error_share", "with_error_column"]
+__all__ = [
+    "ERROR_NAME",
+    "ERROR_READOUT_FILE",
+    "ErrorReadout",
+    "decompose_dense",
+    "error_parts",
+    "error_share",
+    "split_error_weights",
+    "with_error_column",
+]
 
 ERROR_READOUT_FILE = "error_readout.safetensors"
 DIRECTION_KEY = "error_readout.direction"
 UNIT_TOLERANCE = 1e-3
-ERROR_NAME = "SAE error"
+ERROR_NAME = "SAE error (what no feature explains)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,3 +137,47 @@ def error_share(feature_part: np.ndarray, error_part: np.ndarray) -> float:
     f, e = np.asarray(feature_part, np.float64), np.asarray(error_part, np.float64)
     total = float(np.var(f + e))
     return float(np.var(e) / total) if total > 0 else 0.0
+
+
+def error_parts(
+    latents: SparseLatents, weights: np.ndarray, error_feature: int | None
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
+    """Per row, ``(reward minus bias minus the error term, the error term)`` under ``weights``."""
+    total = rewards(latents, weights)
+    error = np.zeros(latents.n)
+    if error_feature is not None:
+        hit = latents.indices == error_feature
+        values = latents.values[hit].astype(np.float64) * float(weights[error_feature])
+        np.add.at(error, latents.row_ids[hit], values)
+    return total - error, error
+
+
+def split_error_weights(
+    weight: np.ndarray, n_latents: int, bias: float = 0.0
+) -> tuple[Head, ErrorReadout]:
+    """A head over ``[z, e]`` (``n_latents + d`` weights) as a head of ``n_latents + 1``
+    weights and the error readout: ``w_z . z + w_err . e = w_z . z + |w_err| (v . e)``."""
+    w = np.asarray(weight, np.float64).reshape(-1)
+    if w.size <= n_latents:
+        raise ValueError(f"{w.size} weights cannot hold {n_latents} latents and an error vector")
+    readout, scale = ErrorReadout.from_weights(w[n_latents:])
+    return Head(np.append(w[:n_latents], scale).astype(np.float32), bias), readout
+
+
+def decompose_dense(
+    dense_weight: np.ndarray, dense_bias: float, w_dec: np.ndarray, b_dec: np.ndarray
+) -> tuple[Head, ErrorReadout]:
+    """The dense probe ``r = w_d . u + b`` written through the SAE, exactly:
+
+    ``u = W_dec^T z + b_dec + e``, so ``r = sum_i (d_i . w_d) z_i + w_d . e + (b + w_d . b_dec)``
+    with ``d_i`` the decoder row of latent ``i``: each feature is paid what its
+    reconstructed direction is worth to the probe, and the residual keeps the rest.
+    """
+    w_d = np.asarray(dense_weight, np.float64).reshape(-1)
+    w_dec, b_dec = np.asarray(w_dec, np.float64), np.asarray(b_dec, np.float64).reshape(-1)
+    if w_dec.ndim != 2 or w_dec.shape[1] != w_d.size or b_dec.size != w_d.size:
+        raise ValueError(
+            f"decoder {w_dec.shape} and bias {b_dec.shape} do not match a probe of {w_d.size}"
+        )
+    head, readout = split_error_weights(np.concatenate([w_dec @ w_d, w_d]), w_dec.shape[0])
+    return Head(head.weight, float(dense_bias) + float(w_d @ b_dec)), readout

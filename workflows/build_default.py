@@ -324,7 +324,9 @@ class DemoBuilder:
 
     def _index(self, model: SARM, groups) -> None:
         _, convs = response_rows(groups)
-        memo = CachedLatents(model.fingerprint(), model.head, convs, self.pooled)
+        memo = CachedLatents(
+            model.fingerprint(), model.head, convs, self.pooled, model.error_feature
+        )
         store_path = paths.demo_store_path()
         tmp = store_path.with_name(store_path.name + ".tmp")
         tmp.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from sarm.configs import HeadTrainConfig
 from sarm.constants import HEAD_TRAIN_FILE, HEAD_WEIGHTS_FILE
 from sarm.head import Head
+from sarm.residual import ErrorReadout, split_error_weights
 from sarm.train.latents import LatentRows, as_latent_rows
 from sarm.train.pairs import _group_ids, _Pairs, check_pair_weights, check_pairs, split_pairs
 from sarm.train.pairs import pair_groups as pair_groups
@@ -335,3 +336,46 @@ def train_dense_baseline(
         progress=progress,
         pair_weights=pair_weights,
     )
+
+
+def train_error_head(
+    values: object,
+    indices: object,
+    errors: object,
+    chosen_row: object,
+    rejected_row: object,
+    cfg: HeadTrainConfig | None = None,
+    n_latents: int | None = None,
+    groups: object | None = None,
+    pair_weights: object | None = None,
+    progress: bool = False,
+) -> tuple[Head, ErrorReadout, HeadTrainResult]:
+    """Bradley-Terry over the SAE latents and the SAE error at once: ``r = w.z + w_err.e``.
+
+    ``values``/``indices`` are the TopK latents ``[n, k]`` and ``errors`` the
+    reconstruction errors ``u_T - u_hat_T [n, d]`` of the same rows. Returns the
+    head over ``n_latents + 1`` columns (the last one the SAE error) and the
+    :class:`~sarm.residual.ErrorReadout` a SARM needs to compute that column.
+    """
+    vals = torch.as_tensor(values, dtype=torch.float32)
+    idx = torch.as_tensor(indices, dtype=torch.int64)
+    err = torch.as_tensor(errors, dtype=torch.float32)
+    if vals.shape != idx.shape or vals.dim() != 2 or err.dim() != 2 or len(err) != len(vals):
+        raise ValueError(
+            f"latents {tuple(vals.shape)}/{tuple(idx.shape)} and errors {tuple(err.shape)} "
+            "must be [n, k] and [n, d] over the same rows"
+        )
+    m = int(n_latents) if n_latents is not None else int(idx.max()) + 1
+    err_idx = (m + torch.arange(err.shape[1])).expand(len(err), -1)
+    result = train_bt_head(
+        (torch.cat([idx, err_idx], 1), torch.cat([vals, err], 1)),
+        chosen_row,
+        rejected_row,
+        cfg,
+        n_features=m + err.shape[1],
+        groups=groups,
+        progress=progress,
+        pair_weights=pair_weights,
+    )
+    head, readout = split_error_weights(result.weight.numpy(), m, result.bias)
+    return head, readout, result

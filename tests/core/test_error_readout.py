@@ -8,10 +8,12 @@ from helpers import make_tiny_sarm
 
 from sarm import load_sarm
 from sarm.checkpoints import save_sarm
+from sarm.configs import HeadTrainConfig
 from sarm.head import Head
 from sarm.latents import SparseLatents
 from sarm.model import SARM
-from sarm.residual import ErrorReadout, error_share, with_error_column
+from sarm.residual import ErrorReadout, decompose_dense, error_share, with_error_column
+from sarm.train.head import train_error_head
 
 PAIRS = [
     ("What is 2+2?", "It is 4."),
@@ -156,3 +158,36 @@ def test_from_weights_and_error_column():
         with_error_column(lat, np.zeros(3))
     assert error_share(np.array([1.0, -1.0]), np.array([1.0, -1.0])) == pytest.approx(0.25)
     assert error_share(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_the_decomposed_dense_probe_gives_the_dense_reward(pieces):
+    """decompose_dense: features + error + bias reproduce w_d . u_T + b on real SAE outputs."""
+    base, _, _, _ = pieces
+    rng = np.random.default_rng(5)
+    w_d, b = rng.normal(size=base.backbone.d_model), 0.7
+    sae = base.sae
+    head, readout = decompose_dense(w_d, b, sae.W_dec.detach().numpy(), sae.b_dec.detach().numpy())
+    model = SARM(base.backbone, sae, head, base.sae_meta, error_readout=readout)
+    pooled = base.pooled_latents([_conv(p) for p in PAIRS], return_hidden=True)
+    expected = pooled.hidden.astype(np.float64) @ w_d + b
+    np.testing.assert_allclose([s.reward for s in model.score_batch(PAIRS)], expected, atol=1e-4)
+
+
+def test_joint_training_finds_a_preference_only_the_error_carries():
+    """Pairs decided by a direction the latents do not see: the readout learns that direction."""
+    rng = np.random.default_rng(0)
+    n, k, m, d = 1200, 4, 32, 6  # 600 disjoint pairs (rows 2i, 2i + 1)
+    idx = np.stack([rng.choice(m, k, replace=False) for _ in range(n)])
+    vals = rng.uniform(0.5, 1.5, (n, k)).astype(np.float32)
+    target = unit(rng, d)
+    errors = rng.normal(size=(n, d)).astype(np.float32)
+    score = errors @ target
+    a, b = np.arange(0, n, 2), np.arange(1, n, 2)
+    chosen, rejected = np.where(score[a] > score[b], a, b), np.where(score[a] > score[b], b, a)
+    head, readout, result = train_error_head(
+        vals, idx, errors, chosen, rejected, HeadTrainConfig(max_epochs=300), n_latents=m
+    )
+    assert head.size == m + 1
+    assert float(readout.direction @ target) > 0.95
+    assert np.abs(head.weight[:m]).max() < 0.2 * head.weight[m]
+    assert result.summary()["val_accuracy"] > 0.9

@@ -158,7 +158,7 @@ def build_default_store(
     _, conversations = response_rows(groups)
     distinct = list({json.dumps(c, sort_keys=True): c for c in conversations}.values())
     pooled, n_scored = pooled_for(model, distinct, parts, progress)
-    memo = CachedLatents(model.fingerprint(), model.head, distinct, pooled)
+    memo = CachedLatents(model.fingerprint(), model.head, distinct, pooled, model.error_feature)
     seconds["latents"] = round(time.perf_counter() - start - seconds["load"], 1)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     _retire_other_build(store_path, manifest)
