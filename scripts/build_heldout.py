@@ -398,6 +398,13 @@ class SetSpec:
     responses_note: str
 
 
+#: sets whose source states no licence: their data is not redistributed with the project
+NOT_VENDORED = {
+    "autoj_pairwise": "GAIR-NLP/auto-j states no licence, so its data is not redistributed "
+    "here; build it locally with `python scripts/build_heldout.py --sets autoj_pairwise --out "
+    "DIR` from a mirror of the repository (evaluation only)"
+}
+
 SETS: tuple[SetSpec, ...] = (
     SetSpec(
         "llmbar_natural",
@@ -615,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in SETS:
         if args.sets and spec.name not in args.sets:
             continue
+        if not args.sets and spec.name in NOT_VENDORED:
+            continue  # unlicensed: built only when asked for by name, never shipped
         try:
             entries[spec.name] = build_set(spec, reader, train, args.out)
         except MissingRaw as exc:
@@ -635,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             "collapsed, case-folded) present in data/prefs/splits/train.jsonl.gz; then keep at most "
             f"{MAX_ROWS} per set, ordered by sha256('{SALT}:' + id), with an equal quota per subset"
         ),
+        "not_vendored": NOT_VENDORED,
         "sets": {
             k: entries[k]
             for k in sorted(entries, key=lambda k: (order.index(k) if k in order else 99, k))
