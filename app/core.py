@@ -40,6 +40,7 @@ from sarm.evaluate import PairIndex, subset_names
 from sarm.head import Head
 from sarm.interventions import Intervention, parse_actions
 from sarm.latents import SparseLatents
+from sarm.residual import error_parts, error_share
 from sarm.shift import SetSpec
 from workflows.serve.setup import serve_command
 
@@ -255,6 +256,20 @@ def explain(
     order = np.lexsort((fids, -np.abs(contrib)))
     table = table.iloc[order].reset_index(drop=True)
     return Explanation(float(head.rewards(row)[0]), head.bias, table)
+
+
+def error_contribution(expl: Explanation, error_feature: int | None) -> float | None:
+    """What the SAE error adds to this reward (None when the model does not read it)."""
+    if error_feature is None:
+        return None
+    return float(expl.contributions.get(int(error_feature), 0.0))
+
+
+def dataset_error_share(head: Head, latents: SparseLatents, error_feature: int | None):
+    """The SAE error's share of the reward variance over the store's responses (or None)."""
+    if error_feature is None:
+        return None
+    return error_share(*error_parts(latents, head.weights, error_feature))
 
 
 def pair_deltas(chosen: Explanation, rejected: Explanation) -> pd.DataFrame:
@@ -685,6 +700,41 @@ def serve_commands(
 
 
 # --------------------------------------------------------------------------- the default's card
+
+
+HEAD_KINDS = {
+    "sae": "alone",
+    "decomposed": "and the SAE error term: the dense probe on the same layer written through "
+    "the SAE exactly (each feature paid what its decoder direction is worth to the probe)",
+}
+
+
+def head_kind(manifest: Mapping[str, object]) -> str:
+    """How the shipped head was made, in words (the error-head step's choice on dev)."""
+    chosen = (manifest.get("error_head") or {}).get("chosen", "sae")
+    return HEAD_KINDS.get(chosen, "and the SAE error term, trained jointly by Bradley-Terry")
+
+
+SETS_FRAME_HEADS = ("sarm", "dense", "sae", "shorter_wins", "longer_wins")
+
+
+def heldout_sets_frame(manifest: Mapping[str, object]) -> pd.DataFrame:
+    """One row per evaluation set: pairs, accuracy [95% CI] of the shipped SARM, the dense
+    probe, the SAE-only head and the length baselines, and the SAE error's share of the reward."""
+    heldout = manifest.get("heldout") or {}
+    quality = (manifest.get("error_head") or {}).get("per_set", {})
+    rows = []
+    for name, report in heldout.items():
+        row: dict[str, object] = {"set": name, "pairs": report["sarm"]["all"]["n_pairs"]}
+        for head in SETS_FRAME_HEADS:
+            if head in report:
+                cell = report[head]["all"]
+                low, high = cell["ci95"]
+                row[head] = f"{cell['accuracy']:.1%} [{low:.1%}, {high:.1%}]"
+        share = quality.get(name, {}).get("error_share", {}).get("sarm")
+        row["SAE error share"] = "" if share is None else f"{share:.1%}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def heldout_frame(heldout: Mapping[str, object], split: str) -> pd.DataFrame:

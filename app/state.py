@@ -216,11 +216,12 @@ def score_messages(model_ref: str, messages: tuple[tuple[str, str], ...]) -> dic
     conversation = [{"role": r, "content": c} for r, c in messages]
     score = model.score(messages=conversation)
     lat = model.token_latents(conversation)
+    values, indices = lat.columns()  # with the SAE-error column when the model reads it
     return {
         "activations": dict(score.activations),
         "tokens": list(lat.tokens),
-        "values": lat.values.numpy().astype(np.float32),
-        "indices": lat.indices.numpy().astype(np.int64),
+        "values": values.astype(np.float32),
+        "indices": indices,
         "truncated": bool(score.truncated),
     }
 

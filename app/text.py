@@ -24,6 +24,11 @@ from sarm.interventions import Intervention
 
 MAX_NOTE = 2000  # characters of a head version's default note
 VERIFY_TOLERANCE = 1e-4  # |reward difference| under which an exported checkpoint matches
+ERROR_HELP = (
+    "The part of the hidden state the SAE does not reconstruct, read along one direction and "
+    "paid by the head like a feature (feature id = the SAE's latent count): what no feature "
+    "explains. Set its weight to 0 in the head editor to stop paying for it."
+)
 
 
 # --------------------------------------------------------------------------- the plain-text path

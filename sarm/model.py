@@ -176,6 +176,16 @@ class TokenLatents:
     indices: Int[torch.Tensor, "T k"]
     reward_trajectory: Float[np.ndarray, " T"]  # r_t = w . z_t + b
     errors: Float[np.ndarray, " T"] | None = None  # z_err at every token, with an error readout
+    error_feature: int | None = None
+
+    def columns(self) -> tuple[Float[np.ndarray, "T c"], Int[np.ndarray, "T c"]]:
+        """``(values, indices)`` the head reads at every token: TopK, then the SAE error."""
+        values, indices = self.values.numpy(), self.indices.numpy().astype(np.int64)
+        if self.errors is None or self.error_feature is None:
+            return values, indices
+        column = np.full((len(values), 1), self.error_feature, np.int64)
+        errors = self.errors.astype(np.float32)[:, None]
+        return np.hstack([values, errors]), np.hstack([indices, column])
 
 
 @dataclass
@@ -546,6 +556,7 @@ class SARM:
             indices=indices.cpu(),
             reward_trajectory=self.head.rewards(latents),
             errors=errors,
+            error_feature=self.error_feature,
         )
 
     def token_activations(

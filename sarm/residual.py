@@ -87,7 +87,11 @@ class ErrorReadout:
             raise ValueError(
                 f"u {u.shape} and its reconstruction {rec.shape} must be [n, {self.d_in}]"
             )
-        return (u - rec) @ self.direction.astype(np.float64)
+        return self.project(u - rec)
+
+    def project(self, errors: np.ndarray) -> Float[np.ndarray, " n"]:
+        """``v . e`` per row of the reconstruction errors ``e [n, d]`` (float64)."""
+        return np.asarray(errors, np.float64) @ self.direction.astype(np.float64)
 
     def digest(self) -> bytes:
         return hashlib.sha256(self.direction.tobytes()).digest()

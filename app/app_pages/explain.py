@@ -36,10 +36,13 @@ def render() -> None:
         if scored["truncated"]:
             st.warning(text.plain(TRUNCATED))
 
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Reward", f"{expl.reward:.6f}")
-    c2.metric("Active features", len(expl.table))
-    c3.metric("Bias", f"{expl.bias:.4f}")
+    error = core.error_contribution(expl, ctx.store.error_feature)
+    cols = st.columns(4 if error is not None else 3)
+    cols[0].metric("Reward", f"{expl.reward:.6f}")
+    cols[1].metric("Active features", len(expl.table))
+    cols[2].metric("Bias", f"{expl.bias:.4f}")
+    if error is not None:
+        cols[3].metric("SAE error term", f"{error:+.4f}", help=text.ERROR_HELP)
     widgets.edit_caption(ctx)
     widgets.explanation(ctx, expl, "explain")
 

@@ -36,6 +36,9 @@ def render() -> None:
     cols[1].metric("Pairs", f"{ctx.data.index.n_pairs:,}")
     cols[2].metric("Pairwise accuracy", text.fmt(report.pairwise_accuracy, ".1%"))
     cols[3].metric("Labelled features", f"{summary['n_labelled_features']:,} / {ctx.model.d_sae:,}")
+    share = core.dataset_error_share(ctx.head, ctx.data.latents, ctx.store.error_feature)
+    if share is not None:
+        st.metric("SAE error's share of reward variance", f"{share:.1%}", help=text.ERROR_HELP)
     widgets.edit_caption(ctx)
 
     if ctx.sources.model == DEFAULT_MODEL:
@@ -66,7 +69,8 @@ def default_card() -> None:
     st.subheader("The default SARM")
     st.markdown(
         f"SmolLM2-135M-Instruct cut after {sae['layer']} layers, a {sae['level']}-level TopK "
-        f"SAE ({sae['d_sae']:,} latents, k = {sae['k']}) and a Bradley-Terry head, trained on "
+        f"SAE ({sae['d_sae']:,} latents, k = {sae['k']}) and a linear head over its latents "
+        f"{core.head_kind(manifest)}, trained on "
         "the train split of 8 public human-labelled preference sources (`data/prefs`). "
         "Held-out accuracy on the test split (never seen in training or tuning), with 95% "
         "intervals over prompts, beside the dense baseline and the two length baselines:"
@@ -74,3 +78,9 @@ def default_card() -> None:
     st.dataframe(core.heldout_frame(manifest["heldout"], "test"), hide_index=True)
     with st.expander("xstest (refusals and over-refusals; evaluation only)"):
         st.dataframe(core.heldout_frame(manifest["heldout"], "xstest"), hide_index=True)
+    with st.expander("Every evaluation set, public held-out benchmarks included"):
+        st.caption(
+            "sarm: what ships; sae: the head on SAE features alone; SAE error share: the "
+            "variance of the reward's SAE-error term over the variance of the reward."
+        )
+        st.dataframe(core.heldout_sets_frame(manifest), hide_index=True)

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 from feature_store import FeatureStore
 from sarm import load_sarm
 from sarm.cachedir import shipped_default_dir
+from sarm.datasets.heldout import heldout_sets
 from sarm.errors import CheckpointError
 from workflows.cli import main
 from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
@@ -57,7 +58,13 @@ def test_two_builds_from_scratch_agree(tmp_path, capsys):
     assert a["sae"]["layer"] in quick(LIMIT).layers
     # the held-out report names every category and both baselines beside the heads
     test = a["heldout"]["test"]
-    assert set(test) == {"sarm", "dense", "shorter_wins", "longer_wins"}
+    heads = {"sae", "joint-wd0.001", "joint-wd0.01", "decomposed"}  # the error-head step's
+    assert set(test) == {"sarm", "dense", "shorter_wins", "longer_wins", *heads}
+    assert a["error_head"]["chosen"] in heads
+    assert set(a["heldout"]) == {"test", "xstest", *heldout_sets()}  # every public set reported
+    decomposed = {n: a["heldout"][n]["decomposed"] for n in a["heldout"]}
+    dense = {n: a["heldout"][n]["dense"] for n in a["heldout"]}
+    assert decomposed == dense  # the dense probe through the SAE, exactly
     cats = {g.meta["category"] for g in load_split("test", limit=LIMIT).groups}
     assert set(test["sarm"]["per_category"]) == cats
     # the store builds from the written parts without scoring anything

@@ -34,15 +34,29 @@ from sarm.head import Head
 from sarm.latents import SparseLatents
 from sarm.model import SARM
 from sarm.saes import SAEMeta
-from sarm.scoring import dense_rewards
 from sarm.train.metrics import sae_metrics
 from workflows.default_sarm.audit_parts import AUDIT_FILE, AuditRows, conversation_key
 from workflows.default_sarm.capture import cached_capture
 from workflows.default_sarm.data import load_split, splits_dir
-from workflows.default_sarm.plan import BuildPlan
-from workflows.default_sarm.report import length_baselines, markdown_table, split_report
-from workflows.default_sarm.sweep import (
+from workflows.default_sarm.error_head import (
+    AUDIT_SET_NAMES,
+    KEPT_WITH_SAE,
     Candidate,
+    Encoded,
+    audit_columns,
+    centred_candidate,
+    decoder_of,
+    evaluate_set,
+    evaluation_sets,
+    rewards_of,
+    shipped_sae,
+)
+from workflows.default_sarm.error_head import candidates as error_candidates
+from workflows.default_sarm.error_head import choose as choose_head
+from workflows.default_sarm.plan import BuildPlan
+from workflows.default_sarm.report import markdown_table
+from workflows.default_sarm.sweep import Candidate as SAECandidate
+from workflows.default_sarm.sweep import (
     SweepData,
     dev_scores,
     encode_rows,
@@ -64,7 +78,7 @@ def assets_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sarm" / "assets" / "default"
 
 
-def choose(rows: list[dict]) -> Candidate:
+def choose(rows: list[dict]) -> SAECandidate:
     """Best dev macro accuracy; among candidates within 1 point of it, the purest features."""
     saes = [r for r in rows if r["kind"] == "sae"]
     if not saes:
@@ -72,7 +86,7 @@ def choose(rows: list[dict]) -> Candidate:
     best = max(r["dev_macro"] for r in saes)
     near = [r for r in saes if r["dev_macro"] >= best - NEAR_BEST]
     pick = max(near, key=lambda r: (r["purity_top20"], r["dev_macro"]))
-    return Candidate(pick["layer"], pick["level"], pick["d_sae"], pick["k"], pick["n_samples"])
+    return SAECandidate(pick["layer"], pick["level"], pick["d_sae"], pick["k"], pick["n_samples"])
 
 
 def round_sae_to_half(sae) -> None:
@@ -129,10 +143,17 @@ def tune(data: SweepData, rows, n_features, dev_reward, grid, seed: int) -> tupl
 class Builder:
     """The final step, timed: SAE, heads, held-out report, artefacts."""
 
-    def __init__(self, plan: BuildPlan, out: Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        plan: BuildPlan,
+        out: Path | None = None,
+        progress: bool = True,
+        reuse_sae: bool = False,
+    ):
         self.plan = plan
         self.out = out or assets_dir()
         self.progress = progress
+        self.reuse_sae = reuse_sae  # keep out/'s SAE (and its evidence); retrain the heads only
         self.seconds: dict[str, float] = {}
 
     def _timed(self, name: str, fn):
@@ -148,11 +169,14 @@ class Builder:
         chosen = choose(sweep)
         final = replace(chosen, n_samples=chosen.n_samples * self.plan.final_factor)
         data = self._timed("load", lambda: SweepData.load(self.plan))
-        trained = self._timed(
-            "sae",
-            lambda: train_candidate_sae(data, final, self.plan.sae_batch_size, self.progress),
-        )
-        round_sae_to_half(trained.sae)
+        if self.reuse_sae:
+            trained = shipped_sae(self.out)
+        else:
+            trained = self._timed(
+                "sae",
+                lambda: train_candidate_sae(data, final, self.plan.sae_batch_size, self.progress),
+            )
+            round_sae_to_half(trained.sae)
         layer, k = final.layer, final.k
         u_tr, u_dev = data.train_cap.final[layer], data.dev_cap.final[layer]
         shipped_quality = sae_metrics(trained.sae, u_dev, k)  # after the float16 rounding
@@ -185,45 +209,60 @@ class Builder:
         dense_head = centred(
             Head(dense.weight.numpy(), 0.0), SparseLatents.from_dense(u_tr.numpy())
         )
-        heldout, audit = self._timed(
-            "evaluate", lambda: self._heldout(trained, sarm_head, dense_head, layer, k)
+        enc_tr = Encoded.of(trained.sae, u_tr, k)
+        scored = self._timed(
+            "error head",
+            lambda: error_candidates(
+                data, enc_tr, Encoded.of(trained.sae, u_dev, k), final.d_sae, sarm_head,
+                dense_head, *decoder_of(trained.sae),
+            ),
+        )  # fmt: skip
+        shipped = centred_candidate(choose_head(scored), enc_tr, final.d_sae)
+        heads = [centred_candidate(c, enc_tr, final.d_sae) for c, _ in scored]
+        heldout, quality, audit = self._timed(
+            "evaluate", lambda: self._heldout(trained, shipped, heads, dense_head, layer, k)
         )
         manifest = self._manifest(sweep, final, trained, head_row, dense_row, heldout)
+        manifest["error_head"] = {
+            "chosen": shipped.name,
+            "candidates": [{"name": c.name, **c.settings, **dev} for c, dev in scored],
+            "per_set": quality,
+        }
         manifest["data_size_curve"] = curve
         manifest["sae"]["dev_u_T_after_float16"] = {
             key: round(float(value), 4) for key, value in shipped_quality.items()
         }
         self._timed(
-            "write", lambda: self._write(trained, sarm_head, dense_head, final, audit, manifest)
+            "write", lambda: self._write(trained, shipped, dense_head, final, audit, manifest)
         )
         return manifest
 
-    def _heldout(self, trained, sarm_head: Head, dense_head: Head, layer: int, k: int):
-        report, audit = {}, AuditRows.empty(k)
-        for name in ("test", "xstest"):
-            split = load_split(name, limit=self.plan.limit)
+    def _heldout(self, trained, shipped: Candidate, heads, dense_head: Head, layer: int, k: int):
+        """Figures on test, xstest and the public held-out sets; the audit rows (test, xstest)."""
+        report, quality = {}, {}
+        audit = AuditRows.empty(k + (shipped.readout is not None))
+        d_sae = trained.sae.cfg.d_sae
+        for name, root in evaluation_sets(self.plan):
+            split = load_split(name, root=root, limit=self.plan.limit)
             cap = cached_capture(self.plan, name)
-            u = cap.final[layer]
-            values, indices = encode_rows(trained, u, k)
-            rewards = sarm_head.rewards(sparse(values, indices, sarm_head.size))
-            report[name] = split_report(
-                split,
-                {
-                    "sarm": rewards,
-                    "dense": dense_rewards(dense_head, u.numpy()),
-                    **length_baselines(split),
-                },
-            )
-            audit = audit.extend(
-                name,
-                [conversation_key(c) for c in split.conversations],
-                values.numpy(),
-                indices.numpy(),
-                rewards,
-                cap.n_tokens.numpy(),
-                cap.truncated.numpy(),
-            )
-        return report, audit
+            u = cap.final[layer].float()
+            enc = Encoded.of(trained.sae, u, k)
+            as_sarm = replace(shipped, name="sarm")  # what ships is reported as "sarm"
+            found = evaluate_set(split, u, enc, [as_sarm, *heads], dense_head, d_sae)
+            report[name] = found.pop("report")
+            quality[name] = {**found, "n_pairs": report[name]["sarm"]["all"]["n_pairs"]}
+            if name in AUDIT_SET_NAMES:
+                values, indices = audit_columns(enc, shipped, d_sae)
+                audit = audit.extend(
+                    name,
+                    [conversation_key(c) for c in split.conversations],
+                    values,
+                    indices,
+                    rewards_of(shipped, enc, d_sae),
+                    cap.n_tokens.numpy(),
+                    cap.truncated.numpy(),
+                )
+        return report, quality, audit
 
     def _manifest(self, sweep, final, trained, head_row, dense_row, heldout) -> dict:
         splits = {
@@ -259,16 +298,21 @@ class Builder:
             },
         }
 
-    def _write(self, trained, sarm_head, dense_head, final, audit, manifest) -> None:
+    def _write(self, trained, shipped: Candidate, dense_head, final, audit, manifest) -> None:
         tmp = self.out.with_name(self.out.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
         backbone = load_backbone(EMBEDDED_BACKBONE, final.layer, max_length=self.plan.max_length)
         mode = "last" if final.level == "sequence" else "tokens"  # the level it was trained at
         meta = SAEMeta(k=final.k, mode=mode, backbone=EMBEDDED_BACKBONE, layer=final.layer)
-        model = SARM(backbone, trained.sae, sarm_head, meta)
+        model = SARM(backbone, trained.sae, shipped.head, meta, error_readout=shipped.readout)
         save_sarm(model, tmp)
         halve_sae_file(tmp / "sae")
+        if self.reuse_sae:  # the same SAE: its evidence and the bias audit's files stay
+            for name in KEPT_WITH_SAE:
+                if (self.out / name).exists():
+                    copy = shutil.copytree if (self.out / name).is_dir() else shutil.copy2
+                    copy(self.out / name, tmp / name)
         dense_head.save(tmp / BASELINE_HEAD_FILE, {"kind": "dense baseline on u_T"})
         audit.write(tmp / AUDIT_FILE)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -295,6 +339,8 @@ def heldout_markdown(heldout: dict) -> str:
     return "\n".join(parts)
 
 
-def build_from_cache(plan: BuildPlan, out: Path | None = None, progress: bool = True) -> dict:
+def build_from_cache(
+    plan: BuildPlan, out: Path | None = None, progress: bool = True, reuse_sae: bool = False
+) -> dict:
     """Train, evaluate and write the default from the plan's captures and sweep."""
-    return Builder(plan, out, progress).run()
+    return Builder(plan, out, progress, reuse_sae).run()

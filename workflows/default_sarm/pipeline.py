@@ -15,6 +15,7 @@ import torch
 from workflows.default_sarm.build import build_from_cache
 from workflows.default_sarm.capture import capture_split, load_plan_backbone
 from workflows.default_sarm.data import SPLITS, load_split
+from workflows.default_sarm.error_head import capture_heldout
 from workflows.default_sarm.plan import FULL, BuildPlan, quick
 from workflows.default_sarm.sweep import run_sweep
 
@@ -30,6 +31,7 @@ def build_from_scratch(plan: BuildPlan, out: Path | None = None, progress: bool 
     backbone = load_plan_backbone(plan)
     for name in SPLITS:
         capture_split(load_split(name, limit=plan.limit), backbone, plan, progress)
+    capture_heldout(plan, backbone, progress)
     del backbone
     captured = time.perf_counter()
     run_sweep(plan, progress)

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 
 from sarm.model import DEFAULT_BATCH_ROWS
 from sarm.rendered import RenderedParser
+from sarm.residual import ERROR_NAME
 from workflows.commands.score import score_json
 from workflows.serve import protocol
 from workflows.serve.batcher import Batcher, BatchStats
@@ -136,6 +137,8 @@ class RewardService:
         for entry in result["top"]:
             entry.pop("label")
             shown = self.explanations.get(entry["feature"], {})
+            if entry["feature"] == score.error_feature and not shown:
+                shown = {"text": ERROR_NAME, "source": "sae-error"}  # what no feature explains
             entry["explanation"] = shown.get("text")
             entry["explanation_source"] = shown.get("source")
             entry["explanation_score"] = shown.get("score")
@@ -194,6 +197,7 @@ def _routes(app: FastAPI, service: RewardService) -> None:
             "status": "ok",
             **service.identity,
             "d_sae": model.d_sae,
+            "error_feature": model.error_feature,
             "k": model.k,
             "max_length": model.backbone.max_length,
             "device": str(model.backbone.device),
