@@ -32,7 +32,8 @@ def test_weight_two_equals_duplicated_pairs():
     weighted = train_bt_head(x, c, r, cfg, pair_weights=weights)
     duplicated = train_bt_head(x, np.r_[c, c[:100]], np.r_[r, r[:100]], cfg)
     plain = train_bt_head(x, c, r, cfg)
-    assert torch.allclose(weighted.weight, duplicated.weight, atol=1e-4)
+    # the same optimum, reached by FISTA to ~1e-4 (its step sizes differ with the pair count)
+    assert torch.allclose(weighted.weight, duplicated.weight, atol=5e-4)
     assert not torch.allclose(plain.weight, duplicated.weight, atol=1e-3)
 
 

@@ -166,6 +166,8 @@ class Builder:
     def run(self) -> dict:
         torch.manual_seed(self.plan.seed)
         sweep = read_sweep(self.plan)
+        if not sweep and self.reuse_sae:  # the sweep that chose the shipped SAE
+            sweep = json.loads((self.out / MANIFEST_FILE).read_text())["sweep"]
         chosen = choose(sweep)
         final = replace(chosen, n_samples=chosen.n_samples * self.plan.final_factor)
         data = self._timed("load", lambda: SweepData.load(self.plan))
