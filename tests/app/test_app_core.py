@@ -257,3 +257,20 @@ def test_heldout_frame_lists_categories_then_the_macro_row():
     assert frame["pairs"].tolist() == [8, 4, 12]
     assert frame["sarm"].tolist() == ["62.5% [50.0%, 75.0%]", "25.0% [0.0%, 50.0%]", "43.8%"]
     assert core.heldout_frame({}, "test").empty
+
+
+def test_heldout_sets_frame_reads_every_set_and_the_error_share():
+    import json
+
+    from sarm.cachedir import shipped_default_dir
+
+    manifest = json.loads((shipped_default_dir() / "manifest.json").read_text())
+    frame = core.heldout_sets_frame(manifest)
+    assert list(frame["set"]) == list(manifest["heldout"])
+    row = frame.set_index("set").loc["test"]
+    acc = manifest["heldout"]["test"]["sarm"]["all"]["accuracy"]
+    assert row["sarm"].startswith(f"{acc:.1%}")
+    share = manifest["error_head"]["per_set"]["test"]["error_share"]["sarm"]
+    assert row["SAE error share"] == f"{share:.1%}"
+    assert "dense probe" in core.head_kind(manifest) or "jointly" in core.head_kind(manifest)
+    assert core.head_kind({}) == "alone"
