@@ -171,12 +171,22 @@ class ExplainReport:
 
 
 def firing_features(conn: Connection) -> list[int]:
-    """Features active at the scored token of at least one stored response."""
+    """SAE features active at the scored token of at least one stored response.
+
+    The SAE-error column (:mod:`sarm.residual`) is not an SAE feature: never listed.
+    """
     with conn.read("listing firing features") as cur:
         rows = cur.execute(
-            "SELECT feature_id FROM feature_stats WHERE n_active > 0 ORDER BY 1"
+            "SELECT feature_id FROM feature_stats WHERE n_active > 0 AND feature_id != ? ORDER BY 1",
+            [_not_a_feature(conn)],
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def _not_a_feature(conn: Connection) -> int:
+    """The SAE-error column's id, or -1 (no feature has it) when the model has none."""
+    error = conn.error_feature
+    return -1 if error is None else int(error)
 
 
 def top_weight_features(conn: Connection, n: int) -> list[int]:
@@ -185,9 +195,9 @@ def top_weight_features(conn: Connection, n: int) -> list[int]:
         raise ValueError(f"top {n} features by head weight: give a positive count")
     with conn.read("ranking firing features by head weight") as cur:
         rows = cur.execute(
-            """SELECT feature_id FROM feature_stats WHERE n_active > 0
+            """SELECT feature_id FROM feature_stats WHERE n_active > 0 AND feature_id != ?
                ORDER BY abs(weight) DESC, feature_id LIMIT ?""",
-            [int(n)],
+            [_not_a_feature(conn), int(n)],
         ).fetchall()
     return sorted(r[0] for r in rows)
 
@@ -295,6 +305,7 @@ def explain_stats(
     """
     start = time.perf_counter()
     wanted = firing_features(conn) if features is None else [int(f) for f in features]
+    wanted = [f for f in wanted if f != conn.error_feature]  # the SAE error is not a feature
     ensure_matched_negatives(conn)
     contrastive, metadata = _contrastive_rows(conn), metadata_rows(conn)
     meta = example_metadata(conn)
@@ -454,9 +465,14 @@ def titles_for(conn: Connection, feature_ids: Sequence[int]) -> dict[int, str]:
         scored = source != "label" and score == score and score is not None
         out[int(fid)] = f"{text} ({score:.2f})" if scored else str(text)
     error = conn.error_feature
-    if error in wanted and error not in out:
-        out[error] = ERROR_NAME  # what no feature explains; a label may still rename it
+    if error in wanted and not _labelled(shown, error):
+        out[error] = ERROR_NAME  # what no feature explains; only a human label renames it
     return out
+
+
+def _labelled(shown: pd.DataFrame, fid: int) -> bool:
+    rows = shown[shown["feature"] == fid]
+    return bool(len(rows)) and bool((rows["source"] == "label").any())
 
 
 def run_stats_explainer(

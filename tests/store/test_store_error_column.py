@@ -9,6 +9,7 @@ from test_store_ingest import make_groups
 
 from app import core
 from feature_store import CachedLatents, FeatureStore, ingest
+from feature_store.explanations import firing_features, top_weight_features
 from sarm.head import Head
 from sarm.model import SARM
 from sarm.residual import ERROR_NAME, ErrorReadout, error_parts
@@ -38,6 +39,7 @@ def test_the_store_keeps_and_names_the_error_column(model, tmp_path, cached):
         m = model.error_feature
         assert store.error_feature == m == store.d_sae - 1
         assert store.titles_for([m, 0])[m] == ERROR_NAME
+        assert m not in firing_features(store) and m not in top_weight_features(store, 5)
         frame, latents = store.examples_frame(), store.latent_matrix()
     live = {s.conversation[-1]["content"]: s for s in model.score_batch(convs)}
     # every stored reward is the model's, error term included, and the column is the error

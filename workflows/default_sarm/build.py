@@ -54,7 +54,7 @@ from workflows.default_sarm.error_head import (
 from workflows.default_sarm.error_head import candidates as error_candidates
 from workflows.default_sarm.error_head import choose as choose_head
 from workflows.default_sarm.plan import BuildPlan
-from workflows.default_sarm.report import markdown_table
+from workflows.default_sarm.report import markdown_table, sets_markdown
 from workflows.default_sarm.sweep import Candidate as SAECandidate
 from workflows.default_sarm.sweep import (
     SweepData,
@@ -318,7 +318,8 @@ class Builder:
         dense_head.save(tmp / BASELINE_HEAD_FILE, {"kind": "dense baseline on u_T"})
         audit.write(tmp / AUDIT_FILE)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        (tmp / "heldout.md").write_text(heldout_markdown(manifest["heldout"]))
+        per_set = manifest.get("error_head", {}).get("per_set")
+        (tmp / "heldout.md").write_text(heldout_markdown(manifest["heldout"], per_set))
         if self.out.exists():
             shutil.rmtree(self.out)
         tmp.replace(self.out)
@@ -333,8 +334,13 @@ def halve_sae_file(sae_dir: Path) -> None:
     save_file(tensors, str(path))
 
 
-def heldout_markdown(heldout: dict) -> str:
-    parts = []
+def heldout_markdown(heldout: dict, per_set: dict | None = None) -> str:
+    parts = [
+        "## every set (accuracy over all pairs)",
+        "",
+        sets_markdown(heldout, per_set or {}),
+        "",
+    ]
     for split, report in heldout.items():
         parts += [f"## {split}: per category", "", markdown_table(report), ""]
         parts += [f"## {split}: per source", "", markdown_table(report, "per_source"), ""]

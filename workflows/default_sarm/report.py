@@ -64,3 +64,27 @@ def markdown_table(report: dict, by: str = "per_category") -> str:
         macro = [f"{report[h]['category_macro']:.3f}" for h in heads]
         lines.append("| " + " | ".join(["**macro**", "", *macro]) + " |")
     return "\n".join(lines)
+
+
+SET_HEADS = ("sarm", "dense", "sae", "joint-wd0.001", "shorter_wins", "longer_wins")
+
+
+def sets_markdown(heldout: dict, per_set: dict) -> str:
+    """One row per evaluation set: accuracy [95% CI] of each head, SAE quality, error share."""
+    heads = [h for h in SET_HEADS if all(h in r for r in heldout.values())]
+    lines = [
+        "| set | pairs | " + " | ".join(heads) + " | FVU at u_T | dead | SAE error share |",
+        "| --- | --- | " + " | ".join(["---"] * len(heads)) + " | --- | --- | --- |",
+    ]
+    for name, report in heldout.items():
+        q = per_set.get(name, {})
+        cells = []
+        for h in heads:
+            a = report[h]["all"]
+            cells.append(f"{a['accuracy']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]")
+        share = q.get("error_share", {}).get("sarm")
+        tail = [f"{q.get('fvu_u_T', float('nan')):.3f}", f"{q.get('dead_fraction', float('nan')):.3f}",
+                "" if share is None else f"{share:.3f}"]  # fmt: skip
+        n = report[heads[0]]["all"]["n_pairs"]
+        lines.append("| " + " | ".join([name, f"{n:,}", *cells, *tail]) + " |")
+    return "\n".join(lines)
