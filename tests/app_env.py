@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from helpers import make_tiny_sarm
 
 from feature_store import FeatureStore, ingest
@@ -17,6 +18,9 @@ from feature_store.annotations import annotations_path
 from sarm import load_sarm
 from sarm.checkpoints import save_sarm
 from sarm.explain.evidence import EvidenceSpec
+from sarm.head import Head
+from sarm.model import SARM
+from sarm.residual import ErrorReadout
 from sarm.types import PreferenceGroup
 
 TOPICS = ["the weather", "a python bug", "a poem about cats", "tax rules", "a recipe", "chess"]
@@ -58,14 +62,19 @@ def app_groups(n: int = 12) -> list[PreferenceGroup]:
     return groups
 
 
-def build_app_env(root: Path) -> AppEnv:
-    """Build (or reuse, within one session) the tiny model and its store under ``root``."""
+def build_app_env(root: Path, error_readout: bool = False) -> AppEnv:
+    """Build (or reuse, within one session) the tiny model and its store under ``root``.
+
+    With ``error_readout`` the model also reads the SAE error (:mod:`sarm.residual`).
+    """
 
     model_dir, store_path = root / "model", root / "store.duckdb"
     done = root / "done"
     if done.is_file():
         return AppEnv(model_dir, store_path)
     tiny = make_tiny_sarm(root / "released", seed=3, d_sae=64, k=8)
+    if error_readout:
+        tiny = with_error_readout(tiny)
     save_sarm(tiny, model_dir, include_backbone=True)
     model = load_sarm(model_dir)
     with FeatureStore.open(store_path) as store:
@@ -82,6 +91,17 @@ def build_app_env(root: Path) -> AppEnv:
         store.set_label(int(store.features(limit=1)["feature_id"][0]), "Strongest feature", "top")
     done.write_text("ok")
     return AppEnv(model_dir, store_path)
+
+
+def with_error_readout(model, seed: int = 11):
+    """``model`` reading the SAE error along a random direction, paid by a random weight."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=model.backbone.d_model)
+    weights = np.append(model.head.weight, 2.0).astype(np.float32)
+    return SARM(
+        model.backbone, model.sae, Head(weights, model.head.bias), model.sae_meta,
+        error_readout=ErrorReadout(v / np.linalg.norm(v)),
+    )  # fmt: skip
 
 
 def copy_store(env: AppEnv, target: Path) -> Path:
