@@ -78,3 +78,26 @@ def test_a_file_that_differs_from_the_manifest_is_refused(shipped, tmp_path):
     with FeatureStore.open(tmp_path / "s.duckdb") as store, pytest.raises(CheckpointError) as err:
         load_shipped_evidence(store, target, [], parts, manifest)
     assert str(path) in str(err.value) and "sha256" in str(err.value)
+
+
+def test_evidence_the_manifest_does_not_record_is_refused(shipped, tmp_path):
+    root, parts = shipped
+    target, manifest = _copy(root, tmp_path)
+    del manifest["evidence"]
+    with FeatureStore.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(CheckpointError) as err:
+            load_shipped_evidence(store, target, [], parts, manifest)
+        with store.read("t") as cur:
+            assert cur.execute("SELECT count(*) FROM evidence_windows").fetchall()[0][0] == 0
+    assert "records no sha256" in str(err.value) and "evidence." in str(err.value)
+
+
+def test_a_head_refit_keeps_the_evidence_record(tmp_path):
+    from workflows.default_sarm.build import _with_kept_entries
+
+    previous = tmp_path / "manifest.json"
+    record = {"windows": {"sha256": "ab", "bytes": 3}}
+    previous.write_text(json.dumps({"evidence": record, "head": {"old": 1}}))
+    kept = _with_kept_entries({"head": {"new": 2}}, previous)
+    assert kept == {"head": {"new": 2}, "evidence": record}
+    assert _with_kept_entries({"head": 1}, tmp_path / "absent.json") == {"head": 1}

@@ -41,6 +41,7 @@ from workflows.default_sarm.data import load_split, splits_dir
 from workflows.default_sarm.error_head import (
     AUDIT_SET_NAMES,
     KEPT_WITH_SAE,
+    MANIFEST_KEPT_WITH_SAE,
     Candidate,
     Encoded,
     audit_columns,
@@ -311,6 +312,7 @@ class Builder:
         save_sarm(model, tmp)
         halve_sae_file(tmp / "sae")
         if self.reuse_sae:  # the same SAE: its evidence and the bias audit's files stay
+            manifest = _with_kept_entries(manifest, self.out / MANIFEST_FILE)
             for name in KEPT_WITH_SAE:
                 if (self.out / name).exists():
                     copy = shutil.copytree if (self.out / name).is_dir() else shutil.copy2
@@ -323,6 +325,15 @@ class Builder:
         if self.out.exists():
             shutil.rmtree(self.out)
         tmp.replace(self.out)
+
+
+def _with_kept_entries(manifest: dict, previous: Path) -> dict:
+    """``manifest`` plus the previous one's entries for what stays with the SAE."""
+    if not previous.is_file():
+        return manifest
+    before = json.loads(previous.read_text())
+    kept = {k: before[k] for k in MANIFEST_KEPT_WITH_SAE if k in before}
+    return {**manifest, **kept}
 
 
 def halve_sae_file(sae_dir: Path) -> None:

@@ -176,6 +176,7 @@ def audit_columns(enc: Encoded, c: Candidate, d_sae: int) -> tuple[np.ndarray, n
 
 AUDIT_SET_NAMES = ("test", "xstest")
 KEPT_WITH_SAE = ("evidence", "bias_audit.json", "bias_samples.npz")
+MANIFEST_KEPT_WITH_SAE = ("evidence",)  # the manifest's record of the kept files
 
 
 def evaluation_sets(plan) -> list[tuple[str, Path | None]]:

@@ -140,7 +140,13 @@ def shipped_evidence_present(model_dir: Path) -> bool:
 def _read(model_dir: Path, name: str, manifest: dict) -> pa.Table:
     path = model_dir / EVIDENCE_DIR / f"{name}.parquet"
     want = manifest.get("evidence", {}).get(name, {}).get("sha256")
-    if want and _sha256(path) != want:
+    if not want:
+        raise CheckpointError(
+            f"{path}: manifest.json records no sha256 for it (key evidence.{name}), so it "
+            "cannot be checked against these weights (repackage it: "
+            "python -m workflows.default_sarm.evidence_asset)"
+        )
+    if _sha256(path) != want:
         raise CheckpointError(
             f"{path}: sha256 differs from manifest.json's; the evidence does not belong to "
             "these weights (rebuild it: python -m workflows.default_sarm.evidence_run)"
