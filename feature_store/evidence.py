@@ -296,6 +296,8 @@ ORDER BY feature_id, example_id
 # subset), then level 2 (source). Candidates come from a seeded pool of each stratum.
 # The negative's window is centred where the positive's peak is, counted from the
 # response's start or, for a peak in its second half, from its scored end-of-turn token.
+# Split 'contrast' is drawn the same way for the explain positives, after 'matched' and
+# never from its responses: held-out negatives stay unseen by whatever reads 'contrast'.
 MATCH_LEVELS = (0, 1, 2)
 MATCHED_SQL = """
 INSERT INTO feature_window_splits (feature_id, split, example_id, active, matched_to, centre)
@@ -310,7 +312,7 @@ pool AS (
     QUALIFY row_number() OVER (PARTITION BY source, sub, len_bin
                                ORDER BY hash(example_id, $seed)) <= $pool),
 paired AS (
-    SELECT feature_id, matched_to FROM feature_window_splits WHERE split = 'matched'),
+    SELECT feature_id, matched_to FROM feature_window_splits WHERE split = $out),
 pos AS (
     SELECT s.feature_id, s.example_id AS positive, s.peak, x.n AS n_pos,
            x.source, x.sub, x.len_bin,
@@ -318,10 +320,11 @@ pos AS (
                               ORDER BY hash(s.example_id, s.feature_id, $seed)) AS i
     FROM feature_window_splits s JOIN ex x USING (example_id)
     ANTI JOIN paired p ON p.feature_id = s.feature_id AND p.matched_to = s.example_id
-    WHERE s.split = 'heldout' AND s.active),
+    WHERE s.split = $positives AND s.active),
 need AS (SELECT DISTINCT feature_id, source, sub, len_bin FROM pos),
 used AS (
-    SELECT feature_id, example_id FROM feature_window_splits WHERE split = 'matched'),
+    SELECT feature_id, example_id FROM feature_window_splits
+    WHERE split = 'matched' OR split = 'contrast'),
 cand AS (
     SELECT d.feature_id, p.example_id, p.n, p.source, p.sub, p.len_bin,
            row_number() OVER (PARTITION BY d.feature_id, p.source, p.sub, p.len_bin
@@ -329,7 +332,7 @@ cand AS (
     FROM need d JOIN pool p USING (source, sub, len_bin)
     ANTI JOIN latents l ON l.feature_id = d.feature_id AND l.example_id = p.example_id
     ANTI JOIN used u ON u.feature_id = d.feature_id AND u.example_id = p.example_id)
-SELECT c.feature_id, 'matched', c.example_id, false, s.positive,
+SELECT c.feature_id, $out, c.example_id, false, s.positive,
        CASE WHEN 2 * s.peak >= s.n_pos - 1 THEN greatest(0, c.n - s.n_pos + s.peak)
             ELSE least(s.peak, c.n - 1) END
 FROM pos s JOIN cand c USING (feature_id, source, sub, len_bin, i)
@@ -337,11 +340,28 @@ ORDER BY c.feature_id, c.example_id
 """
 
 
+#: split of the matched negatives -> split of the positives they are matched to
+MATCHED_SPLITS = {"matched": "heldout", "contrast": "explain"}
+
+
 def draw_matched_negatives(cur, config: EvidenceConfig = EvidenceConfig()) -> int:
-    """(Re)draw the ``matched`` negatives of every feature's held-out positives; their count."""
-    cur.execute("DELETE FROM feature_window_splits WHERE split = 'matched'")
-    for level in MATCH_LEVELS:
-        cur.execute(MATCHED_SQL, {"level": level, "seed": config.seed, "pool": config.matched_pool})
+    """(Re)draw the source-matched negatives of every feature: ``matched`` for its
+    held-out positives (what the scores use), then ``contrast`` for its explain
+    positives (what an explainer may compare against; never a ``matched`` response of
+    the same feature). Returns the number of ``matched`` rows."""
+    cur.execute("DELETE FROM feature_window_splits WHERE split = 'matched' OR split = 'contrast'")
+    for out, positives in MATCHED_SPLITS.items():
+        for level in MATCH_LEVELS:
+            cur.execute(
+                MATCHED_SQL,
+                {
+                    "level": level,
+                    "seed": config.seed,
+                    "pool": config.matched_pool,
+                    "out": out,
+                    "positives": positives,
+                },
+            )
     row = fetch_one(cur, "SELECT count(*) FROM feature_window_splits WHERE split = 'matched'")
     return int(row[0])
 

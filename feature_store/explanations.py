@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from feature_store.connection import Connection
 from feature_store.errors import StoreError
-from feature_store.evidence import draw_matched_negatives
+from feature_store.evidence import MATCHED_SPLITS, draw_matched_negatives
 from feature_store.explanation_scores import ScoreReport, rule_scores, score_report
 from feature_store.sqlutil import fetch_one
 from sarm.explain.stats import (
@@ -70,7 +70,8 @@ def window_size(cur) -> int:
     return int(row[0])
 
 
-SPLITS = ("explain", "heldout", "matched")
+SPLITS = ("explain", "heldout", "matched", "contrast")
+SCORED_SPLITS = SPLITS[:3]  # what a stats explanation is written from and scored on
 
 #: a negative window's seeded centre: (example_id x this + feature_id x the next) % length
 NEGATIVE_MUL_EXAMPLE, NEGATIVE_MUL_FEATURE = 2654435761, 40503
@@ -79,11 +80,12 @@ NEGATIVE_MUL_EXAMPLE, NEGATIVE_MUL_FEATURE = 2654435761, 40503
 def split_windows(
     conn: Connection, split: str, features: Sequence[int] | None = None
 ) -> dict[int, list[EvidenceWindow]]:
-    """Per feature, its ``explain``, ``heldout`` or ``matched`` windows (positives, then
-    negatives).
+    """Per feature, its ``explain``, ``heldout``, ``matched`` or ``contrast`` windows
+    (positives, then negatives).
 
     ``matched`` is the held-out positives with the source-matched negatives (migration
-    009: same source, subset and length bin as a positive where the store has them).
+    009: same source, subset and length bin as a positive where the store has them);
+    ``contrast`` is the explain positives with theirs, drawn the same way.
     A negative (a response where the feature is not active at the scored token)
     is the window around a seeded position of its response (a matched one: its
     positive's peak position); its activations were not recorded and read as 0.
@@ -92,7 +94,7 @@ def split_windows(
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: the store keeps {', '.join(SPLITS)} windows")
-    params: dict[str, object] = {"split": split}
+    params: dict[str, object] = {"split": split, "positives": MATCHED_SPLITS.get(split, "")}
     where = ""
     if features is not None:
         ids = sorted({int(f) for f in features})
@@ -107,7 +109,7 @@ def split_windows(
         rows = cur.execute(
             f"""WITH s AS (
                     SELECT * FROM feature_window_splits
-                    WHERE (split = $split OR ($split = 'matched' AND split = 'heldout' AND active))
+                    WHERE (split = $split OR (split = $positives AND active))
                           {where}),
                 joined AS (
                     SELECT s.*, r.scored, r.tokens, len(r.tokens) AS n,
@@ -268,7 +270,7 @@ def background_windows(
 
 
 def ensure_matched_negatives(conn: Connection) -> bool:
-    """Draw the source-matched negatives of a store refreshed before migration 009.
+    """Draw the source-matched negatives (``matched``, ``contrast``) of a store that lacks them.
 
     Returns whether the store has them (a read-only store that lacks them cannot).
     """
@@ -276,11 +278,14 @@ def ensure_matched_negatives(conn: Connection) -> bool:
         have = fetch_one(
             cur,
             """SELECT count(*) FILTER (WHERE split = 'matched'),
+                      count(*) FILTER (WHERE split = 'contrast'),
                       count(*) FILTER (WHERE split = 'heldout' AND active)
                FROM feature_window_splits""",
         )
-    if have[0] or not have[1]:
+    if (have[0] and have[1]) or not have[2]:
         return bool(have[0])
+    if have[0] and conn.read_only:
+        return True  # scores work; only the contrast windows (the text ceiling) are missing
     if conn.read_only:
         logger.warning(
             "%s has no source-matched negatives (refreshed before schema 9); open it "
@@ -316,9 +321,9 @@ def explain_stats(
         range(0, len(wanted), WINDOW_BATCH), desc="explaining", disable=not progress, unit="batch"
     ):
         batch = wanted[lo : lo + WINDOW_BATCH]
-        windows = {s: split_windows(conn, s, batch) for s in SPLITS}
+        windows = {s: split_windows(conn, s, batch) for s in SCORED_SPLITS}
         for fid in batch:
-            ws = {s: windows[s].get(fid, []) for s in SPLITS}
+            ws = {s: windows[s].get(fid, []) for s in SCORED_SPLITS}
             found = stats_explanation(
                 contrastive.get(fid, []),
                 ws["explain"],

@@ -53,6 +53,19 @@ def test_explain_writes_scored_stats_explanations(store_path):
     assert sorted(report["scores"]) == sorted(frame["score"].dropna().tolist())
 
 
+def test_explain_with_the_ceiling_reports_one_per_explained_feature(store_path):
+    out = sarm_cli("explain", "--store", str(store_path), "--ceiling", "--json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    ceilings = report["text_ceilings"]
+    assert len(ceilings) == report["n_explained"]
+    values = [c for c in ceilings.values() if c is not None]
+    assert report["text_ceiling"]["n"] == len(values)
+    assert all(0.0 <= c <= 1.0 for c in values)
+    text = sarm_cli("explain", "--store", str(store_path), "--ceiling", "--quiet")
+    assert "text ceiling" in text.stdout.splitlines()[-1]
+
+
 def test_explain_refuses_bad_features_and_a_missing_llm_endpoint(store_path):
     bad = sarm_cli("explain", "--store", str(store_path), "--features", "999")
     assert bad.returncode == 2 and "0..63" in bad.stderr

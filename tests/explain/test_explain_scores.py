@@ -299,3 +299,49 @@ def test_distribution_quartiles_against_hand_counts():
         pytest.approx(0.725),
     )
     assert Distribution.of([None]).n == 0
+
+
+def _split_rows(store, split: str):
+    with store.read("t") as cur:
+        return cur.execute(
+            """SELECT m.feature_id, m.example_id, m.matched_to,
+                      split_part(a.group_id, '/', 1), a.subset,
+                      split_part(b.group_id, '/', 1), b.subset
+               FROM feature_window_splits m
+               JOIN examples a ON a.example_id = m.example_id
+               JOIN examples b ON b.example_id = m.matched_to
+               WHERE m.split = ?""",
+            [split],
+        ).fetchall()
+
+
+def test_contrast_negatives_match_explain_positives_and_never_reuse_a_heldout_one(planted):
+    store, fires0, responses = planted
+    contrast, matched = _split_rows(store, "contrast"), _split_rows(store, "matched")
+    with store.read("t") as cur:
+        explain = set(
+            cur.execute(
+                "SELECT feature_id, example_id FROM feature_window_splits "
+                "WHERE split = 'explain' AND active"
+            ).fetchall()
+        )
+    assert contrast and {(f, p) for f, _, p, *_ in contrast} <= explain
+    assert all(r[3:5] == r[5:7] for r in contrast)  # same source and subset
+    fires = {SOURCE_FEATURE: fires0, ZEBRA_FEATURE: [z is not None for _, z in responses]}
+    assert not any(fires[f][e] for f, e, *_ in contrast)  # silent in every negative
+    held = {(f, e) for f, e, *_ in matched}
+    assert not held & {(f, e) for f, e, *_ in contrast}  # held-out negatives stay unseen
+
+
+def test_the_text_ceiling_finds_the_zebra_and_not_the_source(planted):
+    from feature_store.text_ceiling import text_ceilings
+
+    store, _, _ = planted
+    ceilings = text_ceilings(store, [SOURCE_FEATURE, ZEBRA_FEATURE])
+    # reference: ` zebra` is in every positive window of both splits and in no negative
+    for split in ("contrast", "matched"):
+        windows = split_windows(store, split, [ZEBRA_FEATURE])[ZEBRA_FEATURE]
+        assert all((" zebra" in w.tokens) == w.active for w in windows)
+    assert ceilings[ZEBRA_FEATURE] == pytest.approx(1.0)
+    # the source feature fires at random within srcA: no token tells it apart
+    assert 0.25 <= ceilings[SOURCE_FEATURE] <= 0.75

@@ -9,6 +9,8 @@ explainer's. ``--explainer llm`` asks an OpenAI-compatible
 endpoint (``sarm.explain.llm``) for each explanation and scores it by asking the
 same endpoint whether each held-out window (source-matched negatives) matches. Explanations are appended to
 the store's annotations database (history is kept; a human label always wins).
+``--ceiling`` adds the text ceiling (``sarm.explain.ceiling``): what a classifier
+reading the same windows reaches, the most an explanation of them could.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 import feature_store as fs
 from feature_store import explanations as ex
+from feature_store.text_ceiling import ceiling_line, text_ceilings
+from sarm.explain.scoring import Distribution
 
 DESCRIPTION = (
     "Explain the features of a feature store and score each explanation by detection "
@@ -69,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="only append the explanations and labels of a JSON export",
     )
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure the text ceiling: how well a token-presence classifier fitted on "
+        "the explain windows detects each feature on the held-out source-matched ones "
+        "(what any explanation of those windows could reach)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -105,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             found, report = _explain_llm(args, store, features)
         ex.save_explanations(store, found)
+        ceilings = (
+            text_ceilings(store, [e.feature_id for e in found], progress=not args.quiet)
+            if args.ceiling
+            else None
+        )
     scores = [e.score for e in found if e.score is not None]
     total = time.perf_counter() - start
     if args.json:
@@ -115,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                     "explainer": args.explainer,
                     "total_seconds": total,
                     "scores": scores,
+                    **_ceiling_json(ceilings),
                 }
             )
         )
@@ -122,7 +140,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.explainer}: {report.summary()}; {total:.1f} s in all")
         if report.scores is not None:
             print("\n".join(report.scores.lines()))
+        if ceilings is not None:
+            print(ceiling_line(ceilings))
     return 0
+
+
+def _ceiling_json(ceilings: dict[int, float | None] | None) -> dict[str, object]:
+    if ceilings is None:
+        return {}
+    return {
+        "text_ceiling": asdict(Distribution.of(list(ceilings.values()))),
+        "text_ceilings": {str(f): c for f, c in ceilings.items()},
+    }
 
 
 def _transfer(args: argparse.Namespace) -> int:
