@@ -159,12 +159,15 @@ class ExplainReport:
     median_score: float | None
     seconds: float
     scores: ScoreReport | None = None
+    n_without_text: int = 0  # asked, but the reply held no explanation (nothing stored)
 
     def summary(self) -> str:
         median = "n/a" if self.median_score is None else f"{self.median_score:.3f}"
+        empty = f"; {self.n_without_text} replies held no text" if self.n_without_text else ""
         return (
             f"explained {self.n_explained} of {self.n_features} features that fire "
-            f"({self.n_scored} scored, median detection score {median}) in {self.seconds:.1f} s"
+            f"({self.n_scored} scored, median detection score {median}){empty} "
+            f"in {self.seconds:.1f} s"
         )
 
     def to_dict(self) -> dict[str, object]:

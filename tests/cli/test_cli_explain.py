@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "store"))
 from test_store_ingest import make_groups  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "explain"))
+from test_llm_errors import _completion, scripted_server  # noqa: E402
+
 
 def sarm_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -83,3 +86,20 @@ def test_export_then_import_through_the_cli(store_path, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "e.json").read_text())
     assert rows and all(r["typeName"].startswith("sarm_") for r in rows)
+
+
+def test_llm_replies_without_text_are_counted_not_stored(store_path, tmp_path):
+    copy = tmp_path / "s.duckdb"
+    copy.write_bytes(store_path.read_bytes())  # its own reply cache and annotations
+    with scripted_server([(200, {}, _completion(""), 0.0)]) as endpoint:
+        out = sarm_cli(
+            "explain", "--store", str(copy), "--explainer", "llm", "--top-weight", "3",
+            "--llm-base-url", endpoint["url"], "--llm-model", "m", "--json", "--quiet",
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["n_without_text"] == 3 == len(endpoint["posts"])  # asked, nothing written
+    assert report["n_explained"] == report["n_scored"] == 0
+    with FeatureStore.open(copy, read_only=True) as store:
+        frame = store.explanations()
+    assert not frame["source"].astype(str).str.startswith("llm:").any()

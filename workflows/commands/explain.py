@@ -215,6 +215,8 @@ def _explain_llm(args, store, features):
         written = explainer.explain_many(
             [(f, shown[f], contrastive.get(f, [])) for f in asked], progress=_advance(bar)
         )
+    n_asked = len(written)
+    written = [e for e in written if e.text]  # a reply without text is not an explanation
     scorable = [
         i
         for i, e in enumerate(written)
@@ -238,5 +240,6 @@ def _explain_llm(args, store, features):
         len(scores),
         float(sorted(scores)[len(scores) // 2]) if scores else None,
         time.perf_counter() - start,
+        n_without_text=n_asked - len(written),
     )
     return found, report
