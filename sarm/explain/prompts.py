@@ -39,9 +39,10 @@ _SYSTEM = (
     "what it detects."
 )
 
+TEXT_PLACEHOLDER = "a short phrase saying what the feature detects"
 _EXPLAIN_TASK = (
     "Reply with exactly two lines:\n"
-    "EXPLANATION: <a short phrase saying what the feature detects>\n"
+    f"EXPLANATION: <{TEXT_PLACEHOLDER}>\n"
     "MONOSEMANTICITY: <a number from 1 to 5; 5 = every excerpt shows the same single "
     "concept, 1 = no common pattern>"
 )
@@ -185,7 +186,7 @@ class ParsedExplanation:
 
     text: str
     monosemanticity: int | None
-    how: str  # "tagged", "first line", "empty" or "copied example"
+    how: str  # "tagged", "first line", "empty", "copied example" or "copied placeholder"
 
 
 _TAG = re.compile(r"^\W*explanation\W*?[:\-=]\s*(.*)$", re.IGNORECASE)
@@ -200,11 +201,15 @@ def parse_explanation(reply: str) -> ParsedExplanation:
     """The explanation and the 1-5 rating in ``reply``, read as forgivingly as is safe.
 
     A reply that repeats the prompt's worked example says nothing about the feature:
-    it comes back without text (``how == "copied example"``), like an empty one.
+    it comes back without text (``how == "copied example"``), like an empty one; so
+    does one that repeats the format's placeholder (``"copied placeholder"``).
     """
     parsed = _read_explanation(reply)
-    if parsed.text.rstrip(".").casefold() == EXAMPLE_EXPLANATION.casefold():
+    said = parsed.text.strip("<>. ").casefold()
+    if said == EXAMPLE_EXPLANATION.casefold():
         return ParsedExplanation("", None, "copied example")
+    if said == TEXT_PLACEHOLDER.casefold():
+        return ParsedExplanation("", None, "copied placeholder")
     return parsed
 
 

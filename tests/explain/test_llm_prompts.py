@@ -78,6 +78,18 @@ def test_detect_prompt_shows_windows_unmarked():
         ("Explanation: “polite refusals”", "polite refusals", None, "tagged"),
         ("", "", None, "empty"),
         ("EXPLANATION: Names of European cities.\nMONOSEMANTICITY: 5", "", None, "copied example"),
+        (  # what Gemma-3-270M (a base model) answered to the default's features
+            "EXPLANATION: <a short phrase saying what the feature detects",
+            "",
+            None,
+            "copied placeholder",
+        ),
+        (
+            "EXPLANATION: a short phrase saying what the feature detects.",
+            "",
+            None,
+            "copied placeholder",
+        ),
         ("MONOSEMANTICITY: 1", "", 1, "empty"),
     ],
 )
