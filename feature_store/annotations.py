@@ -59,7 +59,10 @@ EXPLANATION_COLUMNS = (
 )
 #: values kept inside an explanation's ``details`` JSON, readable as columns of
 #: :meth:`Annotations.latest_explanations` (SQLite's JSON functions)
-EXPLANATION_DETAILS = {"fuzzing": "json_extract(details, '$.scores.fuzzing')"}
+EXPLANATION_DETAILS = {
+    "fuzzing": "json_extract(details, '$.scores.fuzzing')",
+    "ceiling": "json_extract(details, '$.scores.ceiling')",
+}
 HEAD_COLUMNS = ("name", "parent", "note", "author", "metrics", "bias", "weights", "created_at")
 LATEST_SCHEMA = pa.schema(
     [

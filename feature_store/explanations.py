@@ -416,19 +416,21 @@ def _renamed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 _PRIORITY = {"label": 0, "human": 1, "llm": 2, "stats": 2}
-SHOWN_COLUMNS = ["feature", "text", "source", "score", "fuzzing"]
+SHOWN_COLUMNS = ["feature", "text", "source", "score", "fuzzing", "ceiling"]
 
 
 def display_explanations(conn: Connection) -> pd.DataFrame:
-    """One row per feature: what the app shows (``feature, text, source, score, fuzzing``).
+    """One row per feature: what the app shows (``feature, text, source, score, fuzzing,
+    ceiling``).
 
     A human label (the label editor) wins, then a human explanation, then the
     machine explanation (``llm:*`` or ``stats``) with the best detection score
     (``score``, on source-matched negatives); ``fuzzing`` is its fuzzing score where
-    it has one.
+    it has one; ``ceiling`` the text ceiling stored with it (``sarm.explain.ceiling``:
+    what any text explanation of the feature's windows reached), where measured.
     """
     shown = conn.annotations.latest_explanations(
-        ["feature_id", "text", "source", "score", "fuzzing"]
+        ["feature_id", "text", "source", "score", "fuzzing", "ceiling"]
     )
     frame = shown.rename(columns={"feature_id": "feature"})
     labels = conn.annotations.latest_labels().to_pandas()
@@ -440,6 +442,7 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
                 "source": "label",
                 "score": np.nan,
                 "fuzzing": np.nan,
+                "ceiling": np.nan,
             }
         )
         frame = pd.concat([human, frame], ignore_index=True)
@@ -447,6 +450,7 @@ def display_explanations(conn: Connection) -> pd.DataFrame:
         return pd.DataFrame(columns=SHOWN_COLUMNS)
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
     frame["fuzzing"] = pd.to_numeric(frame["fuzzing"], errors="coerce")
+    frame["ceiling"] = pd.to_numeric(frame["ceiling"], errors="coerce")
     frame["rank"] = frame["source"].map(lambda s: _PRIORITY.get(s.split(":")[0], 9))
     frame["llm_first"] = ~frame["source"].str.startswith("llm")
     frame = frame.sort_values(

@@ -8,6 +8,7 @@ against theirs), so it is judged exactly as an explanation's controlled detectio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tqdm.auto import tqdm
 
@@ -15,6 +16,7 @@ from feature_store.connection import Connection
 from feature_store.explanations import WINDOW_BATCH, ensure_matched_negatives, split_windows
 from sarm.explain.ceiling import text_ceiling
 from sarm.explain.scoring import Distribution
+from sarm.explain.types import Explanation
 
 
 def text_ceilings(
@@ -40,3 +42,15 @@ def ceiling_line(ceilings: dict[int, float | None]) -> str:
         f"source-matched negatives, detection on the held-out ones): "
         f"{Distribution.of(list(ceilings.values())).line()}"
     )
+
+
+def with_ceilings(
+    found: Sequence[Explanation], ceilings: dict[int, float | None]
+) -> list[Explanation]:
+    """``found`` with each feature's ceiling in ``details["scores"]["ceiling"]`` (shown
+    beside the explanation's own scores)."""
+    out = []
+    for e in found:
+        scores = {**e.details.get("scores", {}), "ceiling": ceilings.get(e.feature_id)}
+        out.append(replace(e, details={**e.details, "scores": scores}))
+    return out

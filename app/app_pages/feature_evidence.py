@@ -33,6 +33,9 @@ def render_explanation(ctx: state.Context, fid: int) -> None:
         f"windows of the same source where it is silent, 0.5 = chance): "
         f"{_score(r['score'], 'too few held-out windows')} · fuzzing score (is the highlighted "
         f"token the one that fires, 0.5 = chance): {_score(r.get('fuzzing'), 'not scored')}"
+        f" · text ceiling (what a classifier over these windows' tokens reaches on the same "
+        f"test: no text explanation of them does much better): "
+        f"{_score(r.get('ceiling'), 'not measured: sarm explain --ceiling')}"
     )
     history = ctx.store.explanation_history(fid)
     if len(history):

@@ -115,3 +115,26 @@ def test_features_table_sorts_by_explanation_score(explained):
     scored = [s for s in scores if s == s and s is not None]
     assert scored == sorted(scored, reverse=True) and scored[0] >= 0.75
     assert scores[: len(scored)] == scored  # unscored features come after the scored ones
+
+
+def test_feature_page_shows_the_text_ceiling_stored_with_the_explanation(explained):
+    from feature_store.explanations import firing_features
+    from feature_store.text_ceiling import text_ceilings, with_ceilings
+
+    path, _, _ = explained
+    with FeatureStore.open(path) as store:
+        ceilings = text_ceilings(store, firing_features(store))
+        fid = next(f for f, c in ceilings.items() if c is not None)  # both classes held out
+        found = Explanation(fid, "ends with a question", "llm:test", "2", 0.99)
+        save_explanations(store, with_ceilings([found], ceilings))
+        shown = store.display_explanations().set_index("feature")
+    assert shown.loc[fid, "text"] == "ends with a question"  # the best score is shown
+    assert shown.loc[fid, "ceiling"] == pytest.approx(ceilings[fid])
+    at = start("features")
+    at.number_input(key="features_fid").set_value(fid).run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert "text ceiling" in captions and f"{ceilings[fid]:.2f}" in captions
+    at.number_input(key="features_fid").set_value(int(shown.index[0])).run()
+    if shown.index[0] != fid:  # an explanation written without --ceiling says how to get one
+        assert "not measured" in " ".join(c.value for c in at.caption)

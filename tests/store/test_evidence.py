@@ -289,6 +289,7 @@ def test_a_v1_annotations_file_gains_explanations_and_keeps_labels(tmp_path):
                 "source": "label",
                 "score": pytest.approx(np.nan, nan_ok=True),
                 "fuzzing": pytest.approx(np.nan, nan_ok=True),
+                "ceiling": pytest.approx(np.nan, nan_ok=True),
             }
         ]
     assert sqlite3.connect(ann).execute("PRAGMA user_version").fetchone()[0] == 2

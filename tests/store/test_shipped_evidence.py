@@ -101,3 +101,21 @@ def test_a_head_refit_keeps_the_evidence_record(tmp_path):
     kept = _with_kept_entries({"head": {"new": 2}}, previous)
     assert kept == {"head": {"new": 2}, "evidence": record}
     assert _with_kept_entries({"head": 1}, tmp_path / "absent.json") == {"head": 1}
+
+
+def test_the_default_store_ships_explanations_with_their_text_ceilings(shipped, tmp_path):
+    from feature_store.explanations import split_windows
+    from sarm.explain.ceiling import text_ceiling
+    from workflows.default_sarm.store import build_default_store
+
+    build_default_store(tmp_path / "s.duckdb", progress=False, limit=60)
+    with FeatureStore.open(tmp_path / "s.duckdb", read_only=True) as store:
+        shown = store.display_explanations().set_index("feature")
+        measured = shown["ceiling"].dropna()
+        assert len(measured) > 0 and measured.between(0.0, 1.0).all()
+        fid = int(measured.index[0])
+        # the stored figure is the ceiling of the store's own contrast and matched windows
+        train = split_windows(store, "contrast", [fid])[fid]
+        test = split_windows(store, "matched", [fid])[fid]
+    assert {w.active for w in train} == {w.active for w in test} == {True, False}
+    assert measured.iloc[0] == pytest.approx(text_ceiling(train, test))

@@ -42,7 +42,7 @@ def test_the_best_scoring_explanation_of_any_kind_is_shown(store):
         ],
     )
     shown = store.display_explanations().set_index("feature")
-    assert list(shown.columns) == ["text", "source", "score", "fuzzing"]
+    assert list(shown.columns) == ["text", "source", "score", "fuzzing", "ceiling"]
     assert shown.loc[1, "text"] == "stats wins" and shown.loc[1, "fuzzing"] == 0.95
     assert shown.loc[2, "text"] == "llm wins" and math.isnan(shown.loc[2, "fuzzing"])
     assert shown.loc[3, "text"] == "only stats, unscored" and math.isnan(shown.loc[3, "score"])
