@@ -287,8 +287,13 @@ def ensure_matched_negatives(conn: Connection) -> bool:
         )
     if (have[0] and have[1]) or not have[2]:
         return bool(have[0])
-    if have[0] and conn.read_only:
-        return True  # scores work; only the contrast windows (the text ceiling) are missing
+    if have[0] and conn.read_only:  # scores work; the text ceiling cannot
+        logger.warning(
+            "%s has no contrast windows (refreshed before the text ceiling): open it "
+            "writable to draw them, or every text ceiling reads as not measured",
+            conn.path,
+        )
+        return True
     if conn.read_only:
         logger.warning(
             "%s has no source-matched negatives (refreshed before schema 9); open it "

@@ -13,7 +13,12 @@ from dataclasses import replace
 from tqdm.auto import tqdm
 
 from feature_store.connection import Connection
-from feature_store.explanations import WINDOW_BATCH, ensure_matched_negatives, split_windows
+from feature_store.explanations import (
+    WINDOW_BATCH,
+    ensure_matched_negatives,
+    save_explanations,
+    split_windows,
+)
 from sarm.explain.ceiling import text_ceiling
 from sarm.explain.scoring import Distribution
 from sarm.explain.types import Explanation
@@ -54,3 +59,13 @@ def with_ceilings(
         scores = {**e.details.get("scores", {}), "ceiling": ceilings.get(e.feature_id)}
         out.append(replace(e, details={**e.details, "scores": scores}))
     return out
+
+
+def save_with_ceilings(
+    conn: Connection, found: Sequence[Explanation], progress: bool = False
+) -> dict[int, float | None]:
+    """Measure the text ceiling of each explained feature, save ``found`` with it
+    (:func:`with_ceilings`), and return the ceilings."""
+    ceilings = text_ceilings(conn, [e.feature_id for e in found], progress)
+    save_explanations(conn, with_ceilings(found, ceilings))
+    return ceilings

@@ -345,3 +345,30 @@ def test_the_text_ceiling_finds_the_zebra_and_not_the_source(planted):
     assert ceilings[ZEBRA_FEATURE] == pytest.approx(1.0)
     # the source feature fires at random within srcA: no token tells it apart
     assert 0.25 <= ceilings[SOURCE_FEATURE] <= 0.75
+
+
+def test_a_read_only_store_without_contrast_windows_says_the_ceiling_is_unmeasured(
+    planted, tmp_path, caplog
+):
+    import shutil
+
+    from feature_store import FeatureStore
+    from feature_store.text_ceiling import text_ceilings
+
+    store, _, _ = planted
+    before = text_ceilings(store, [ZEBRA_FEATURE])
+    with store.write("t") as cur:
+        cur.execute("CHECKPOINT")
+    copy = tmp_path / "old.duckdb"
+    shutil.copy(store.path, copy)
+    annotations = tmp_path / "old.sqlite"
+    with FeatureStore.open(copy, annotations=annotations) as old, old.write("t") as cur:
+        cur.execute("DELETE FROM feature_window_splits WHERE split = 'contrast'")  # older store
+    with (
+        FeatureStore.open(copy, read_only=True, annotations=annotations) as old,
+        caplog.at_level("WARNING", logger="feature_store.explanations"),
+    ):
+        assert text_ceilings(old, [ZEBRA_FEATURE]) == {ZEBRA_FEATURE: None}
+    assert "no contrast windows" in caplog.text
+    with FeatureStore.open(copy, annotations=annotations) as old:  # writable: drawn again
+        assert text_ceilings(old, [ZEBRA_FEATURE]) == before

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 import feature_store as fs
 from feature_store import explanations as ex
-from feature_store.text_ceiling import ceiling_line, text_ceilings, with_ceilings
+from feature_store.text_ceiling import ceiling_line, save_with_ceilings
 from sarm.explain.scoring import Distribution
 
 DESCRIPTION = (
@@ -116,12 +116,11 @@ def run(args: argparse.Namespace) -> int:
             found, report = ex.explain_stats(store, features, progress=not args.quiet)
         else:
             found, report = _explain_llm(args, store, features)
-        ceilings = (
-            text_ceilings(store, [e.feature_id for e in found], progress=not args.quiet)
-            if args.ceiling
-            else None
-        )
-        ex.save_explanations(store, with_ceilings(found, ceilings) if ceilings else found)
+        ceilings = None
+        if args.ceiling:
+            ceilings = save_with_ceilings(store, found, progress=not args.quiet)
+        else:
+            ex.save_explanations(store, found)
     scores = [e.score for e in found if e.score is not None]
     total = time.perf_counter() - start
     if args.json:

@@ -20,8 +20,8 @@ import numpy as np
 
 from feature_store import CachedLatents, FeatureStore, ingest
 from feature_store.annotations import annotations_path
-from feature_store.explanations import explain_stats, save_explanations
-from feature_store.text_ceiling import ceiling_line, text_ceilings, with_ceilings
+from feature_store.explanations import explain_stats
+from feature_store.text_ceiling import ceiling_line, save_with_ceilings
 from sarm import cachedir
 from sarm.checkpoints import load_sarm
 from sarm.latents import PooledLatents, SparseLatents
@@ -172,8 +172,7 @@ def build_default_store(
         seconds["ingest"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
         if with_evidence:  # explanations are written from the evidence, with their ceilings
             found, explained = explain_stats(store)
-            ceilings = text_ceilings(store, [e.feature_id for e in found])
-            save_explanations(store, with_ceilings(found, ceilings))
+            ceilings = save_with_ceilings(store, found)
             logger.info("%s; %s", explained.summary(), ceiling_line(ceilings))
             seconds["explain"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
         else:
